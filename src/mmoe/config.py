@@ -1,0 +1,198 @@
+"""Frozen configuration objects: what a task is, what the inputs are, how a model is shaped
+and how it is trained. Everything here is plain data (JSON round-trips via ``to_dict`` /
+``from_dict``) and validated once, in ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from . import _checks
+
+TaskKind = Literal["binary", "regression", "multiclass"]
+TASK_KINDS: tuple[str, ...] = ("binary", "regression", "multiclass")
+
+
+def _to_tuples(value: Any) -> Any:
+    """JSON gives lists; configs hold tuples (hashable, immutable)."""
+    if isinstance(value, list):
+        return tuple(_to_tuples(v) for v in value)
+    return value
+
+
+class _Serializable:
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form of this config."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming the key."""
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        _checks.check(not unknown, f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
+        return cls(**{k: _to_tuples(v) for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class TaskSpec(_Serializable):
+    """One prediction task.
+
+    Args:
+        name: task name used in outputs, logs and files.
+        kind: ``binary`` (BCE on one logit), ``regression`` (MSE on one output) or
+            ``multiclass`` (cross-entropy over ``len(classes)`` logits).
+        column: label column in the data (defaults to ``name``).
+        classes: multiclass: the class labels, in logit order. Binary: optionally the
+            two label values ``(negative, positive)``.
+        positive: binary: the label value counted as the positive class (else 1/true).
+        weight: the task's weight in the summed loss.
+
+    Example:
+        >>> TaskSpec("income", "binary", column="income_50k", positive="50000+.").out_dim
+        1
+    """
+
+    name: str
+    kind: TaskKind = "binary"
+    column: str | None = None
+    classes: tuple[Any, ...] = ()
+    positive: Any = None
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _checks.check(isinstance(self.name, str) and self.name != "",
+                      f"task name must be a non-empty string, got {self.name!r}")
+        _checks.one_of(self.kind, TASK_KINDS, f"task '{self.name}': kind")
+        if self.column is None:
+            object.__setattr__(self, "column", self.name)
+        object.__setattr__(self, "classes", tuple(self.classes))
+        _checks.non_negative(self.weight, f"task '{self.name}': weight")
+        if self.kind == "multiclass":
+            _checks.check(len(self.classes) >= 2,
+                          f"task '{self.name}': a multiclass task needs at least 2 classes, "
+                          f"got {len(self.classes)}")
+
+    @property
+    def out_dim(self) -> int:
+        """Number of logits the task's tower produces."""
+        return len(self.classes) if self.kind == "multiclass" else 1
+
+
+@dataclass(frozen=True)
+class InputSpec(_Serializable):
+    """The model's input columns, as sizes (models never see DataFrames).
+
+    Args:
+        numeric: names of the numeric input columns (already standardised by the data layer).
+        categorical: ``(name, cardinality)`` per categorical column; index 0 is reserved for
+            out-of-vocabulary and missing values, so cardinality counts it.
+        embedding_dim: width of each categorical column's embedding.
+
+    Example:
+        >>> InputSpec.dense(100).width
+        100
+    """
+
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[tuple[str, int], ...] = ()
+    embedding_dim: int = 8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "numeric", tuple(self.numeric))
+        object.__setattr__(self, "categorical", tuple((str(n), int(c)) for n, c in self.categorical))
+        _checks.positive_int(self.embedding_dim, "embedding_dim")
+        _checks.check(self.numeric or self.categorical, "the model needs at least one input column")
+        for name, card in self.categorical:
+            _checks.check(card >= 1, f"column '{name}': cardinality must be >= 1, got {card}")
+
+    @classmethod
+    def dense(cls, d: int, prefix: str = "x") -> InputSpec:
+        """A plain dense input of ``d`` numeric features named ``x0 .. x{d-1}``."""
+        _checks.positive_int(d, "input dimension")
+        return cls(numeric=tuple(f"{prefix}{i}" for i in range(d)))
+
+    @property
+    def width(self) -> int:
+        """Width d of the encoded input vector."""
+        return len(self.numeric) + len(self.categorical) * self.embedding_dim
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Serializable):
+    """Shape of a model from the registry (see :func:`mmoe.models.available_models`).
+
+    Args:
+        name: registered model name (``single_task``, ``shared_bottom``, ``omoe``, ``mmoe``...).
+        expert_units: hidden widths of each expert (MoE models) or of the shared bottom /
+            per-task network (Shared-Bottom, Single-Task).
+        num_experts: number of experts E (MoE models).
+        tower_units: hidden widths of each task tower (may be empty: a linear head).
+        gate_bias: add a bias to the gates (the paper's eq. 5 has none).
+        dropout: dropout after each hidden layer of experts and towers.
+        batch_norm: batch normalisation of the encoded input.
+        options: model-specific extras (for example ``{"alpha": 1e-3}`` for L2-constrained);
+            each model documents and validates its own.
+    """
+
+    name: str = "mmoe"
+    expert_units: tuple[int, ...] = (16,)
+    num_experts: int = 8
+    tower_units: tuple[int, ...] = (8,)
+    gate_bias: bool = False
+    dropout: float = 0.0
+    batch_norm: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "expert_units", _checks.units(self.expert_units, "expert_units"))
+        object.__setattr__(self, "tower_units",
+                           _checks.units(self.tower_units, "tower_units", allow_empty=True))
+        _checks.positive_int(self.num_experts, "num_experts")
+        _checks.check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        object.__setattr__(self, "options", dict(self.options))
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Serializable):
+    """How a model is trained.
+
+    Args:
+        epochs: passes over the training data.
+        batch_size: rows per optimisation step.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay (L2 on all weights).
+        seed: seeds initialisation, shuffling and dropout; CPU runs are bit-reproducible.
+        monitor: task whose validation metric drives early stopping and best-model selection
+            (default: the first task). Binary/multiclass use AUC/accuracy (higher is better),
+            regression uses MSE (lower is better).
+        patience: epochs without improvement before stopping (``None``: never stop early).
+        restore_best: end with the weights of the best validation epoch.
+        checkpoint_every: write a checkpoint every N steps (``None``: at each epoch end).
+        threads: intra-op threads (``None``: leave torch's setting alone).
+    """
+
+    epochs: int = 10
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    monitor: str | None = None
+    patience: int | None = None
+    restore_best: bool = True
+    checkpoint_every: int | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _checks.positive_int(self.epochs, "epochs")
+        _checks.positive_int(self.batch_size, "batch_size")
+        _checks.check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _checks.non_negative(self.weight_decay, "weight_decay")
+        if self.patience is not None:
+            _checks.positive_int(self.patience, "patience")
+        if self.checkpoint_every is not None:
+            _checks.positive_int(self.checkpoint_every, "checkpoint_every")
+        if self.threads is not None:
+            _checks.positive_int(self.threads, "threads")

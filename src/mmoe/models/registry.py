@@ -1,0 +1,79 @@
+"""The model registry: one name -> one backbone builder. A new model is a new backbone plus
+one ``register`` line here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from .. import _checks
+from ..config import ModelConfig
+from .backbones import MixtureOfExperts, SharedBottom, SingleTask
+
+# builder(config, in_features d, num_tasks T) -> backbone returning (h (T, B, k), gates | None)
+Builder = Callable[[ModelConfig, int, int], nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str
+    build: Builder
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(name: str, description: str) -> Callable[[Builder], Builder]:
+    """Register a backbone builder under ``name`` (decorator)."""
+
+    def wrap(build: Builder) -> Builder:
+        _REGISTRY[name] = ModelEntry(name, description, build)
+        return build
+
+    return wrap
+
+
+def available_models() -> dict[str, str]:
+    """Registered model names and their one-line descriptions."""
+    return {name: entry.description for name, entry in _REGISTRY.items()}
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``; a clear error lists the known names."""
+    _checks.check(name in _REGISTRY,
+                  f"unknown model '{name}'; choose one of: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def _no_options(cfg: ModelConfig) -> None:
+    _checks.check(not cfg.options,
+                  f"model '{cfg.name}' takes no options, got {', '.join(sorted(cfg.options))}")
+
+
+@register("single_task", "an independent network per task, nothing shared")
+def _single_task(cfg: ModelConfig, d: int, num_tasks: int) -> nn.Module:
+    _no_options(cfg)
+    return SingleTask(d, cfg.expert_units, num_tasks, cfg.dropout)
+
+
+@register("shared_bottom", "one shared bottom network, a tower per task")
+def _shared_bottom(cfg: ModelConfig, d: int, num_tasks: int) -> nn.Module:
+    _no_options(cfg)
+    return SharedBottom(d, cfg.expert_units, num_tasks, cfg.dropout)
+
+
+@register("omoe", "one-gate mixture of experts: one softmax gate shared by all tasks")
+def _omoe(cfg: ModelConfig, d: int, num_tasks: int) -> nn.Module:
+    _no_options(cfg)
+    return MixtureOfExperts(d, cfg.expert_units, cfg.num_experts, 1, num_tasks,
+                            cfg.gate_bias, cfg.dropout)
+
+
+@register("mmoe", "multi-gate mixture of experts: one softmax gate per task (Ma et al. 2018)")
+def _mmoe(cfg: ModelConfig, d: int, num_tasks: int) -> nn.Module:
+    _no_options(cfg)
+    return MixtureOfExperts(d, cfg.expert_units, cfg.num_experts, num_tasks, num_tasks,
+                            cfg.gate_bias, cfg.dropout)

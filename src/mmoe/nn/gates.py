@@ -1,0 +1,52 @@
+"""Softmax gates over experts (paper eq. 5): g^k(x) = softmax(W_gk x)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .stacked import StackedLinear
+
+
+class Gates(nn.Module):
+    """G softmax gates, each choosing a mixture of E experts from the input.
+
+    One gate (G = 1) is the paper's OMoE; one per task (G = T) is MMoE.
+
+    Args:
+        in_features: input width d.
+        num_experts: number of experts E.
+        num_gates: number of gates G.
+        bias: add a bias inside the softmax (the paper's formula has none).
+
+    Shapes:
+        input (B, d) -> gate weights (G, B, E), each row summing to 1.
+
+    Example:
+        >>> g = Gates(10, num_experts=4, num_gates=2)(torch.randn(3, 10))
+        >>> g.shape, bool(torch.allclose(g.sum(-1), torch.ones(2, 3)))
+        (torch.Size([2, 3, 4]), True)
+    """
+
+    def __init__(self, in_features: int, num_experts: int, num_gates: int, bias: bool = False):
+        super().__init__()
+        self.num_experts, self.num_gates = num_experts, num_gates
+        self.linear = StackedLinear(num_gates, in_features, num_experts, bias=bias)  # W_gk
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.linear(x), dim=-1)  # g^k(x) = softmax(W_gk x), (G, B, E)
+
+
+def mix_experts(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """Gate-weighted sum of expert outputs.
+
+    f^k(x) = sum_i g^k(x)_i f_i(x)   (paper eq. 5)
+
+    Args:
+        gates: (G, B, E) gate weights.
+        experts: (E, B, H) expert outputs.
+
+    Returns:
+        (G, B, H) one mixture per gate.
+    """
+    return torch.einsum("gbe,ebh->gbh", gates, experts)

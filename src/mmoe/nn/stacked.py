@@ -1,0 +1,102 @@
+"""Stacked (grouped) linear layers and MLPs: G independent layers computed in one batched
+matmul. Used for the expert bank (G = E experts), per-task networks and towers (G = T).
+
+Shapes: G groups, B batch, I input width, O output width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class StackedLinear(nn.Module):
+    """G independent ``nn.Linear(I, O)`` layers with stacked weights.
+
+    Args:
+        groups: number of independent layers G.
+        in_features: input width I.
+        out_features: output width O.
+        bias: add a per-group bias.
+
+    Shapes:
+        input (B, I) shared by all groups, or (G, B, I) one slice per group;
+        output (G, B, O).
+
+    Each slice is initialised exactly as ``nn.Linear`` does it (the same RNG draws, in the same
+    order), so ``StackedLinear(G, I, O)`` made under a seed equals G ``nn.Linear(I, O)`` made
+    one after another under that seed, with ``weight[g] == linear_g.weight.T``.
+
+    Example:
+        >>> layer = StackedLinear(8, 100, 16)
+        >>> layer(torch.randn(32, 100)).shape
+        torch.Size([8, 32, 16])
+    """
+
+    def __init__(self, groups: int, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.groups, self.in_features, self.out_features = groups, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(groups, in_features, out_features))  # (G, I, O)
+        self.bias = nn.Parameter(torch.empty(groups, out_features)) if bias else None  # (G, O)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initialise each slice as ``nn.Linear.reset_parameters`` would."""
+        bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
+        for g in range(self.groups):  # init only; forward never loops over groups
+            w = torch.empty(self.out_features, self.in_features)
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5))  # nn.Linear's weight init
+            self.weight[g].copy_(w.T)
+            if self.bias is not None:
+                nn.init.uniform_(self.bias[g], -bound, bound)  # nn.Linear's bias init
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            # One GEMM for all groups: (B, I) @ (I, G*O) -> (B, G, O) -> (G, B, O)
+            w = self.weight.permute(1, 0, 2).reshape(self.in_features, -1)
+            y = (x @ w).view(x.shape[0], self.groups, self.out_features).transpose(0, 1)
+        else:
+            y = torch.bmm(x, self.weight)  # (G, B, I) @ (G, I, O) -> (G, B, O)
+        if self.bias is not None:
+            y = y + self.bias.unsqueeze(1)  # (G, 1, O)
+        return y
+
+    def extra_repr(self) -> str:
+        return (f"groups={self.groups}, in_features={self.in_features}, "
+                f"out_features={self.out_features}, bias={self.bias is not None}")
+
+
+class StackedMLP(nn.Module):
+    """G independent MLPs with ReLU after every layer (and optional dropout).
+
+    Args:
+        groups: number of independent MLPs G (experts, or per-task networks).
+        in_features: input width I.
+        units: widths of the layers, e.g. ``(16,)`` for one ReLU layer of 16 units.
+        dropout: dropout probability after each layer.
+
+    Shapes:
+        input (B, I) or (G, B, I); output (G, B, units[-1]).
+
+    Example:
+        >>> StackedMLP(8, 100, (16,))(torch.randn(4, 100)).shape
+        torch.Size([8, 4, 16])
+    """
+
+    def __init__(self, groups: int, in_features: int, units: tuple[int, ...],
+                 dropout: float = 0.0):
+        super().__init__()
+        widths = (in_features, *units)
+        self.layers = nn.ModuleList(
+            StackedLinear(groups, i, o) for i, o in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.out_features = widths[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:  # loop over depth, never over groups
+            x = self.dropout(torch.relu(layer(x)))  # (G, B, units[l])
+        return x
