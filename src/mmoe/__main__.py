@@ -1,0 +1,6 @@
+"""``python -m mmoe`` and ``torchrun -m mmoe``."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()
