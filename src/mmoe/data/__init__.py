@@ -1,0 +1,1 @@
+"""Data: readers, encoders, column tables, the synthetic generator, the census loader."""
