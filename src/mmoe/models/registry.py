@@ -11,6 +11,8 @@ from torch import nn
 from .. import _checks
 from ..config import ModelConfig
 from .backbones import MixtureOfExperts, SharedBottom, SingleTask
+from .soft_sharing import build_cross_stitch, build_l2_constrained
+from .tensor_factorization import build_tensor_factorization
 
 # builder(config, in_features d, num_tasks T) -> backbone returning (h (T, B, k), gates | None)
 Builder = Callable[[ModelConfig, int, int], nn.Module]
@@ -77,3 +79,11 @@ def _mmoe(cfg: ModelConfig, d: int, num_tasks: int) -> nn.Module:
     _no_options(cfg)
     return MixtureOfExperts(d, cfg.expert_units, cfg.num_experts, num_tasks, num_tasks,
                             cfg.gate_bias, cfg.dropout)
+
+
+register("l2_constrained", "separate task networks tied by alpha * sum of squared parameter "
+         "differences (paper §6.1)")(build_l2_constrained)
+register("cross_stitch", "per-task hidden layers mixed by learned T x T cross-stitch units "
+         "(Misra et al. 2016)")(build_cross_stitch)
+register("tensor_factorization", "per-task layer weights from one Tucker factorisation "
+         "(Yang and Hospedales 2017)")(build_tensor_factorization)
