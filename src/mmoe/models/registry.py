@@ -11,6 +11,7 @@ from torch import nn
 from .. import _checks
 from ..config import ModelConfig
 from .backbones import MixtureOfExperts, SharedBottom, SingleTask
+from .ple import build_cgc, build_ple
 from .soft_sharing import build_cross_stitch, build_l2_constrained
 from .tensor_factorization import build_tensor_factorization
 
@@ -87,3 +88,7 @@ register("cross_stitch", "per-task hidden layers mixed by learned T x T cross-st
          "(Misra et al. 2016)")(build_cross_stitch)
 register("tensor_factorization", "per-task layer weights from one Tucker factorisation "
          "(Yang and Hospedales 2017)")(build_tensor_factorization)
+register("cgc", "customized gate control: task-specific plus shared experts, each task's gate "
+         "sees its own and the shared ones (Tang et al. 2020)")(build_cgc)
+register("ple", "progressive layered extraction: stacked CGC levels with shared gates "
+         "(Tang et al. 2020)")(build_ple)
