@@ -52,3 +52,22 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
         print(f"mmoe: error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+# --- mmoe data ------------------------------------------------------------------------------
+data_app = typer.Typer(help="Download and locate public data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+def data_fetch_cmd(
+    name: Annotated[str, typer.Argument(help="Data set to download: census-income.")],
+    data_dir: Annotated[str | None, typer.Option(
+        "--data-dir", help="Directory for the files (default: $MMOE_DATA_DIR, else the user "
+                           "cache dir).")] = None,
+) -> None:
+    """Download a data set's files, checksum-verified; files already present are kept."""
+    from .data.fetch import fetch_dataset
+
+    directory = fetch_dataset(name, data_dir, log=typer.echo)
+    typer.echo(f"{name}: ready in {directory}")

@@ -17,7 +17,9 @@ no degree" is not counted (no degree), nor is anything below it. Two facts suppo
 choice: it is the plain reading of the 17 education values (the six degree values form the top
 of the ordinal scale), and it is the set whose label correlation with "never married" matches
 the paper: over the full training file |r| = 0.2400 with this set (paper: 0.2373), against
-0.1978 for bachelors-or-higher and 0.2878 when "some college" is added.
+0.1978 for bachelors-or-higher and 0.2878 when "some college" is added. Over 10,000 random
+training rows (:func:`label_correlation`, 100 seeds) we measure 0.178 +- 0.007 (group 1;
+paper 0.1768) and 0.240 +- 0.008 (group 2; paper 0.2373).
 
 Inputs: every column except education, marital_stat (removed in both groups, paper §6.3),
 instance_weight (a CPS sampling weight; UCI says not to use it as an input) and the group's
