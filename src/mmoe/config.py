@@ -45,8 +45,8 @@ class TaskSpec(_Serializable):
         kind: ``binary`` (BCE on one logit), ``regression`` (MSE on one output) or
             ``multiclass`` (cross-entropy over ``len(classes)`` logits).
         column: label column in the data (defaults to ``name``).
-        classes: multiclass: the class labels, in logit order. Binary: optionally the
-            two label values ``(negative, positive)``.
+        classes: multiclass: the class labels, in logit order (empty: learnt from the
+            training data by the encoder). Binary: ``(negative, positive)``, set by the encoder.
         positive: binary: the label value counted as the positive class (else 1/true).
         weight: the task's weight in the summed loss.
 
@@ -70,15 +70,19 @@ class TaskSpec(_Serializable):
             object.__setattr__(self, "column", self.name)
         object.__setattr__(self, "classes", tuple(self.classes))
         _checks.non_negative(self.weight, f"task '{self.name}': weight")
-        if self.kind == "multiclass":
-            _checks.check(len(self.classes) >= 2,
-                          f"task '{self.name}': a multiclass task needs at least 2 classes, "
-                          f"got {len(self.classes)}")
+        if self.kind == "multiclass" and self.classes:  # empty: learnt from the training data
+            _checks.check(len(set(self.classes)) == len(self.classes) >= 2,
+                          f"task '{self.name}': a multiclass task needs at least 2 distinct "
+                          f"classes, got {list(self.classes)}")
 
     @property
     def out_dim(self) -> int:
         """Number of logits the task's tower produces."""
-        return len(self.classes) if self.kind == "multiclass" else 1
+        if self.kind != "multiclass":
+            return 1
+        _checks.check(bool(self.classes), f"task '{self.name}': multiclass classes are not known "
+                      "yet; fit an encoder on the training data or pass classes=(...)")
+        return len(self.classes)
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,8 @@ class InputSpec(_Serializable):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "numeric", tuple(self.numeric))
-        object.__setattr__(self, "categorical", tuple((str(n), int(c)) for n, c in self.categorical))
+        object.__setattr__(self, "categorical",
+                           tuple((str(n), int(c)) for n, c in self.categorical))
         _checks.positive_int(self.embedding_dim, "embedding_dim")
         _checks.check(self.numeric or self.categorical, "the model needs at least one input column")
         for name, card in self.categorical:

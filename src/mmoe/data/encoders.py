@@ -1,0 +1,233 @@
+"""TableEncoder: DataFrame columns -> a TensorTable, fitted on the training data only.
+
+Numeric columns are standardised with training statistics; a numeric column with missing
+values in training also gets a ``<column>__missing`` indicator, and missing values are imputed
+with the training mean. Categorical columns map to codes 1..K by their training vocabulary;
+unseen and missing values map to 0 (out of vocabulary). Labels are validated per task kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import _checks
+from ..config import InputSpec, TaskSpec
+from .table import TensorTable
+
+_TRUE = {"1", "true", "yes", "y", "t"}
+_FALSE = {"0", "false", "no", "n", "f"}
+
+
+def _key(value: Any) -> str:
+    """Canonical text of a label or category value, so 1, 1.0 and '1' match across readers."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, np.integer, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _codes(series: pd.Series, values: Sequence[str]) -> np.ndarray:
+    """Index of each value's key in ``values``; -1 for missing or unknown values."""
+    keys = series.map(_key, na_action="ignore")
+    return pd.Index(list(values)).get_indexer(keys).astype(np.int64)
+
+
+def _require(df: pd.DataFrame, column: str, role: str) -> pd.Series:
+    if column not in df.columns:
+        shown = ", ".join(map(str, list(df.columns)[:12]))
+        _checks.fail(f"{role} column '{column}' is not in the data (columns: {shown}"
+                     f"{', ...' if len(df.columns) > 12 else ''})")
+    return df[column]
+
+
+def _to_numeric(series: pd.Series, column: str) -> np.ndarray:
+    """Floats with NaN for missing; text that is not a number is an error naming the column."""
+    values = pd.to_numeric(series, errors="coerce")
+    bad = values.isna() & series.notna() & (series.astype(str).str.strip() != "")
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        _checks.fail(f"column '{column}': non-numeric value {series.iloc[row]!r} at row {row} in "
+                     "a numeric column; fix the value or declare the column categorical")
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+class TableEncoder:
+    """Fit on a training DataFrame; turn any DataFrame with the same columns into tensors.
+
+    Args:
+        tasks: the tasks; each reads its label from ``task.column``.
+        numeric: numeric input columns (``None``: inferred from the dtypes).
+        categorical: categorical input columns (``None``: inferred from the dtypes).
+        weight_column: optional column of per-row sample weights.
+        exclude: columns never used as inputs (ids, leaks).
+        min_count: categories seen fewer times in training map to the OOV code.
+
+    Example:
+        >>> df = pd.DataFrame({"a": [1.0, 2.0, 3.0], "c": ["x", "y", "x"], "y": [0, 1, 1]})
+        >>> enc = TableEncoder([TaskSpec("y", "binary")]).fit(df)
+        >>> enc.numeric, enc.categorical, enc.transform(df).labels.squeeze(1).tolist()
+        (['a'], ['c'], [0.0, 1.0, 1.0])
+    """
+
+    def __init__(self, tasks: Sequence[TaskSpec], numeric: Sequence[str] | None = None,
+                 categorical: Sequence[str] | None = None, weight_column: str | None = None,
+                 exclude: Sequence[str] = (), min_count: int = 1):
+        self.tasks = tuple(tasks)
+        _checks.check(len(self.tasks) >= 1, "at least one task is needed")
+        self.numeric = list(numeric) if numeric is not None else None
+        self.categorical = list(categorical) if categorical is not None else None
+        self.weight_column = weight_column
+        self.exclude = list(exclude)
+        self.min_count = _checks.positive_int(min_count, "min_count")
+        self.stats: dict[str, tuple[float, float]] = {}  # column -> (mean, std)
+        self.indicators: list[str] = []  # numeric columns with a missing-value indicator
+        self.vocab: dict[str, list[str]] = {}  # column -> categories, code = 1 + index
+        self.fitted = False
+
+    # ---- fitting -------------------------------------------------------------------------
+    def fit(self, df: pd.DataFrame) -> TableEncoder:
+        """Learn column types, statistics, vocabularies and label values from ``df``."""
+        _checks.check(len(df) > 0, "the training data has no rows")
+        label_cols = [t.column for t in self.tasks]
+        reserved = set(label_cols) | set(self.exclude) | {self.weight_column}
+        if self.numeric is None or self.categorical is None:
+            inferred_num = [c for c in df.columns if c not in reserved
+                            and pd.api.types.is_numeric_dtype(df[c])
+                            and not pd.api.types.is_bool_dtype(df[c])]
+            inferred_cat = [c for c in df.columns if c not in reserved and c not in inferred_num]
+            if self.numeric is None:
+                self.numeric = [c for c in inferred_num if c not in (self.categorical or [])]
+            if self.categorical is None:
+                self.categorical = [c for c in df.columns if c not in reserved
+                                    and c not in self.numeric
+                                    and (c in inferred_cat or c in inferred_num)]
+        both = set(self.numeric) & set(self.categorical)
+        _checks.check(not both, f"column(s) {sorted(both)} declared both numeric and categorical")
+        _checks.check(bool(self.numeric or self.categorical),
+                      "no input columns left besides the labels; add feature columns")
+        for col in self.numeric:
+            values = _to_numeric(_require(df, col, "numeric"), col)
+            finite = values[~np.isnan(values)]
+            mean = float(finite.mean()) if finite.size else 0.0
+            std = float(finite.std()) if finite.size else 1.0
+            self.stats[col] = (mean, std if std > 0 else 1.0)
+            if finite.size < values.size:
+                self.indicators.append(col)
+        for col in self.categorical:
+            counts = _require(df, col, "categorical").dropna().map(_key).value_counts()
+            self.vocab[col] = sorted(counts[counts >= self.min_count].index.tolist())
+        self.tasks = tuple(
+            self._fit_task(task, _require(df, task.column, f"task '{task.name}': label"))
+            for task in self.tasks)
+        self.fitted = True
+        return self
+
+    @staticmethod
+    def _fit_task(task: TaskSpec, series: pd.Series) -> TaskSpec:
+        """Resolve a task's label values from training data (binary pair, multiclass classes)."""
+        present = series.dropna()
+        _checks.check(len(present) > 0,
+                      f"task '{task.name}': column '{task.column}' has no labels in the "
+                      "training data")
+        if task.kind == "regression":
+            _to_numeric(series, task.column)
+            return task
+        keys = sorted(set(present.map(_key)))
+        if task.kind == "multiclass":
+            classes = tuple(_key(c) for c in task.classes) if task.classes else tuple(keys)
+            unknown = sorted(set(keys) - set(classes))
+            _checks.check(not unknown, f"task '{task.name}': column '{task.column}' has values "
+                          f"{unknown[:5]} not among the declared classes {list(classes)}")
+            _checks.check(len(classes) >= 2, f"task '{task.name}': a multiclass task needs at "
+                          f"least 2 classes, column '{task.column}' has {len(classes)}")
+            return replace(task, classes=classes)
+        _checks.check(len(keys) == 2, f"task '{task.name}': binary labels must have 2 distinct "
+                      f"values, column '{task.column}' has {len(keys)} ({', '.join(keys[:5])})")
+        if task.positive is not None:
+            positive = _key(task.positive)
+            _checks.check(positive in keys, f"task '{task.name}': positive value {positive!r} "
+                          f"does not occur in column '{task.column}' (values: {', '.join(keys)})")
+        elif set(map(str.lower, keys)) <= _TRUE | _FALSE and any(k.lower() in _TRUE for k in keys):
+            positive = next(k for k in keys if k.lower() in _TRUE)
+        else:
+            _checks.fail(f"task '{task.name}': column '{task.column}' has values "
+                         f"{', '.join(keys)}; name the positive one (e.g. "
+                         f"--task {task.column}:binary:{keys[1]})")
+        negative = next(k for k in keys if k != positive)
+        return replace(task, positive=positive, classes=(negative, positive))
+
+    # ---- transforming --------------------------------------------------------------------
+    def transform(self, df: pd.DataFrame, labels: bool = True) -> TensorTable:
+        """Encode ``df``; ``labels=False`` for data without label columns (prediction)."""
+        _checks.check(self.fitted, "the encoder is not fitted; call fit(train_df) first")
+        _checks.check(len(df) > 0, "the data has no rows")
+        numeric = None
+        if self.numeric:
+            raw = {c: _to_numeric(_require(df, c, "numeric"), c) for c in self.numeric}
+            cols = [np.nan_to_num((raw[c] - self.stats[c][0]) / self.stats[c][1], nan=0.0)
+                    for c in self.numeric]  # standardised; missing -> the training mean (0)
+            cols += [np.isnan(raw[c]).astype(np.float64) for c in self.indicators]
+            numeric = torch.from_numpy(np.stack(cols, axis=1).astype(np.float32))
+        categorical = None
+        if self.categorical:
+            codes = [_codes(_require(df, c, "categorical"), self.vocab[c]) + 1
+                     for c in self.categorical]  # unseen and missing: -1 + 1 = 0 (OOV)
+            categorical = torch.from_numpy(np.stack(codes, axis=1))
+        y = self._labels(df) if labels else None
+        weights = None
+        if self.weight_column is not None and (labels or self.weight_column in df.columns):
+            w = _to_numeric(_require(df, self.weight_column, "sample-weight"), self.weight_column)
+            _checks.check(bool(np.all(np.isfinite(w)) and np.all(w >= 0)),
+                          f"sample-weight column '{self.weight_column}' must be finite and >= 0")
+            weights = torch.from_numpy(w.astype(np.float32))
+        return TensorTable(numeric, categorical, y, weights)
+
+    def _labels(self, df: pd.DataFrame) -> torch.Tensor:
+        out = np.full((len(df), len(self.tasks)), np.nan, dtype=np.float32)
+        for t, task in enumerate(self.tasks):
+            series = _require(df, task.column, f"task '{task.name}': label")
+            if task.kind == "regression":
+                out[:, t] = _to_numeric(series, task.column)
+                continue
+            codes = _codes(series, task.classes)
+            unknown = (codes < 0) & series.notna().to_numpy()
+            if unknown.any():
+                _checks.fail(f"task '{task.name}': label value {series[unknown].iloc[0]!r} in "
+                             f"column '{task.column}' is not one of {list(task.classes)}")
+            out[:, t] = np.where(codes >= 0, codes, np.nan)
+        return torch.from_numpy(out)
+
+    # ---- description ---------------------------------------------------------------------
+    def input_spec(self, embedding_dim: int = 8) -> InputSpec:
+        """The model's inputs: numeric columns (+ missing indicators), categorical sizes."""
+        _checks.check(self.fitted, "the encoder is not fitted; call fit(train_df) first")
+        return InputSpec(
+            numeric=tuple(self.numeric) + tuple(f"{c}__missing" for c in self.indicators),
+            categorical=tuple((c, len(self.vocab[c]) + 1) for c in self.categorical),
+            embedding_dim=embedding_dim)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (saved with the model)."""
+        return {"tasks": [t.to_dict() for t in self.tasks], "numeric": self.numeric,
+                "categorical": self.categorical, "weight_column": self.weight_column,
+                "exclude": self.exclude, "min_count": self.min_count,
+                "stats": {k: list(v) for k, v in self.stats.items()},
+                "indicators": self.indicators, "vocab": self.vocab}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TableEncoder:
+        """Inverse of :meth:`to_dict`."""
+        enc = cls([TaskSpec.from_dict(t) for t in data["tasks"]], data["numeric"],
+                  data["categorical"], data["weight_column"], data["exclude"], data["min_count"])
+        enc.stats = {k: (float(v[0]), float(v[1])) for k, v in data["stats"].items()}
+        enc.indicators = list(data["indicators"])
+        enc.vocab = {k: list(v) for k, v in data["vocab"].items()}
+        enc.fitted = True
+        return enc

@@ -1,0 +1,66 @@
+"""TensorTable: a data set held as column tensors; a batch is an index into them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import _checks
+
+
+@dataclass(frozen=True)
+class TensorTable:
+    """Encoded rows as whole-column tensors (no per-sample objects).
+
+    Attributes:
+        numeric: (N, n_num) float32, or ``None``.
+        categorical: (N, n_cat) int64 codes (0 = out-of-vocabulary / missing), or ``None``.
+        labels: (N, T) float32, NaN where a task's label is missing, or ``None`` (prediction).
+            Binary: 0/1; regression: the value; multiclass: the class index.
+        weights: (N,) float32 per-row sample weights, or ``None`` (all ones).
+
+    Example:
+        >>> t = TensorTable.from_arrays(torch.randn(10, 3), torch.zeros(10, 2))
+        >>> len(t), len(t.take(torch.arange(4)))
+        (10, 4)
+    """
+
+    numeric: torch.Tensor | None = None
+    categorical: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        sizes = {name: t.shape[0] for name, t in self._columns().items()}
+        _checks.check(bool(sizes), "a table needs numeric or categorical inputs")
+        _checks.check(len(set(sizes.values())) == 1, f"column tensors differ in length: {sizes}")
+
+    def _columns(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in (("numeric", self.numeric), ("categorical", self.categorical),
+                                  ("labels", self.labels), ("weights", self.weights))
+                if v is not None}
+
+    @classmethod
+    def from_arrays(cls, x, y=None, weights=None) -> TensorTable:
+        """A dense table from array-likes: x (N, d), y (N, T) or (N,), weights (N,)."""
+        x = torch.as_tensor(x, dtype=torch.float32)
+        _checks.check(x.dim() == 2, f"x must be 2-D (rows, features), got shape {tuple(x.shape)}")
+        _checks.check(x.shape[0] > 0, "the data has no rows")
+        if y is not None:
+            y = torch.as_tensor(y, dtype=torch.float32)
+            y = y.unsqueeze(1) if y.dim() == 1 else y
+        if weights is not None:
+            weights = torch.as_tensor(weights, dtype=torch.float32)
+        return cls(numeric=x, labels=y, weights=weights)
+
+    def __len__(self) -> int:
+        return next(iter(self._columns().values())).shape[0]
+
+    def take(self, index: torch.Tensor | slice) -> TensorTable:
+        """The rows at ``index`` (a LongTensor or a slice), every column at once."""
+        return TensorTable(**{k: v[index] for k, v in self._columns().items()})
+
+    def inputs(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The model's positional inputs ``(numeric, categorical)``."""
+        return self.numeric, self.categorical

@@ -1,0 +1,84 @@
+"""Per-task evaluation metrics, computed with scikit-learn on labelled rows only.
+
+binary: ROC AUC and log-loss; regression: MSE and R²; multiclass: accuracy and log-loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.special import expit, softmax
+from sklearn import metrics as skm
+
+from .config import TaskSpec
+
+#: metric each kind is judged by, and whether higher is better
+PRIMARY: dict[str, tuple[str, bool]] = {
+    "binary": ("auc", True),
+    "regression": ("mse", False),
+    "multiclass": ("accuracy", True),
+}
+
+
+def primary_metric(task: TaskSpec) -> tuple[str, bool]:
+    """``(metric name, higher_is_better)`` used for early stopping and model selection."""
+    return PRIMARY[task.kind]
+
+
+def task_outputs(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
+    """Logits of one task -> its prediction: P(positive) (N,), value (N,), or P(class) (N, C)."""
+    if task.kind == "binary":
+        return expit(logits[:, 0])
+    if task.kind == "regression":
+        return logits[:, 0]
+    return softmax(logits, axis=1)
+
+
+def evaluate(tasks: Sequence[TaskSpec], slices: Sequence[slice], logits: np.ndarray,
+             labels: np.ndarray, weights: np.ndarray | None = None
+             ) -> dict[str, dict[str, float]]:
+    """Metrics of every task on its labelled rows.
+
+    Args:
+        tasks: the tasks in model order.
+        slices: each task's columns in ``logits``.
+        logits: (N, O) model outputs.
+        labels: (N, T) with NaN where missing.
+        weights: optional (N,) sample weights.
+
+    Returns:
+        ``{task name: {metric: value}}``; a metric that is undefined on the data (AUC with a
+        single class present) is NaN.
+
+    Example:
+        >>> evaluate([TaskSpec("a", "regression")], [slice(0, 1)],
+        ...          np.array([[1.0], [2.0]]), np.array([[1.0], [4.0]]))["a"]["mse"]
+        2.0
+    """
+    out: dict[str, dict[str, float]] = {}
+    for t, (task, cols) in enumerate(zip(tasks, slices, strict=True)):
+        keep = ~np.isnan(labels[:, t])
+        y = labels[keep, t]
+        w = None if weights is None else weights[keep]
+        pred = task_outputs(task, logits[keep][:, cols])
+        res: dict[str, float] = {"n": float(keep.sum())}
+        if y.size == 0:
+            out[task.name] = res
+            continue
+        if task.kind == "binary":
+            y = y.astype(int)
+            both = len(np.unique(y)) == 2
+            res["auc"] = float(skm.roc_auc_score(y, pred, sample_weight=w)) if both else math.nan
+            res["logloss"] = float(skm.log_loss(y, pred, sample_weight=w, labels=[0, 1]))
+        elif task.kind == "regression":
+            res["mse"] = float(skm.mean_squared_error(y, pred, sample_weight=w))
+            res["r2"] = float(skm.r2_score(y, pred, sample_weight=w)) if y.size > 1 else math.nan
+        else:
+            y = y.astype(int)
+            res["accuracy"] = float(skm.accuracy_score(y, pred.argmax(1), sample_weight=w))
+            res["logloss"] = float(skm.log_loss(y, pred, sample_weight=w,
+                                                labels=list(range(pred.shape[1]))))
+        out[task.name] = res
+    return out

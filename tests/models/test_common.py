@@ -1,0 +1,79 @@
+"""One suite over every registered model."""
+
+import pytest
+import torch
+
+from mmoe import InputSpec, TaskSpec, available_models, build_model
+from mmoe.train import load_model, save_checkpoint
+
+INPUTS = InputSpec(numeric=("n0", "n1", "n2"), categorical=(("c0", 4), ("c1", 3)),
+                   embedding_dim=2)
+TASKS = (TaskSpec("bin", "binary"), TaskSpec("reg", "regression"),
+         TaskSpec("cls", "multiclass", classes=("x", "y", "z")))
+MODELS = sorted(available_models())
+
+
+def _batch(b: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 3, generator=g), torch.randint(0, 3, (b, 2), generator=g)
+
+
+def _build(name: str, seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    return build_model(name, INPUTS, TASKS, num_experts=3, expert_units=(6,),
+                       tower_units=(4,), **kw)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_output_shape_is_batch_by_logits(name):
+    model = _build(name)
+    assert model(*_batch(7)).shape == (7, 1 + 1 + 3)
+    assert [s.stop - s.start for s in model.task_slices] == [1, 1, 3]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_gradients_reach_every_parameter(name):
+    model = _build(name)
+    out = model(*_batch(16))
+    loss = out.square().sum()
+    penalty = model.penalty()
+    if penalty is not None:
+        loss = loss + penalty
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert p.grad.abs().sum() > 0, f"{pname} got an all-zero gradient"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_batch_of_one_works_in_train_and_eval_mode(name):
+    model = _build(name, dropout=0.1)
+    assert model(*_batch(1)).shape == (1, 5)
+    model.eval()
+    one = model(*_batch(1))
+    # eval mode is row-independent: the row alone equals the row inside a batch
+    num, cat = _batch(4)
+    num[0], cat[0] = _batch(1)[0][0], _batch(1)[1][0]
+    torch.testing.assert_close(model(num, cat)[0], one[0])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_same_seed_gives_identical_weights(name):
+    a, b, c = _build(name, seed=1), _build(name, seed=1), _build(name, seed=2)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    assert any(not torch.equal(va, vc) for va, vc in zip(a.state_dict().values(),
+                                                          c.state_dict().values(), strict=True))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_save_load_gives_identical_predictions(name, tmp_path):
+    model = _build(name, batch_norm=True).eval()
+    with torch.no_grad():  # make the batch-norm statistics non-trivial so they must be saved
+        model.norm.running_mean.uniform_(-1, 1)
+    save_checkpoint(tmp_path / "m.pt", model, extras={"note": "hi"})
+    loaded, extras = load_model(tmp_path / "m.pt")
+    assert extras == {"note": "hi"}
+    x = _batch(9, seed=5)
+    assert torch.equal(loaded(*x), model(*x))
+    assert loaded.describe() == model.describe()
