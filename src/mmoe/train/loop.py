@@ -26,7 +26,9 @@ from ..config import TrainConfig
 from ..data.table import TensorTable
 from ..metrics import evaluate, primary_metric, task_outputs
 from ..models import MultiTaskModel
+from ..gate_health import gate_health
 from ..objectives import MultiTaskLoss
+from ..weighting import make_weighting
 from .checkpoint import load_checkpoint, save_checkpoint
 
 EVAL_BATCH = 16384
@@ -112,8 +114,9 @@ class Trainer:
         self.extras = extras or {}
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.loss_fn = MultiTaskLoss(model.tasks, model.task_slices)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
-                                          weight_decay=config.weight_decay)
+        self.weighting = make_weighting(config, model)  # static, uncertainty, gradnorm, pcgrad
+        self.optimizer = torch.optim.Adam([*model.parameters(), *self.weighting.parameters()],
+                                          lr=config.lr, weight_decay=config.weight_decay)
         names = [t.name for t in model.tasks]
         monitor = config.monitor or names[0]
         _checks.check(monitor in names, f"monitor task '{monitor}' is not one of {names}")
@@ -135,6 +138,8 @@ class Trainer:
         tensors = {"rng": torch.get_rng_state()}
         if self.best_weights is not None:
             tensors["best_weights"] = self.best_weights
+        if self.weighting.state_dict():
+            tensors["weighting"] = self.weighting.state_dict()
         save_checkpoint(self.checkpoint, self.model, optimizer=self.optimizer,
                         trainer=self.state, tensors=tensors, extras=self.extras)
 
@@ -152,6 +157,8 @@ class Trainer:
         self.state = ckpt["trainer"]
         torch.set_rng_state(ckpt["tensors"]["rng"])
         self.best_weights = ckpt["tensors"].get("best_weights")
+        if "weighting" in ckpt["tensors"]:
+            self.weighting.load_state_dict(ckpt["tensors"]["weighting"])
         return True
 
     # ---- training ------------------------------------------------------------------------
@@ -191,22 +198,20 @@ class Trainer:
     def _train_epoch(self, train: TensorTable, steps: int) -> tuple[int, float]:
         """Run the epoch's remaining steps; returns (rows trained now, seconds)."""
         cfg, st, model = self.config, self.state, self.model
-        perm = epoch_permutation(len(train), cfg.seed, st["epoch"])
+        # One gather per epoch; every batch is then a zero-copy view of the shuffled table.
+        shuffled = train.take(epoch_permutation(len(train), cfg.seed, st["epoch"]))
         loss_sum = torch.tensor(st["loss_sum"], dtype=torch.float64)
         model.train()
         start, done = time.perf_counter(), 0
         bar = tqdm(total=steps, initial=st["step_in_epoch"], disable=not self.progress,
                    desc=f"epoch {st['epoch'] + 1}/{cfg.epochs}", unit="step", leave=False)
         for b in range(st["step_in_epoch"], steps):
-            batch = train.take(perm[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+            batch = shuffled.take(slice(b * cfg.batch_size, (b + 1) * cfg.batch_size))
             task_losses = self.loss_fn(model(*batch.inputs()), batch.labels, batch.weights)
-            loss = self.loss_fn.combine(task_losses)
-            penalty = model.penalty()
-            if penalty is not None:
-                loss = loss + penalty
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.weighting.backward(task_losses, model.penalty())  # static: (sum λ_t L_t).backward()
             self.optimizer.step()
+            self.weighting.after_step()
             rows = len(batch)
             loss_sum += task_losses.detach().double() * rows
             st["rows"] += rows
@@ -227,8 +232,13 @@ class Trainer:
             "epoch": st["epoch"] + 1, "step": st["global_step"],
             "train_loss": dict(zip(names, (s / rows for s in st["loss_sum"]), strict=True)),
             "seconds": seconds, "samples_per_s": done / seconds if seconds > 0 else None}
+        if (weights := self.weighting.describe()) is not None:
+            record["loss_weights"] = weights
         if valid is not None:
             record["valid"] = evaluate_model(self.model, valid)
+            gates = gate_health(self.model, valid, warn=True)  # None for models without gates
+            if gates is not None:
+                record["gates"] = gates
             self._track_best(record["valid"][self.monitor_task.name].get(self.metric, math.nan))
         else:
             st["best_epoch"] = st["epoch"] + 1
