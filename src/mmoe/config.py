@@ -13,6 +13,7 @@ from . import _checks
 
 TaskKind = Literal["binary", "regression", "multiclass"]
 TASK_KINDS: tuple[str, ...] = ("binary", "regression", "multiclass")
+LOSS_WEIGHTINGS: tuple[str, ...] = ("static", "uncertainty", "gradnorm", "pcgrad")
 
 
 def _to_tuples(value: Any) -> Any:
@@ -140,6 +141,10 @@ class ModelConfig(_Serializable):
         batch_norm: batch normalisation of the encoded input.
         options: model-specific extras (for example ``{"alpha": 1e-3}`` for L2-constrained);
             each model documents and validates its own.
+        gate_dropout: gated models: in training, drop each expert's gate weight with this
+            probability and renormalise (Zhao et al. 2019).
+        gate_balance: gated models: coefficient of a load-balancing penalty, the squared
+            coefficient of variation of each gate's batch-mean expert weights.
     """
 
     name: str = "mmoe"
@@ -150,6 +155,8 @@ class ModelConfig(_Serializable):
     dropout: float = 0.0
     batch_norm: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    gate_dropout: float = 0.0
+    gate_balance: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expert_units", _checks.units(self.expert_units, "expert_units"))
@@ -158,6 +165,9 @@ class ModelConfig(_Serializable):
         _checks.positive_int(self.num_experts, "num_experts")
         _checks.check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         object.__setattr__(self, "options", dict(self.options))
+        _checks.check(0.0 <= self.gate_dropout < 1.0,
+                      f"gate_dropout must be in [0, 1), got {self.gate_dropout}")
+        _checks.non_negative(self.gate_balance, "gate_balance")
 
 
 @dataclass(frozen=True)
@@ -177,6 +187,10 @@ class TrainConfig(_Serializable):
         restore_best: end with the weights of the best validation epoch.
         checkpoint_every: write a checkpoint every N steps (``None``: at each epoch end).
         threads: intra-op threads (``None``: leave torch's setting alone).
+        loss_weighting: how per-task losses become one objective (:mod:`mmoe.weighting`):
+            ``static`` (``TaskSpec.weight``), ``uncertainty`` (Kendall et al. 2018),
+            ``gradnorm`` (Chen et al. 2018) or ``pcgrad`` (Yu et al. 2020, a gradient rule).
+        gradnorm_alpha: GradNorm's restoring-force exponent alpha.
     """
 
     epochs: int = 10
@@ -189,6 +203,8 @@ class TrainConfig(_Serializable):
     restore_best: bool = True
     checkpoint_every: int | None = None
     threads: int | None = None
+    loss_weighting: str = "static"
+    gradnorm_alpha: float = 1.5
 
     def __post_init__(self) -> None:
         _checks.positive_int(self.epochs, "epochs")
@@ -201,3 +217,5 @@ class TrainConfig(_Serializable):
             _checks.positive_int(self.checkpoint_every, "checkpoint_every")
         if self.threads is not None:
             _checks.positive_int(self.threads, "threads")
+        _checks.one_of(self.loss_weighting, LOSS_WEIGHTINGS, "loss_weighting")
+        _checks.non_negative(self.gradnorm_alpha, "gradnorm_alpha")

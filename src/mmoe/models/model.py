@@ -10,7 +10,7 @@ from torch import nn
 
 from .. import _checks
 from ..config import InputSpec, ModelConfig, TaskSpec
-from ..nn import FeatureEncoder, Towers
+from ..nn import FeatureEncoder, Gates, Towers, load_balance
 from .registry import get_entry
 
 
@@ -47,7 +47,15 @@ class MultiTaskModel(nn.Module):
                                       inputs.embedding_dim)
         width = self.encoder.out_features
         self.norm = nn.BatchNorm1d(width) if config.batch_norm else nn.Identity()
-        self.backbone = entry.build(config, width, len(tasks))
+        extra = {"inputs": inputs} if entry.takes_inputs else {}
+        self.backbone = entry.build(config, width, len(tasks), **extra)
+        gates = [m for m in self.backbone.modules() if isinstance(m, Gates)]
+        _checks.check(bool(gates) or (config.gate_dropout == 0 and config.gate_balance == 0),
+                      f"model '{config.name}' has no gates; gate_dropout and gate_balance apply "
+                      "only to gated models (omoe, mmoe, cgc, ple, ...)")
+        for gate in gates:
+            gate.dropout = config.gate_dropout
+        self._last_gates: torch.Tensor | None = None  # for the gate_balance penalty
         self.towers = Towers(len(tasks), self.backbone.out_features, config.tower_units,
                              tuple(t.out_dim for t in tasks), config.dropout)
 
@@ -62,16 +70,29 @@ class MultiTaskModel(nn.Module):
         """Logits (B, O) and gate weights (G, B, E), or ``None`` for models without gates."""
         x = self.norm(self.encoder(numeric, categorical))  # (B, d)
         h, gates = self.backbone(x)  # (T, B, k), (G, B, E) | None
+        if self.training and self.config.gate_balance > 0:
+            self._last_gates = gates
         return self.towers(h), gates  # (B, O)
 
     def forward(self, numeric: torch.Tensor | None,
                 categorical: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward_with_gates(numeric, categorical)[0]
 
+    @property
+    def gate_mask(self) -> torch.Tensor | None:
+        """(G, E) bool: the experts each gate can see (CGC/PLE), or ``None`` (all of them)."""
+        return getattr(self.backbone, "gate_mask", None)
+
     def penalty(self) -> torch.Tensor | None:
-        """Extra loss term of the model itself (e.g. L2-constrained's alpha*||θ1-θ2||²)."""
+        """Extra loss term of the model itself (e.g. L2-constrained's alpha*||θ1-θ2||²), plus
+        ``gate_balance`` times the load-balancing penalty of the last training batch's gates."""
         fn = getattr(self.backbone, "penalty", None)
-        return fn() if fn is not None else None
+        out = fn() if fn is not None else None
+        if self._last_gates is not None:
+            balance = self.config.gate_balance * load_balance(self._last_gates, self.gate_mask)
+            self._last_gates = None
+            out = balance if out is None else out + balance
+        return out
 
     def describe(self) -> dict[str, Any]:
         """JSON description sufficient to rebuild the model (see :func:`model_from_description`)."""

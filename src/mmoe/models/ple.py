@@ -131,6 +131,14 @@ class ProgressiveLayeredExtraction(nn.Module):
         )
         self.out_features = units[-1]
 
+    @property
+    def gate_mask(self) -> torch.Tensor:
+        """(T, E) bool: the last level's experts each task gate can see."""
+        last = self.levels[-1]
+        mask = torch.zeros(last.num_tasks, last.num_experts, dtype=torch.bool,
+                           device=last.visible.device)
+        return mask.scatter(1, last.visible, True)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         task_in, shared_in = x, x  # level 1: every gate and expert reads x, (B, d)
         for level in self.levels:  # loop over depth only

@@ -1,8 +1,12 @@
 """Torch-only building blocks: stacked experts, gates, towers, the feature encoder."""
 
 from .encoder import FeatureEncoder
+from .expert_kinds import CrossExperts, FMExperts, InputMaskedMLP
+from .gate_tools import gate_dropout, load_balance
 from .gates import Gates, mix_experts
 from .stacked import StackedLinear, StackedMLP
 from .towers import Towers
 
-__all__ = ["FeatureEncoder", "Gates", "StackedLinear", "StackedMLP", "Towers", "mix_experts"]
+__all__ = ["CrossExperts", "FMExperts", "FeatureEncoder", "Gates", "InputMaskedMLP",
+           "StackedLinear", "StackedMLP", "Towers", "gate_dropout", "load_balance",
+           "mix_experts"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .gate_tools import gate_dropout
 from .stacked import StackedLinear
 
 
@@ -18,6 +19,7 @@ class Gates(nn.Module):
         num_experts: number of experts E.
         num_gates: number of gates G.
         bias: add a bias inside the softmax (the paper's formula has none).
+        dropout: gate dropout probability p in training mode (see :func:`gate_dropout`).
 
     Shapes:
         input (B, d) -> gate weights (G, B, E), each row summing to 1.
@@ -28,13 +30,15 @@ class Gates(nn.Module):
         (torch.Size([2, 3, 4]), True)
     """
 
-    def __init__(self, in_features: int, num_experts: int, num_gates: int, bias: bool = False):
+    def __init__(self, in_features: int, num_experts: int, num_gates: int, bias: bool = False,
+                 dropout: float = 0.0):
         super().__init__()
-        self.num_experts, self.num_gates = num_experts, num_gates
+        self.num_experts, self.num_gates, self.dropout = num_experts, num_gates, dropout
         self.linear = StackedLinear(num_gates, in_features, num_experts, bias=bias)  # W_gk
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.linear(x), dim=-1)  # g^k(x) = softmax(W_gk x), (G, B, E)
+        g = torch.softmax(self.linear(x), dim=-1)  # g^k(x) = softmax(W_gk x), (G, B, E)
+        return gate_dropout(g, self.dropout) if self.training else g
 
 
 def mix_experts(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,122 @@
+"""Expert kinds beyond the MLP, each stacked over n same-shaped experts (one batched op per
+layer, never a loop over experts), and an MLP whose first layer sees a subset of the inputs.
+
+Shapes: n experts, B batch, d input width, H output width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .stacked import StackedLinear, StackedMLP
+
+
+class InputMaskedMLP(StackedMLP):
+    """G stacked MLPs where MLP g reads only the inputs with ``mask[g] = True``.
+
+    The first layer's stacked weight (G, I, O) is multiplied by the mask (G, I, 1), so an
+    input outside MLP g's subset has no effect on its output (and its weights no gradient).
+    Those weights are initialised as ``nn.Linear`` would for the subset's fan-in.
+
+    Args:
+        mask: (G, I) bool, which inputs each MLP reads (at least one per MLP).
+        in_features, units, dropout: as :class:`StackedMLP`.
+
+    Shapes: input (B, I) -> (G, B, units[-1]).
+
+    Example:
+        >>> mask = torch.tensor([[True, False, False], [False, True, True]])
+        >>> InputMaskedMLP(mask, 3, (4,))(torch.randn(5, 3)).shape
+        torch.Size([2, 5, 4])
+    """
+
+    def __init__(self, mask: torch.Tensor, in_features: int, units: tuple[int, ...],
+                 dropout: float = 0.0):
+        super().__init__(mask.shape[0], in_features, units, dropout)
+        mask = mask.to(torch.float32)
+        self.register_buffer("mask", mask.unsqueeze(-1), persistent=False)  # (G, I, 1)
+        with torch.no_grad():  # fan-in = the subset's size, as nn.Linear would use
+            fan_in = mask.sum(1).clamp_min(1)  # (G,)
+            self.layers[0].weight.mul_(torch.sqrt(in_features / fan_in)[:, None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.layers[0]
+        w = first.weight * self.mask  # (G, I, O), zero outside each subset
+        g, i, o = w.shape
+        y = (x @ w.permute(1, 0, 2).reshape(i, g * o)).view(x.shape[0], g, o).transpose(0, 1)
+        y = self.dropout(torch.relu(y + first.bias.unsqueeze(1)))  # (G, B, O)
+        for layer in self.layers[1:]:  # loop over depth, never over MLPs
+            y = self.dropout(torch.relu(layer(y)))  # (G, B, units[l])
+        return y
+
+
+class CrossExperts(nn.Module):
+    """n stacked cross networks (DCN, Wang et al. 2017), each projected to width H with ReLU.
+
+    x_{l+1} = x_0 (x_l . w_l) + b_l + x_l   (DCN eq. 3), then f(x) = relu(W x_L + c).
+
+    Args:
+        num: n experts.
+        in_features: d.
+        layers: L cross layers.
+        out_features: H.
+
+    Shapes: x (B, d) -> (n, B, H).
+
+    Example:
+        >>> CrossExperts(2, 6, 3, 4)(torch.randn(5, 6)).shape
+        torch.Size([2, 5, 4])
+    """
+
+    def __init__(self, num: int, in_features: int, layers: int, out_features: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(layers, num, in_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(layers, num, in_features))  # (L, n, d)
+        self.proj = StackedLinear(num, in_features, out_features)
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x0 = x.unsqueeze(0)  # (1, B, d)
+        xl = x0.expand(self.weight.shape[1], -1, -1)  # (n, B, d)
+        for w, b in zip(self.weight, self.bias, strict=True):  # loop over depth only
+            xl = x0 * (xl * w.unsqueeze(1)).sum(-1, keepdim=True) + b.unsqueeze(1) + xl
+        return torch.relu(self.proj(xl))  # (n, B, H)
+
+
+class FMExperts(nn.Module):
+    """n stacked factorisation-machine experts: pairwise interactions, projected to width H.
+
+    bi(x) = 1/2 ((x V)² - x² V²) = sum_{i<j} x_i x_j v_i ⊙ v_j   (Rendle 2010; the NFM
+    bi-interaction), then f(x) = relu(W bi(x) + c). Every encoded input position is a
+    feature (an embedding contributes its D positions).
+
+    Args:
+        num: n experts.
+        in_features: d.
+        factors: k, the width of the factors v_i.
+        out_features: H.
+
+    Shapes: x (B, d) -> (n, B, H).
+
+    Example:
+        >>> FMExperts(2, 6, 3, 4)(torch.randn(5, 6)).shape
+        torch.Size([2, 5, 4])
+    """
+
+    def __init__(self, num: int, in_features: int, factors: int, out_features: int):
+        super().__init__()
+        self.factors = nn.Parameter(torch.randn(num, in_features, factors) * 0.1)  # (n, d, k)
+        self.proj = StackedLinear(num, factors, out_features)
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.factors
+        n, d, k = v.shape
+        xv = (x @ v.permute(1, 0, 2).reshape(d, n * k)).view(-1, n, k)  # (B, n, k)
+        x2v2 = (x.square() @ v.square().permute(1, 0, 2).reshape(d, n * k)).view(-1, n, k)
+        bi = 0.5 * (xv.square() - x2v2).transpose(0, 1)  # (n, B, k)
+        return torch.relu(self.proj(bi))  # (n, B, H)
