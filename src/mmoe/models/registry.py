@@ -11,11 +11,13 @@ from torch import nn
 from .. import _checks
 from ..config import ModelConfig
 from .backbones import MixtureOfExperts, SharedBottom, SingleTask
+from .expert_allocation import build_feature_mmoe, build_mixed_mmoe
 from .ple import build_cgc, build_ple
 from .soft_sharing import build_cross_stitch, build_l2_constrained
 from .tensor_factorization import build_tensor_factorization
 
-# builder(config, in_features d, num_tasks T) -> backbone returning (h (T, B, k), gates | None)
+# builder(config, in_features d, num_tasks T) -> backbone returning (h (T, B, k), gates | None);
+# a builder registered with takes_inputs=True also gets ``inputs=InputSpec`` (column names).
 Builder = Callable[[ModelConfig, int, int], nn.Module]
 
 
@@ -24,16 +26,19 @@ class ModelEntry:
     name: str
     description: str
     build: Builder
+    takes_inputs: bool = False
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register(name: str, description: str) -> Callable[[Builder], Builder]:
-    """Register a backbone builder under ``name`` (decorator)."""
+def register(name: str, description: str,
+             takes_inputs: bool = False) -> Callable[[Builder], Builder]:
+    """Register a backbone builder under ``name`` (decorator); ``takes_inputs``: the builder
+    also receives ``inputs=InputSpec`` (for models that need the input columns' names)."""
 
     def wrap(build: Builder) -> Builder:
-        _REGISTRY[name] = ModelEntry(name, description, build)
+        _REGISTRY[name] = ModelEntry(name, description, build, takes_inputs)
         return build
 
     return wrap
@@ -92,3 +97,8 @@ register("cgc", "customized gate control: task-specific plus shared experts, eac
          "sees its own and the shared ones (Tang et al. 2020)")(build_cgc)
 register("ple", "progressive layered extraction: stacked CGC levels with shared gates "
          "(Tang et al. 2020)")(build_ple)
+register("feature_mmoe", "MMoE whose experts each read a named group of input columns "
+         "(experts allocated by feature)", takes_inputs=True)(build_feature_mmoe)
+register("mixed_mmoe", "MMoE over a bank of experts of different kinds and shapes: MLPs, "
+         "cross networks, factorisation machines (experts allocated by structure)")(
+    build_mixed_mmoe)
