@@ -1,0 +1,164 @@
+"""`mmoe reproduce census` and `mmoe tune` on small slices of the shared Census-Income files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from mmoe.cli import main
+from mmoe.config import TrainConfig
+from mmoe.experiments.census import (
+    PAPER,
+    PAPER_MODELS,
+    default_config_path,
+    format_config,
+    prepare,
+    read_config,
+    run_census,
+    summarize,
+    train_run,
+)
+
+SUMMARY_FIELDS = {"model", "main_auc_best", "main_auc_mean", "main_auc_std", "aux_auc_at_best",
+                  "aux_auc_mean", "runs"}
+
+
+@pytest.fixture(scope="module")
+def tables(census_dir):
+    return prepare(1, census_dir, nrows=4000)
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_committed_configs_cover_the_paper_models(group):
+    specs = read_config(default_config_path(group), group)
+    assert set(PAPER_MODELS) <= set(specs)
+    for name, spec in specs.items():
+        assert spec.model.name == name
+        assert spec.model.batch_norm
+        if name in ("omoe", "mmoe"):  # paper §6.2: experts x units <= 2048
+            assert spec.model.num_experts * spec.model.expert_units[0] <= 2048
+
+
+def test_config_round_trips_through_toml(tmp_path):
+    specs = read_config(default_config_path(1), 1)
+    path = tmp_path / "c.toml"
+    path.write_text(format_config(1, specs, "a comment"))
+    assert read_config(path, 1) == specs
+    with pytest.raises(ValueError, match="is for group 1, not group 2"):
+        read_config(path, 2)
+
+
+def test_config_errors_name_the_model(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("group = 1\n[models.mmoe.train]\nseed = 3\n")
+    with pytest.raises(ValueError, match="model 'mmoe': train key.*seed"):
+        read_config(path)
+    path.write_text("group = 1\n[models.mmoe.model]\nexperts = 3\n")
+    with pytest.raises(ValueError, match="model 'mmoe'.*unknown field.*experts"):
+        read_config(path)
+    with pytest.raises(ValueError, match="does not exist"):
+        read_config(tmp_path / "missing.toml")
+
+
+def test_summary_picks_best_run_by_validation_and_reports_test():
+    def run(seed, valid, test):
+        return {"seed": seed, "seconds": 1.0, "valid": dict(zip("ab", valid, strict=True)),
+                "test": dict(zip("ab", test, strict=True))}
+
+    runs = [run(0, (0.80, 0.9), (0.70, 0.6)), run(1, (0.90, 0.1), (0.60, 0.5)),
+            run(2, (0.85, 0.9), (0.95, 0.7))]
+    row = summarize("m", runs, ["a", "b"])
+    assert row["best_seed"] == 1  # best validation, not best test
+    assert row["main_auc_best"] == 0.60 and row["aux_auc_at_best"] == 0.5
+    assert row["main_auc_mean"] == pytest.approx(0.75)
+    assert row["main_auc_std"] == pytest.approx(0.0325 ** 0.5)  # sample std (ddof 1)
+    assert row["aux_auc_mean"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("model", PAPER_MODELS)
+def test_each_model_beats_a_constant_predictor(tables, model):
+    spec = read_config(default_config_path(1), 1)[model]
+    spec = replace(spec, train=TrainConfig(epochs=2, batch_size=256, lr=1e-2))
+    run = train_run(tables, spec, seed=0)
+    # A constant predictor has AUC 0.5 on both tasks; both labels are learnable from the
+    # inputs (income: occupation, capital gains; never married: age, household status).
+    assert run["test"]["income"] > 0.75, run
+    assert run["test"]["marital"] > 0.85, run
+    assert 1 <= run["best_epoch"] <= 2
+
+
+def test_tiny_reproduce_writes_results_json_and_report(census_dir, tmp_path):
+    res = run_census(1, models=["shared_bottom", "mmoe"], runs=2, data_dir=census_dir,
+                     out=tmp_path, epochs=1, nrows=3000, progress=False)
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data == json.loads(json.dumps(res.results))
+    assert data["experiment"] == "census" and data["group"] == 1
+    assert data["tasks"] == ["income", "marital"]
+    assert [r["model"] for r in data["summary"]] == ["shared_bottom", "mmoe"]
+    for row in data["summary"]:
+        assert SUMMARY_FIELDS <= set(row)
+        assert row["runs"] == 2
+        runs = data["runs"][row["model"]]
+        assert [r["seed"] for r in runs] == [0, 1]
+        best = max(runs, key=lambda r: r["valid"]["income"])
+        assert row["main_auc_best"] == best["test"]["income"]
+        assert row["aux_auc_at_best"] == best["test"]["marital"]
+        assert 0.5 < row["main_auc_mean"] <= 1.0
+    assert data["paper"]["rows"]["mmoe"]["main_auc_mean"] == 0.9359
+    assert data["seeds"] == [0, 1]
+    assert data["config"]["mmoe"]["model"]["num_experts"] >= 1
+    assert data["epochs_override"] == 1 and data["data"]["nrows"] == 3000
+    assert data["data"]["rows"] == {"train": 3000, "valid": 1500, "test": 1500}
+    assert "education" not in data["data"]["inputs"]["categorical"]
+    assert 0 <= data["label_correlation"] <= 1
+    assert data["version"] and "total_seconds" in data["timings"]
+    assert data["targets"]["mmoe_mean_vs_paper"]["paper"] == 0.9359
+    report = (tmp_path / "report.md").read_text()
+    assert "Table 1" in report and "0.9359" in report and "MMoE" in report
+    assert (tmp_path / "main_auc.png").stat().st_size > 1000
+
+
+def test_tune_writes_a_config_reproduce_reads(census_dir, tmp_path):
+    pytest.importorskip("optuna")
+    from mmoe.experiments.tune import tune
+
+    out = tmp_path / "tuned.toml"
+    res = tune("mmoe", 2, trials=2, data_dir=census_dir, out=out, nrows=2000, sampler="tpe")
+    assert res.path == out and res.trials == 2 and 0.5 < res.value <= 1
+    spec = read_config(out, 2)["mmoe"]
+    assert spec == res.spec
+    assert spec.model.num_experts * spec.model.expert_units[0] <= 2048
+    assert "validation education AUC" in out.read_text()
+    rep = run_census(2, models=["mmoe"], runs=1, data_dir=census_dir, config=out, nrows=2000,
+                     progress=False)
+    assert rep.results["config"]["mmoe"] == spec.to_dict()
+    assert str(out) in rep.results["config_files"]
+
+
+def test_cli_reproduce_census_tiny_and_errors(census_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    with pytest.raises(SystemExit) as ok:
+        main(["reproduce", "census", "--group", "2", "--models", "omoe", "--runs", "1",
+              "--epochs", "1", "--nrows", "2000", "--data-dir", str(census_dir),
+              "--out", str(out)])
+    assert ok.value.code == 0
+    assert json.loads((out / "results.json").read_text())["summary"][0]["model"] == "omoe"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as bad:
+        main(["reproduce", "census", "--models", "mmoe,nope", "--data-dir", str(census_dir),
+              "--out", str(tmp_path / "x")])
+    assert bad.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mmoe: error: unknown model 'nope'") and "\n" not in err
+    with pytest.raises(SystemExit) as bad_group:
+        main(["tune", "--model", "mmoe", "--group", "3", "--data-dir", str(census_dir)])
+    assert bad_group.value.code == 2
+    assert "census group" in capsys.readouterr().err
+
+
+def test_paper_numbers_match_paper_md():
+    assert PAPER[1]["mmoe"]["main_auc_best"] == 0.9410
+    assert PAPER[2]["tensor_factorization"]["aux_auc_mean"] == 0.7497
+    assert set(PAPER[1]) == set(PAPER[2]) == set(PAPER_MODELS)
