@@ -73,6 +73,117 @@ def data_fetch_cmd(
     typer.echo(f"{name}: ready in {directory}")
 
 
+# --- your own data: mmoe train | evaluate | predict | export ----------------------------------
+_LIST = "Repeat the flag or separate names with commas."
+
+
+@app.command("train")
+def train_cmd(
+    out: Annotated[str, typer.Option("--out", help="Model directory to write.")],
+    train: Annotated[str | None, typer.Option(
+        "--train", help="Training file: .csv, .csv.gz or .parquet.")] = None,
+    task: Annotated[list[str] | None, typer.Option(
+        "--task", help="COLUMN:KIND[:POSITIVE], KIND = binary | regression | multiclass "
+                       "(e.g. morekids:binary:yes). Repeat per task.")] = None,
+    valid: Annotated[str | None, typer.Option(
+        "--valid", help="Validation file (default: hold out part of --train).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model name (mmoe models).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Max epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="Intra-op threads.")] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", help="TOML file with [data], [columns], tasks, [model], [training]; "
+                         "flags override it.")] = None,
+    id_columns: Annotated[list[str] | None, typer.Option(
+        "--id", help=f"Id column(s), copied to predictions. {_LIST}")] = None,
+    weight: Annotated[str | None, typer.Option("--weight", help="Sample-weight column.")] = None,
+    numeric: Annotated[list[str] | None, typer.Option(
+        "--numeric", help=f"Columns to treat as numeric. {_LIST}")] = None,
+    categorical: Annotated[list[str] | None, typer.Option(
+        "--categorical", help=f"Columns to treat as categorical. {_LIST}")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(
+        "--exclude", help=f"Columns not used as inputs. {_LIST}")] = None,
+    valid_fraction: Annotated[float | None, typer.Option(
+        "--valid-fraction", help="Share held out without --valid (default 0.1).")] = None,
+    stream: Annotated[bool, typer.Option(
+        "--stream", help="Train batch by batch from the file (bounded memory).")] = False,
+    buffer_rows: Annotated[int | None, typer.Option(
+        "--buffer-rows", help="Shuffle-buffer rows with --stream.")] = None,
+    tensorboard: Annotated[bool, typer.Option(
+        "--tensorboard", help="Write TensorBoard event files into DIR/tensorboard.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing --out directory (after training).")] = False,
+) -> None:
+    """Train a multi-task model on your own table and write a model directory."""
+    from .experiments.own_data import format_metrics, train_run
+    from .experiments.run_config import build_run_spec
+
+    spec = build_run_spec(
+        config, train=train, valid=valid, tasks=task, model=model, epochs=epochs,
+        batch_size=batch_size, lr=lr, seed=seed, threads=threads, id_columns=id_columns,
+        weight_column=weight, numeric=numeric, categorical=categorical, exclude=exclude,
+        valid_fraction=valid_fraction, stream=stream or None, buffer_rows=buffer_rows,
+        tensorboard=tensorboard or None)
+    metrics = train_run(spec, out, overwrite=overwrite)
+    typer.echo(format_metrics(metrics["valid"]))
+    typer.echo(f"model written to {out} (best epoch {metrics['best_epoch']})")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model_dir: Annotated[str, typer.Argument(help="Model directory from mmoe train.")],
+    file: Annotated[str, typer.Argument(help="Labelled file: .csv, .csv.gz or .parquet.")],
+    json_out: Annotated[str | None, typer.Option(
+        "--json", help="Also write the metrics as JSON to this file ('-': stdout only).")
+    ] = None,
+) -> None:
+    """Per-task metrics of a trained model on a labelled file."""
+    import json
+
+    from .experiments.own_data import evaluate_dir, format_metrics
+
+    metrics = evaluate_dir(model_dir, file)
+    text = json.dumps(metrics, indent=2)
+    if json_out == "-":
+        typer.echo(text)
+        return
+    typer.echo(format_metrics(metrics))
+    if json_out:
+        from pathlib import Path
+
+        Path(json_out).write_text(text + "\n")
+
+
+@app.command("predict")
+def predict_cmd(
+    model_dir: Annotated[str, typer.Argument(help="Model directory from mmoe train.")],
+    file: Annotated[str, typer.Argument(help="Rows to predict: .csv, .csv.gz or .parquet.")],
+    out: Annotated[str, typer.Option(
+        "--out", help="Predictions file, CSV or Parquet by extension.")],
+    chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Rows per chunk.")] = 65_536,
+) -> None:
+    """Predict every row: one column per task, id columns kept."""
+    from .experiments.own_data import predict_file
+
+    rows = predict_file(model_dir, file, out, chunk_rows)
+    typer.echo(f"{rows} predictions written to {out}")
+
+
+@app.command("export")
+def export_cmd(
+    model_dir: Annotated[str, typer.Argument(help="Model directory from mmoe train.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")],
+    out: Annotated[str, typer.Option("--out", help="File to write.")],
+) -> None:
+    """Export to ONNX or TorchScript (outputs named by task), checked against the model."""
+    from .experiments.export import export_model
+
+    diff = export_model(model_dir, fmt, out)
+    typer.echo(f"{fmt} model written to {out} (parity: max abs diff {diff:.2e})")
+
+
 # --- mmoe reproduce census | mmoe tune ------------------------------------------------------
 def _model_list(models: str | None) -> list[str] | None:
     return [m.strip() for m in models.split(",") if m.strip()] if models else None

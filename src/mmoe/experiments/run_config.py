@@ -1,0 +1,230 @@
+"""What `mmoe train` runs on a user's table: a :class:`RunSpec` built from a TOML file and
+command-line flags (flags override the file).
+
+TOML layout (every section optional; relative paths are relative to the TOML file)::
+
+    tasks = ["income:binary:>50K", "hours:regression"]   # or [[tasks]] tables:
+    # [[tasks]]  name = "kids"  column = "morekids"  kind = "binary"  positive = "yes"
+
+    [data]      train = "train.parquet"  valid = "valid.parquet"  valid_fraction = 0.1
+                stream = false  buffer_rows = 65536  chunk_rows = 65536  fit_rows = 100000
+    [columns]   id = ["user_id"]  weight = "w"  numeric = [...]  categorical = [...]
+                exclude = [...]
+    [model]     name = "mmoe"  num_experts = 8  expert_units = [16]  embedding_dim = 8 ...
+    [training]  epochs = 20  batch_size = 1024  lr = 0.001  seed = 0  patience = 3 ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .. import _checks
+from ..config import TASK_KINDS, ModelConfig, TaskSpec, TrainConfig
+from ..models import available_models
+
+#: defaults of `mmoe train` and MultiTaskEstimator. Early stopping watches one task (the
+#: first), which would cut the others short, so by default every epoch runs and the last
+#: weights are kept; set patience/monitor in [training] to stop early.
+DEFAULT_TRAINING = TrainConfig(epochs=20, batch_size=1024, lr=1e-3, patience=None,
+                               restore_best=False)
+DEFAULT_MODEL = ModelConfig(name="mmoe", expert_units=(32,), num_experts=8, tower_units=(16,))
+
+
+def parse_task(text: str | dict[str, Any] | TaskSpec) -> TaskSpec:
+    """A task from ``COLUMN:KIND[:POSITIVE]`` (or a TOML table / TaskSpec).
+
+    Example:
+        >>> t = parse_task("morekids:binary:yes")
+        >>> t.column, t.kind, t.positive
+        ('morekids', 'binary', 'yes')
+    """
+    if isinstance(text, TaskSpec):
+        return text
+    if isinstance(text, dict):
+        data = dict(text)
+        if "name" not in data and "column" in data:
+            data["name"] = data["column"]
+        return TaskSpec.from_dict(data)
+    parts = str(text).split(":", 2)
+    _checks.check(len(parts) >= 2 and parts[0] != "",
+                  f"--task '{text}': use COLUMN:KIND[:POSITIVE], KIND one of "
+                  f"{', '.join(TASK_KINDS)} (e.g. --task morekids:binary:yes)")
+    column, kind = parts[0], parts[1]
+    _checks.one_of(kind, TASK_KINDS, f"--task '{text}': KIND")
+    positive = parts[2] if len(parts) == 3 else None
+    _checks.check(positive is None or kind == "binary",
+                  f"--task '{text}': only a binary task takes a POSITIVE value")
+    return TaskSpec(column, kind, column=column, positive=positive)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything `mmoe train` needs.
+
+    Attributes:
+        train: training file (CSV, CSV.gz or Parquet).
+        tasks: the tasks, in task-axis order.
+        valid: validation file; ``None``: hold out ``valid_fraction`` of the training rows.
+        id_columns: columns copied to predictions and never used as inputs.
+        weight_column: per-row sample weights.
+        numeric, categorical: column type overrides (``None``: inferred).
+        exclude: columns never used as inputs.
+        model: model shape; ``embedding_dim``: categorical embedding width.
+        training: training settings.
+        stream: train batch by batch from the file through a shuffle buffer.
+        buffer_rows, chunk_rows: shuffle-buffer and read-chunk sizes (streaming).
+        fit_rows: streaming: rows at the head of the file the encoder is fitted on.
+        tensorboard: write TensorBoard event files into the model directory.
+    """
+
+    train: str
+    tasks: tuple[TaskSpec, ...]
+    valid: str | None = None
+    valid_fraction: float = 0.1
+    id_columns: tuple[str, ...] = ()
+    weight_column: str | None = None
+    numeric: tuple[str, ...] | None = None
+    categorical: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    model: ModelConfig = DEFAULT_MODEL
+    embedding_dim: int = 8
+    training: TrainConfig = DEFAULT_TRAINING
+    stream: bool = False
+    buffer_rows: int = 65_536
+    chunk_rows: int = 65_536
+    fit_rows: int = 100_000
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        _checks.check(bool(self.train), "no training file; pass --train FILE (or [data] train "
+                      "in the config file)")
+        _checks.check(len(self.tasks) >= 1, "no tasks; pass --task COLUMN:KIND[:POSITIVE] "
+                      "(e.g. --task income:binary:>50K)")
+        names = [t.name for t in self.tasks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        _checks.check(not dup, f"task(s) {dup} given twice; each task needs its own name")
+        _checks.check(0.0 < self.valid_fraction < 1.0,
+                      f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
+        models = available_models()
+        _checks.check(self.model.name in models, f"unknown model '{self.model.name}'; choose "
+                      f"one of: {', '.join(sorted(models))} (see `mmoe models`)")
+        _checks.positive_int(self.embedding_dim, "embedding_dim")
+        for name in ("buffer_rows", "chunk_rows", "fit_rows"):
+            _checks.positive_int(getattr(self, name), name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (written to the model directory's config.json)."""
+        return {"data": {"train": self.train, "valid": self.valid,
+                         "valid_fraction": self.valid_fraction, "stream": self.stream,
+                         "buffer_rows": self.buffer_rows, "chunk_rows": self.chunk_rows,
+                         "fit_rows": self.fit_rows},
+                "columns": {"id": list(self.id_columns), "weight": self.weight_column,
+                            "numeric": None if self.numeric is None else list(self.numeric),
+                            "categorical": (None if self.categorical is None
+                                            else list(self.categorical)),
+                            "exclude": list(self.exclude)},
+                "tasks": [t.to_dict() for t in self.tasks],
+                "model": {**self.model.to_dict(), "embedding_dim": self.embedding_dim},
+                "training": self.training.to_dict()}
+
+
+def _split_list(values: Any) -> tuple[str, ...] | None:
+    """Lists from TOML or repeated/comma-separated flags; ``None`` stays ``None``."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    return tuple(v.strip() for item in values for v in str(item).split(",") if v.strip())
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    import tomllib  # Python >= 3.11
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file '{path}' does not exist")
+    try:
+        return tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        _checks.fail(f"config file '{path}' is not valid TOML: {err}")
+    return {}
+
+
+def _section(doc: dict[str, Any], name: str, allowed: set[str], path: str) -> dict[str, Any]:
+    sec = doc.get(name, {})
+    _checks.check(isinstance(sec, dict), f"config file '{path}': [{name}] must be a table")
+    unknown = sorted(set(sec) - allowed)
+    _checks.check(not unknown, f"config file '{path}': unknown key(s) {', '.join(unknown)} in "
+                  f"[{name}]; allowed: {', '.join(sorted(allowed))}")
+    return dict(sec)
+
+
+def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
+    """Merge a TOML config file (optional) with command-line flags; flags given win.
+
+    Args:
+        config_file: TOML file (see the module docstring).
+        **flags: ``train``, ``valid``, ``tasks`` (strings), ``model``, ``epochs``,
+            ``batch_size``, ``seed``, ``lr``, ``threads``, ``id_columns``, ``weight_column``,
+            ``numeric``, ``categorical``, ``exclude``, ``stream``, ``buffer_rows``,
+            ``chunk_rows``, ``fit_rows``, ``tensorboard``, ``valid_fraction``; ``None`` or
+            empty means "not given".
+
+    Example:
+        >>> build_run_spec(train="t.csv", tasks=["y:binary"], epochs=3).training.epochs
+        3
+    """
+    doc: dict[str, Any] = {}
+    base = Path(".")
+    if config_file:
+        doc = _read_toml(config_file)
+        base = Path(config_file).parent
+        unknown = sorted(set(doc) - {"data", "columns", "tasks", "model", "training"})
+        _checks.check(not unknown, f"config file '{config_file}': unknown section(s) "
+                      f"{', '.join(unknown)}; use data, columns, tasks, model, training")
+    where = config_file or ""
+    data = _section(doc, "data", {"train", "valid", "valid_fraction", "stream", "buffer_rows",
+                                  "chunk_rows", "fit_rows", "tensorboard"}, where)
+    cols = _section(doc, "columns", {"id", "weight", "numeric", "categorical", "exclude"}, where)
+    model = _section(doc, "model", {f.name for f in fields(ModelConfig)} | {"embedding_dim"},
+                     where)
+    training = _section(doc, "training", {f.name for f in fields(TrainConfig)}, where)
+    for key in ("train", "valid"):
+        if data.get(key):
+            data[key] = str(base / data[key])
+
+    def given(name: str) -> bool:
+        value = flags.get(name)
+        return value is not None and value != () and value != []
+
+    for flag, (sec, key) in {"train": (data, "train"), "valid": (data, "valid"),
+                             "valid_fraction": (data, "valid_fraction"),
+                             "stream": (data, "stream"), "buffer_rows": (data, "buffer_rows"),
+                             "chunk_rows": (data, "chunk_rows"), "fit_rows": (data, "fit_rows"),
+                             "tensorboard": (data, "tensorboard"),
+                             "id_columns": (cols, "id"), "weight_column": (cols, "weight"),
+                             "numeric": (cols, "numeric"),
+                             "categorical": (cols, "categorical"),
+                             "exclude": (cols, "exclude"), "model": (model, "name"),
+                             "epochs": (training, "epochs"),
+                             "batch_size": (training, "batch_size"),
+                             "seed": (training, "seed"), "lr": (training, "lr"),
+                             "threads": (training, "threads")}.items():
+        if given(flag):
+            sec[key] = flags[flag]
+    tasks = flags.get("tasks") if given("tasks") else doc.get("tasks", [])
+    _checks.check(isinstance(tasks, list | tuple),
+                  f"config file '{where}': tasks must be a list")
+    embedding_dim = model.pop("embedding_dim", 8)
+    model_cfg = ModelConfig.from_dict({**DEFAULT_MODEL.to_dict(), **model})
+    train_cfg = TrainConfig.from_dict({**DEFAULT_TRAINING.to_dict(), **training})
+    spec = RunSpec(
+        train=data.pop("train", ""), tasks=tuple(parse_task(t) for t in tasks),
+        valid=data.pop("valid", None), id_columns=_split_list(cols.get("id")) or (),
+        weight_column=cols.get("weight"), numeric=_split_list(cols.get("numeric")),
+        categorical=_split_list(cols.get("categorical")),
+        exclude=_split_list(cols.get("exclude")) or (), model=model_cfg,
+        embedding_dim=embedding_dim, training=train_cfg)
+    return replace(spec, **data)
