@@ -53,6 +53,16 @@ class MultiTaskLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor,
                 weights: torch.Tensor | None = None) -> torch.Tensor:
+        numerator, denominator = self.parts(logits, labels, weights)
+        return numerator / safe_denominator(denominator)
+
+    def parts(self, logits: torch.Tensor, labels: torch.Tensor,
+              weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Numerator sum_i m_it w_i l_it and denominator sum_i m_it w_i per task, each (T,).
+
+        Data-parallel training sums the denominators over ranks so that every rank's share
+        of the loss is normalised by the global batch, which makes it exact.
+        """
         mask = ~torch.isnan(labels)  # (B, T)
         y = torch.nan_to_num(labels, nan=0.0)  # finite everywhere; masked rows never count
         per_row = torch.zeros_like(y)  # (B, T) loss l_it
@@ -67,10 +77,13 @@ class MultiTaskLoss(nn.Module):
         w = mask.to(logits.dtype)  # m_it
         if weights is not None:
             w = w * weights.unsqueeze(1)  # m_it w_i
-        # L_t = sum_i m_it w_i l_it / sum_i m_it w_i; an all-missing batch gives 0/1 = 0.
-        total = w.sum(0)
-        return (w * per_row).sum(0) / torch.where(total > 0, total, torch.ones_like(total))
+        return (w * per_row).sum(0), w.sum(0)
 
     def combine(self, task_losses: torch.Tensor) -> torch.Tensor:
         """The objective sum_t lambda_t L_t from per-task losses (T,)."""
         return (self.task_weights * task_losses).sum()
+
+
+def safe_denominator(total: torch.Tensor) -> torch.Tensor:
+    """L_t = numerator / total with an all-missing batch giving 0 / 1 = 0, never NaN."""
+    return torch.where(total > 0, total, torch.ones_like(total))

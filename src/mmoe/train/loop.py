@@ -24,12 +24,13 @@ from tqdm.auto import tqdm
 from .. import _checks
 from ..config import TrainConfig
 from ..data.table import TensorTable
+from ..gate_health import gate_health
 from ..metrics import evaluate, primary_metric, task_outputs
 from ..models import MultiTaskModel
-from ..gate_health import gate_health
-from ..objectives import MultiTaskLoss
+from ..objectives import MultiTaskLoss, safe_denominator
 from ..weighting import make_weighting
 from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import DistContext, all_reduce_sum, barrier, gather_rows, setup, shard, wrap
 
 EVAL_BATCH = 16384
 
@@ -62,15 +63,28 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict_logits(model: MultiTaskModel, table: TensorTable,
-                   batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Logits (N, O) in eval mode, in batches. The model's mode is restored afterwards."""
+def predict_logits(model: MultiTaskModel, table: TensorTable, batch_size: int = EVAL_BATCH,
+                   ctx: DistContext = DistContext()) -> torch.Tensor:
+    """Logits (N, O) on the CPU, computed in eval mode in batches on ``ctx.device``.
+
+    Under data parallelism each rank predicts its shard and all ranks get all N rows back.
+    The model's train/eval mode is restored afterwards.
+    """
     was_training = model.training
     model.eval()
-    out = [model(*table.take(slice(i, i + batch_size)).inputs())
-           for i in range(0, len(table), batch_size)]
+    rows = shard(0, len(table), ctx)
+    out = [model(*_to(table.take(slice(i, min(i + batch_size, rows.stop))).inputs(), ctx))
+           for i in range(rows.start, rows.stop, batch_size)]
     model.train(was_training)
-    return torch.cat(out)
+    local = torch.cat(out) if out else torch.zeros(0, model.task_slices[-1].stop)
+    return gather_rows(local.to(ctx.device), len(table), ctx).cpu()
+
+
+def _to(tensors, ctx: DistContext):
+    """Move a tuple of optional tensors to the context's device (no-op on CPU)."""
+    if ctx.device.type == "cpu":
+        return tensors
+    return tuple(None if t is None else t.to(ctx.device, non_blocking=True) for t in tensors)
 
 
 def predict(model: MultiTaskModel, table: TensorTable,
@@ -87,10 +101,12 @@ def predict(model: MultiTaskModel, table: TensorTable,
             for t, s in zip(model.tasks, model.task_slices, strict=True)}
 
 
-def evaluate_model(model: MultiTaskModel, table: TensorTable) -> dict[str, dict[str, float]]:
-    """Per-task metrics of ``model`` on a labelled table."""
+def evaluate_model(model: MultiTaskModel, table: TensorTable,
+                   ctx: DistContext = DistContext()) -> dict[str, dict[str, float]]:
+    """Per-task metrics of ``model`` on a labelled table (exact under data parallelism:
+    predictions of all ranks are gathered before the metrics are computed)."""
     _checks.check(table.labels is not None, "evaluation needs labels")
-    logits = predict_logits(model, table).numpy()
+    logits = predict_logits(model, table, ctx=ctx).numpy()
     weights = None if table.weights is None else table.weights.numpy()
     return evaluate(model.tasks, model.task_slices, logits, table.labels.numpy(), weights)
 
@@ -103,16 +119,27 @@ class Trainer:
         config: training settings.
         checkpoint: file to write checkpoints to (``None``: no checkpoints).
         extras: JSON-able data stored in every checkpoint (e.g. the fitted encoder).
-        progress: show a progress bar (default: when stderr is a terminal).
+        progress: show a progress bar (default: when stderr is a terminal, on rank 0).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``. Under ``torchrun`` with
+            more than one process, training is data-parallel (see :mod:`.distributed`).
     """
 
     def __init__(self, model: MultiTaskModel, config: TrainConfig = TrainConfig(), *,
                  checkpoint: str | os.PathLike | None = None,
-                 extras: dict[str, Any] | None = None, progress: bool | None = None):
+                 extras: dict[str, Any] | None = None, progress: bool | None = None,
+                 device: str = "auto"):
+        self.ctx = setup(device)
+        model.to(self.ctx.device)
         self.model, self.config = model, config
+        self.net = wrap(model, self.ctx)  # DDP across ranks, else the model itself
+        _checks.check(not (self.ctx.distributed
+                           and config.loss_weighting in ("gradnorm", "pcgrad")),
+                      f"loss_weighting '{config.loss_weighting}' needs per-task gradients and "
+                      "does not run data-parallel; use static or uncertainty under torchrun")
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.extras = extras or {}
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = self.ctx.is_main and (sys.stderr.isatty() if progress is None
+                                              else progress)
         self.loss_fn = MultiTaskLoss(model.tasks, model.task_slices)
         self.weighting = make_weighting(config, model)  # static, uncertainty, gradnorm, pcgrad
         self.optimizer = torch.optim.Adam([*model.parameters(), *self.weighting.parameters()],
@@ -132,8 +159,11 @@ class Trainer:
 
     # ---- checkpoints ---------------------------------------------------------------------
     def save(self) -> None:
-        """Write the current state to the checkpoint file (atomic)."""
+        """Write the current state to the checkpoint file (atomic; rank 0 only)."""
         if self.checkpoint is None:
+            return
+        if not self.ctx.is_main:
+            barrier(self.ctx)  # wait until rank 0 has written it
             return
         tensors = {"rng": torch.get_rng_state()}
         if self.best_weights is not None:
@@ -142,6 +172,7 @@ class Trainer:
             tensors["weighting"] = self.weighting.state_dict()
         save_checkpoint(self.checkpoint, self.model, optimizer=self.optimizer,
                         trainer=self.state, tensors=tensors, extras=self.extras)
+        barrier(self.ctx)
 
     def restore(self) -> bool:
         """Load model, optimizer, RNG and trainer state from the checkpoint, if one exists."""
@@ -153,7 +184,7 @@ class Trainer:
                       f"checkpoint '{self.checkpoint}' was written with different training "
                       f"settings {saved}; resume with the same settings or start a new run")
         self.model.load_state_dict(ckpt["state_dict"], strict=True)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])  # moves state to the params' device
         self.state = ckpt["trainer"]
         torch.set_rng_state(ckpt["tensors"]["rng"])
         self.best_weights = ckpt["tensors"].get("best_weights")
@@ -200,29 +231,39 @@ class Trainer:
         cfg, st, model = self.config, self.state, self.model
         # One gather per epoch; every batch is then a zero-copy view of the shuffled table.
         shuffled = train.take(epoch_permutation(len(train), cfg.seed, st["epoch"]))
-        loss_sum = torch.tensor(st["loss_sum"], dtype=torch.float64)
+        base = torch.tensor(st["loss_sum"], dtype=torch.float64)  # all ranks, this epoch so far
+        loss_sum = torch.zeros_like(base)  # this rank, since `base`
         model.train()
         start, done = time.perf_counter(), 0
         bar = tqdm(total=steps, initial=st["step_in_epoch"], disable=not self.progress,
                    desc=f"epoch {st['epoch'] + 1}/{cfg.epochs}", unit="step", leave=False)
         for b in range(st["step_in_epoch"], steps):
-            batch = shuffled.take(slice(b * cfg.batch_size, (b + 1) * cfg.batch_size))
-            task_losses = self.loss_fn(model(*batch.inputs()), batch.labels, batch.weights)
+            batch = shuffled.take(shard(b * cfg.batch_size, min((b + 1) * cfg.batch_size,
+                                                                len(shuffled)), self.ctx))
+            if self.ctx.device.type != "cpu":
+                batch = TensorTable(*_to((batch.numeric, batch.categorical, batch.labels,
+                                          batch.weights), self.ctx))
+            num, den = self.loss_fn.parts(self.net(*batch.inputs()), batch.labels,
+                                          batch.weights)
+            # Normalise by the global batch's label mass; DDP averages the ranks' gradients,
+            # hence the factor world: the step equals a single process's on the whole batch.
+            den = all_reduce_sum(den.detach(), self.ctx)
+            task_losses = num / safe_denominator(den) * self.ctx.world
             self.optimizer.zero_grad(set_to_none=True)
-            self.weighting.backward(task_losses, model.penalty())  # static: (sum λ_t L_t).backward()
+            self.weighting.backward(task_losses, model.penalty())  # static: sum λ_t L_t
             self.optimizer.step()
             self.weighting.after_step()
-            rows = len(batch)
-            loss_sum += task_losses.detach().double() * rows
+            rows = min((b + 1) * cfg.batch_size, len(shuffled)) - b * cfg.batch_size
+            loss_sum += task_losses.detach().double().cpu() * rows / self.ctx.world
             st["rows"] += rows
             done += rows
             st["step_in_epoch"], st["global_step"] = b + 1, st["global_step"] + 1
             bar.update()
             if cfg.checkpoint_every and st["global_step"] % cfg.checkpoint_every == 0:
-                st["loss_sum"] = loss_sum.tolist()
+                st["loss_sum"] = (base + all_reduce_sum(loss_sum.clone(), self.ctx)).tolist()
                 self.save()
         bar.close()
-        st["loss_sum"] = loss_sum.tolist()
+        st["loss_sum"] = (base + all_reduce_sum(loss_sum, self.ctx)).tolist()
         return done, time.perf_counter() - start
 
     def _end_epoch(self, valid: TensorTable | None, done: int, seconds: float) -> None:
@@ -235,7 +276,7 @@ class Trainer:
         if (weights := self.weighting.describe()) is not None:
             record["loss_weights"] = weights
         if valid is not None:
-            record["valid"] = evaluate_model(self.model, valid)
+            record["valid"] = evaluate_model(self.model, valid, self.ctx)
             gates = gate_health(self.model, valid, warn=True)  # None for models without gates
             if gates is not None:
                 record["gates"] = gates

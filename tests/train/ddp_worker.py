@@ -1,0 +1,37 @@
+"""Trains a small model; run alone or under torchrun. Rank 0 saves weights and metrics.
+
+    python ddp_worker.py OUT.pt
+    python -m torch.distributed.run --nproc_per_node=2 --standalone ddp_worker.py OUT.pt
+"""
+
+import sys
+
+import torch
+
+from mmoe import TaskSpec, TrainConfig, build_model
+from mmoe.data.table import TensorTable
+from mmoe.train import Trainer
+
+
+def main(out: str) -> None:
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    n = 501  # uneven: the last batch of 53 rows splits 26 / 27
+    x = torch.randn(n, 6, generator=g)
+    y = torch.stack([(x[:, 0] - x[:, 1] > 0).float(), x[:, 2] + 0.5 * x[:, 3]], 1)
+    y[::5, 0] = float("nan")  # missing labels: the loss must be normalised globally
+    table = TensorTable.from_arrays(x, y, weights=torch.rand(n, generator=g) + 0.5)
+    train, valid = table.take(slice(0, 400)), table.take(slice(400, None))
+    torch.manual_seed(1)
+    model = build_model("mmoe", 6, (TaskSpec("a"), TaskSpec("b", "regression")),
+                        num_experts=3, expert_units=(8,), tower_units=(4,))
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=1e-2, seed=5)
+    trainer = Trainer(model, cfg, progress=False, device="cpu")
+    result = trainer.fit(train, valid)
+    if trainer.ctx.is_main:
+        torch.save({"state": model.state_dict(), "valid": result.history[-1]["valid"],
+                    "loss": result.history[-1]["train_loss"], "world": trainer.ctx.world}, out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
