@@ -246,3 +246,20 @@ def tune_cmd(
                threads=threads, timeout=timeout, sampler=sampler, log=typer.echo)
     typer.echo(f"best validation AUC {res.value:.4f} after {res.trials} trials; "
                f"config written to {res.path}")
+
+
+@app.command("inspect")
+def inspect_cmd(
+    model_dir: Annotated[str, typer.Argument(help="Model directory from mmoe train.")],
+    data: Annotated[str, typer.Option(
+        "--data", help="Rows to average the gates over: .csv, .csv.gz or .parquet.")],
+    out: Annotated[str, typer.Option("--out", help="Directory for the report files.")],
+) -> None:
+    """Gate health: tasks x experts heatmap, per-expert utilisation, a table and warnings."""
+    from .inspect import inspect_model_dir
+
+    report, paths = inspect_model_dir(model_dir, data, out)
+    typer.echo(report.round(3).to_string())
+    for warning in report.attrs.get("warnings", []):
+        typer.echo(f"warning: {warning}")
+    typer.echo(f"gate report written to {out} ({', '.join(p.name for p in paths.values())})")
