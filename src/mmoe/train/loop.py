@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,15 @@ class Trainer:
             valid: labelled validation rows for per-epoch metrics and early stopping.
             resume: continue from the checkpoint file when it exists.
         """
+        for _ in self.iter_epochs(train, valid, resume):
+            pass
+        return self.result()
+
+    def iter_epochs(self, train: TensorTable, valid: TensorTable | None = None,
+                    resume: bool = False) -> Iterator[dict[str, Any]]:
+        """Like :meth:`fit`, one epoch at a time: yields each epoch's history record, so a
+        caller can interleave work (or stop) between epochs. Best weights are restored when
+        the last epoch is done."""
         cfg = self.config
         _checks.check(train.labels is not None, "training data needs labels")
         _checks.check(len(train) > 0, "the training data has no rows")
@@ -220,8 +230,13 @@ class Trainer:
         while st["epoch"] < cfg.epochs and not st["stopped_early"]:
             rows, seconds = self._train_epoch(train, steps)
             self._end_epoch(valid, rows, seconds)
+            yield st["history"][-1]
         if cfg.restore_best and self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
+
+    def result(self) -> FitResult:
+        """The :class:`FitResult` of the training so far."""
+        st = self.state
         return FitResult(st["history"], st["best_epoch"],
                          math.nan if st["best_score"] is None else st["best_score"],
                          f"{self.monitor_task.name}/{self.metric}", st["stopped_early"])
