@@ -84,3 +84,26 @@ def test_inspect_cli_user_errors_are_one_line(tmp_path, capsys):
               "--out", str(tmp_path / "o")])
     assert exc.value.code == 2
     assert "missing.csv" in capsys.readouterr().err
+
+
+def test_config_file_trains_feature_experts_with_gate_remedies_and_weighting(tmp_path, capsys):
+    df = _frame(200)
+    df["y1"] = np.where(df["y1"] == 1, "yes", "no")
+    df.to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "run.toml").write_text(
+        'tasks = ["y1:binary:yes", "y2:regression"]\n[data]\ntrain = "t.csv"\n'
+        '[model]\nname = "feature_mmoe"\ngate_dropout = 0.1\ngate_balance = 0.01\n'
+        '[model.options]\nfeature_groups = {num = ["age"], cat = ["city"]}\n'
+        'shared_experts = 1\n[training]\nepochs = 2\nloss_weighting = "uncertainty"\n')
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--config", str(tmp_path / "run.toml"), "--out", str(tmp_path / "m")])
+    assert exc.value.code == 0, capsys.readouterr().err
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    text = json.dumps(config)
+    assert '"gate_dropout": 0.1' in text and '"loss_weighting": "uncertainty"' in text
+    with pytest.raises(SystemExit):
+        main(["inspect", str(tmp_path / "m"), "--data", str(tmp_path / "t.csv"),
+              "--out", str(tmp_path / "g")])
+    table = pd.read_csv(tmp_path / "g" / "gates.csv", index_col="task")
+    assert [c for c in table.columns if "#" in c] == [
+        "num#0", "num#1", "num#2", "num#3", "cat#0", "cat#1", "cat#2", "cat#3", "shared#0"]

@@ -133,7 +133,7 @@ def inspect_model_dir(model_dir: str | os.PathLike, data: str | os.PathLike,
     not needed), written into ``out``.
 
     Example:
-        >>> report, paths = inspect_model_dir("runs/m1", "valid.csv", "runs/m1-gates")  # doctest: +SKIP
+        >>> report, paths = inspect_model_dir("runs/m1", "v.csv", "gates")  # doctest: +SKIP
     """
     from .data.readers import read_table
     from .train.model_dir import load_model_dir
