@@ -1,0 +1,1 @@
+"""Paper reproductions: each experiment is one module with a driver writing results."""

@@ -1,0 +1,168 @@
+"""The synthetic reproduction: the batched-runs trainer, the driver's files, the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from mmoe.cli import main
+from mmoe.data.synthetic import SyntheticSpec, generate
+from mmoe.experiments.synthetic import (
+    SyntheticConfig,
+    batch_orders,
+    build_synthetic_model,
+    check_claims,
+    planned_steps,
+    run_synthetic,
+    train_runs,
+)
+
+
+@pytest.mark.parametrize("model", ["shared_bottom", "omoe", "mmoe"])
+def test_batched_runs_equal_separate_single_model_runs(model):
+    seeds, corr, steps, batch = [3, 4, 5], [0.5, 0.9, 1.0], 6, 16
+    _, s = generate(corr, seeds, {"train": 40, "val": 30}, SyntheticSpec(d=10, m=3))
+    (x, y), (xv, yv) = s["train"], s["val"]
+    res = train_runs(model, seeds, (x, y), {"val": (xv, yv)}, steps=steps, batch_size=batch,
+                     lr=1e-2, eval_every=3)
+    assert res.curve_steps == [3, 6]
+    for r, seed in enumerate(seeds):
+        net = build_synthetic_model(model, 10, seed)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        orders = batch_orders([seed], 40, batch)
+        for _ in range(steps):
+            idx = next(orders)[0]  # (B,)
+            loss = ((net(x[r, idx]) - y[r, idx]) ** 2).mean(0).sum()  # summed task MSEs
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        for name, p in net.named_parameters():
+            assert torch.allclose(res.params[name][r], p.detach(), atol=1e-5), name
+        with torch.no_grad():
+            val = ((net(xv[r]) - yv[r]) ** 2).mean().item()  # MSE averaged over the tasks
+        assert res.losses["val"][r].item() == pytest.approx(val, rel=1e-4)
+        assert res.curves["val"][r, -1].item() == pytest.approx(val, rel=1e-4)
+    assert res.run_steps_per_second > 0
+
+
+def test_runs_start_from_their_own_seeded_initialisation():
+    a = build_synthetic_model("mmoe", 10, 1)
+    b = build_synthetic_model("mmoe", 10, 1)
+    c = build_synthetic_model("mmoe", 10, 2)
+    wa, wb, wc = (m.backbone.experts.layers[0].weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+
+
+def test_parameter_matched_models():
+    sizes = {m: sum(p.numel() for p in build_synthetic_model(m, 100, 0).backbone.parameters())
+             for m in ("shared_bottom", "omoe", "mmoe")}
+    # experts 100·16·8 + 16·8 biases; SB 100·113 + 113; gates 100·8 per gate (no bias)
+    assert sizes["omoe"] == 100 * 16 * 8 + 16 * 8 + 100 * 8
+    assert sizes["mmoe"] == 100 * 16 * 8 + 16 * 8 + 2 * 100 * 8
+    assert sizes["shared_bottom"] == 100 * 113 + 113
+
+
+def test_batch_orders_are_epoch_permutations():
+    orders = batch_orders([0, 1], 10, 5)
+    first = torch.cat([next(orders), next(orders)], 1)  # one epoch: (R, 10)
+    for r in range(2):
+        assert sorted(first[r].tolist()) == list(range(10))
+    assert not torch.equal(first[0], first[1])
+
+
+def test_claims_verdicts_on_a_hand_made_summary():
+    rows = []
+    table = {"shared_bottom": (0.30, 0.25, 0.20, 0.10), "omoe": (0.15, 0.12, 0.08, 0.02),
+             "mmoe": (0.08, 0.08, 0.07, 0.01)}
+    for m, (a, b, c, sd) in table.items():
+        for p, v in zip((0.5, 0.9, 1.0), (a, b, c), strict=True):
+            rows.append({"model": m, "correlation": p, "final_loss_mean": v,
+                         "final_loss_std": sd})
+    claims = check_claims(rows)
+    assert all(c["holds"] for c in claims)
+    rows[0]["final_loss_mean"] = 0.1  # SB at 0.5 now beats OMoE, and its p=1 loss is higher
+    verdicts = {c["claim"]: c["holds"] for c in check_claims(rows)}
+    assert verdicts["at p = 0.5: mean final loss MMoE < OMoE < Shared-Bottom"] is False
+    assert verdicts["shared_bottom: loss at p = 1.0 no higher than at p = 0.5"] is False
+    assert verdicts["at p = 0.9: mean final loss MMoE < OMoE < Shared-Bottom"] is True
+
+
+TINY = dict(runs=2, steps=4, batch_size=8, n_train=32, n_val=16, n_test=16, eval_every=2,
+            d=10, m=3, fig2_n=50, fig2_trials=3, lr_grid=(1e-3, 1e-2), lr_runs=1)
+
+
+def test_end_to_end_files_and_schema(tmp_path):
+    cfg = SyntheticConfig(**TINY)
+    calls = []
+    res = run_synthetic(cfg, tmp_path, progress=calls.append)
+    assert sum(calls) == planned_steps(cfg) == 3 * 4 * (1 + 2)
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["experiment"] == "synthetic"
+    assert data["config"]["runs"] == 2 and data["config"]["correlations"] == [0.5, 0.9, 1.0]
+    assert {"version", "git_commit", "seeds", "chosen_lr", "claims", "speed", "curves",
+            "label_correlation"} <= set(data)
+    assert len(data["summary"]) == 9
+    for row in data["summary"]:
+        assert {"model", "correlation", "final_loss_mean", "final_loss_std",
+                "final_loss_median", "runs"} <= set(row)
+        assert row["runs"] == 2 and row["final_loss_mean"] > 0
+        assert row["model"] in ("shared_bottom", "omoe", "mmoe")
+    assert len(data["runs"]) == 18
+    assert {"model", "correlation", "seed", "final_loss"} <= set(data["runs"][0])
+    assert {r["seed"] for r in data["runs"]} == {0, 1}
+    mean = {(r["model"], r["correlation"]): r["final_loss_mean"] for r in data["summary"]}
+    for m in ("shared_bottom", "omoe", "mmoe"):
+        v = [r["final_loss"] for r in data["runs"] if r["model"] == m and r["correlation"] == 0.9]
+        assert mean[(m, 0.9)] == pytest.approx(sum(v) / 2)
+    assert set(data["chosen_lr"].values()) <= {1e-3, 1e-2}
+    assert len(data["lr_selection"]) == 6
+    assert data["curves"]["steps"] == [2, 4]
+    assert len(data["curves"]["rows"]) == 9 and len(data["curves"]["rows"][0]["mean"]) == 2
+    assert len(data["claims"]) >= 7
+    assert all(v > 0 for v in data["speed"]["run_steps_per_second"].values())
+    for name in data["figures"].values():
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    report = (tmp_path / "report.md").read_text()
+    assert "| MMoE | 0.5 |" in report and "## Claims" in report
+    assert "fig4_loss_curves.png" in report
+    assert res["summary"] == data["summary"]
+
+
+def test_same_seed_same_results(tmp_path):
+    cfg = SyntheticConfig(**{**TINY, "lr_grid": (1e-3,), "models": ("mmoe",),
+                             "correlations": (0.5,)})
+    a = run_synthetic(cfg, tmp_path / "a")
+    b = run_synthetic(cfg, tmp_path / "b")
+    assert [r["final_loss"] for r in a["runs"]] == [r["final_loss"] for r in b["runs"]]
+    assert a["lr_selection"] == [] and a["chosen_lr"] == {"mmoe": 1e-3}
+
+
+def test_cli_tiny_run(tmp_path, capsys):
+    out = tmp_path / "syn"
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "synthetic", "--runs", "2", "--steps", "2", "--batch-size", "8",
+              "--n-train", "32", "--d", "8", "--m", "2", "--lr", "1e-3",
+              "--correlations", "0.5,1.0", "--models", "omoe,mmoe", "--no-progress",
+              "--out", str(out)])
+    assert exc.value.code == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["config"]["models"] == ["omoe", "mmoe"] and data["config"]["d"] == 8
+    assert len(data["summary"]) == 4
+    assert "claims holding" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--correlations", "0.5,1.5"], "correlation must be in [-1, 1], got 1.5"),
+    (["--correlations", "a,b"], "--correlations must be comma-separated numbers"),
+    (["--models", "mmoe,foo"], "synthetic model must be one of"),
+    (["--runs", "0"], "runs must be a positive integer"),
+    (["--lr", "0"], "learning rates must be > 0"),
+    (["--d", "1"], "d must be >= 2"),
+    (["--batch-size", "64", "--n-train", "32"], "batch_size 64 exceeds n_train 32"),
+])
+def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "synthetic", "--no-progress", "--out", str(tmp_path), *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
