@@ -18,6 +18,7 @@ import torch
 
 from .. import _checks
 from ..data.table import TensorTable
+from ..objectives import safe_denominator
 from .loop import FitResult, Trainer, epoch_permutation
 
 
@@ -98,6 +99,9 @@ class StreamTrainer(Trainer):
             resume: continue from the checkpoint file when it exists.
         """
         cfg = self.config
+        _checks.check(self.ctx.world == 1 and self.ctx.device.type == "cpu",
+                      "streaming training runs in one CPU process; drop --stream for "
+                      "distributed or GPU training")
         _checks.check(cfg.checkpoint_every is None,
                       "streaming training checkpoints at epoch ends only; unset checkpoint_every")
         if cfg.threads:
@@ -124,14 +128,14 @@ class StreamTrainer(Trainer):
         for batch in batches:
             if model.config.batch_norm and len(batch) == 1:
                 continue  # batch norm cannot train on one row (as in the in-memory loop)
-            task_losses = self.loss_fn(model(*batch.inputs()), batch.labels, batch.weights)
-            loss = self.loss_fn.combine(task_losses)
-            penalty = model.penalty()
-            if penalty is not None:
-                loss = loss + penalty
+            # the in-memory loop's step (one process): L_t = num_t / den_t, then weighting
+            num, den = self.loss_fn.parts(self.net(*batch.inputs()), batch.labels,
+                                          batch.weights)
+            task_losses = num / safe_denominator(den.detach())
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.weighting.backward(task_losses, model.penalty())
             self.optimizer.step()
+            self.weighting.after_step()
             loss_sum += task_losses.detach().double() * len(batch)
             st["rows"] += len(batch)
             done += len(batch)
