@@ -408,3 +408,18 @@ def test_error_as_a_real_process_has_no_traceback(tmp_path):
 def test_make_table_is_deterministic():
     pd.testing.assert_frame_equal(make_table(20, 5), make_table(20, 5))
     assert Path(__file__).parent.name == "cli"
+
+
+def test_missing_labels_are_masked_per_task(tmp_path, capsys):
+    df = make_table(300, 0)
+    df.loc[df.index % 3 == 0, "spend"] = np.nan  # a third of the rows lack one label
+    df.loc[df.index % 4 == 0, "buys"] = None
+    df.to_parquet(tmp_path / "t.parquet", index=False)
+    out = tmp_path / "m"
+    code, _, err = run(["train", "--train", tmp_path / "t.parquet", "--task", "buys:binary:yes",
+                        "--task", "spend:regression", "--epochs", "2", "--out", out], capsys)
+    assert code == 0, err
+    code, stdout, _ = run(["evaluate", out, tmp_path / "t.parquet", "--json", "-"], capsys)
+    metrics = json.loads(stdout)
+    assert metrics["spend"]["n"] == 200 and metrics["buys"]["n"] == 225
+    assert np.isfinite(metrics["spend"]["mse"])

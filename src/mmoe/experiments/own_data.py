@@ -329,7 +329,10 @@ def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
         if spec.tensorboard:
             write_tensorboard(stage / "tensorboard", history)
 
-    config = {**spec.to_dict(), "tasks": [t.to_dict() for t in encoder.tasks]}
+    from .census import git_commit
+
+    config = {**spec.to_dict(), "tasks": [t.to_dict() for t in encoder.tasks],
+              "git_commit": git_commit()}
     save_model_dir(out, model, encoder, config, metrics, write_extra=extra, overwrite=overwrite)
     return metrics
 
