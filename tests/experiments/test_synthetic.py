@@ -23,12 +23,13 @@ def test_batched_runs_equal_separate_single_model_runs(model):
     seeds, corr, steps, batch = [3, 4, 5], [0.5, 0.9, 1.0], 6, 16
     _, s = generate(corr, seeds, {"train": 40, "val": 30}, SyntheticSpec(d=10, m=3))
     (x, y), (xv, yv) = s["train"], s["val"]
+    lrs = [1e-2, 3e-3, 1e-3]  # one learning rate per run
     res = train_runs(model, seeds, (x, y), {"val": (xv, yv)}, steps=steps, batch_size=batch,
-                     lr=1e-2, eval_every=3)
+                     lr=lrs, eval_every=3)
     assert res.curve_steps == [3, 6]
     for r, seed in enumerate(seeds):
         net = build_synthetic_model(model, 10, seed)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        opt = torch.optim.Adam(net.parameters(), lr=lrs[r])
         orders = batch_orders([seed], 40, batch)
         for _ in range(steps):
             idx = next(orders)[0]  # (B,)
@@ -95,7 +96,7 @@ def test_end_to_end_files_and_schema(tmp_path):
     cfg = SyntheticConfig(**TINY)
     calls = []
     res = run_synthetic(cfg, tmp_path, progress=calls.append)
-    assert sum(calls) == planned_steps(cfg) == 3 * 4 * (1 + 2)
+    assert sum(calls) == planned_steps(cfg) == 3 * 4 * (1 + 1)
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["experiment"] == "synthetic"
     assert data["config"]["runs"] == 2 and data["config"]["correlations"] == [0.5, 0.9, 1.0]

@@ -140,16 +140,57 @@ class StackedRuns:
         return total / x.shape[1]
 
 
+class StackedAdam:
+    """Adam over stacked weights (run axis first) with one learning rate per run.
+
+    The same arithmetic as ``torch.optim.Adam`` (betas 0.9, 0.999, eps 1e-8, no weight
+    decay), elementwise, so run r's slice follows exactly the update a separate Adam with
+    lr[r] would make. One learning rate per run lets a learning-rate grid be searched in one
+    batched computation.
+
+    Args:
+        params: stacked parameters, each (R, ...).
+        lr: (R,) learning rate of each run.
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], lr: torch.Tensor,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.params = list(params)
+        self.lr, self.betas, self.eps, self.t = lr, betas, eps, 0
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One Adam step of every run from the gradients in ``p.grad``."""
+        b1, b2 = self.betas
+        self.t += 1
+        bc1, bc2_sqrt = 1 - b1 ** self.t, math.sqrt(1 - b2 ** self.t)
+        for p, m, v in zip(self.params, self.m, self.v, strict=True):
+            g = p.grad
+            m.lerp_(g, 1 - b1)  # m = b1·m + (1 - b1)·g
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)  # v = b2·v + (1 - b2)·g²
+            denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
+            step = (self.lr / bc1).view(-1, *([1] * (p.dim() - 1)))  # (R, 1, ...)
+            p.sub_(step * m / denom)
+
+    def zero_grad(self) -> None:
+        """Drop the gradients."""
+        for p in self.params:
+            p.grad = None
+
+
 def train_runs(model: str, seeds: Sequence[int], train: tuple[torch.Tensor, torch.Tensor],
                eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]], *, steps: int,
-               batch_size: int, lr: float, eval_every: int = 0,
+               batch_size: int, lr: float | Sequence[float], eval_every: int = 0,
                final_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
                progress: Callable[[int], None] | None = None) -> RunsResult:
     """Train R runs of one §5 model as one batched computation.
 
     Run r is initialised from ``torch.manual_seed(seeds[r])``, shuffles its batches with
     seed ``seeds[r]`` (see :func:`batch_orders`) and minimises its own summed MSE over the
-    tasks with Adam (betas 0.9, 0.999, eps 1e-8: torch's defaults) on its own data slice.
+    tasks with Adam (betas 0.9, 0.999, eps 1e-8: torch's defaults, see :class:`StackedAdam`)
+    on its own data slice.
     The result equals R separate single-model trainings with the same seeds.
 
     Args:
@@ -160,7 +201,7 @@ def train_runs(model: str, seeds: Sequence[int], train: tuple[torch.Tensor, torc
             ``(x (R, n', d), y (R, n', T))``.
         steps: optimisation steps (each run takes one step per step).
         batch_size: rows per run per step.
-        lr: Adam learning rate.
+        lr: Adam learning rate, one for all runs or one per run.
         eval_every: measure the held-out curves every this many steps (0: only at the end).
         final_sets: held-out splits measured only at the end.
         progress: called with the number of steps just done.
@@ -178,12 +219,13 @@ def train_runs(model: str, seeds: Sequence[int], train: tuple[torch.Tensor, torc
     """
     _checks.positive_int(steps, "steps")
     _checks.positive_int(batch_size, "batch_size")
-    _checks.check(lr > 0, f"lr must be > 0, got {lr}")
     x, y = train
     R, n, d = x.shape
     _checks.check(len(seeds) == R, f"need one seed per run: {R} runs, {len(seeds)} seeds")
+    rates = torch.as_tensor(lr, dtype=torch.float32).expand(R).clone()  # (R,)
+    _checks.check(bool((rates > 0).all()), f"lr must be > 0, got {rates.tolist()}")
     runs = StackedRuns([build_synthetic_model(model, d, s) for s in seeds])
-    opt = torch.optim.Adam(list(runs.params.values()), lr=lr)
+    opt = StackedAdam(list(runs.params.values()), rates)
     curve_steps: list[int] = []
     curves: dict[str, list[torch.Tensor]] = {k: [] for k in eval_sets}
 
@@ -200,7 +242,7 @@ def train_runs(model: str, seeds: Sequence[int], train: tuple[torch.Tensor, torc
         err = runs(_rows(x, idx)) - _rows(y, idx)  # (R, B, T)
         # sum_r sum_t MSE_rt: each run's gradient is its own summed-over-tasks MSE's gradient
         loss = (err * err).mean(1).sum()
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
         if (eval_every and step % eval_every == 0) or step == steps:
@@ -305,10 +347,10 @@ class SyntheticConfig:
 
 def planned_steps(config: SyntheticConfig) -> int:
     """Total batched training steps the experiment will take (for a progress bar)."""
-    pilot = len(config.lr_grid) if len(config.lr_grid) > 1 else 0
     chunks = math.ceil(config.runs * len(config.correlations) / config.chunk)
-    pilot_chunks = math.ceil(config.lr_runs * len(config.correlations) / config.chunk)
-    return len(config.models) * config.steps * (chunks + pilot * pilot_chunks)
+    pilot = len(config.lr_grid) * config.lr_runs * len(config.correlations)
+    pilot_chunks = math.ceil(pilot / config.chunk) if len(config.lr_grid) > 1 else 0
+    return len(config.models) * config.steps * (chunks + pilot_chunks)
 
 
 def _chunks(members: list[tuple[float, int]], size: int) -> Iterator[list[tuple[float, int]]]:
@@ -318,31 +360,38 @@ def _chunks(members: list[tuple[float, int]], size: int) -> Iterator[list[tuple[
 
 def _pilot(config: SyntheticConfig, progress: Callable[[int], None] | None
            ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Choose each model's lr on the validation loss of pilot runs (mean over all p)."""
+    """Choose each model's lr on the validation loss of pilot runs (mean over all p).
+
+    All (lr, correlation, pilot run) combinations of a model train as one batched
+    computation (one learning rate per run); pilot runs see the same data at every lr.
+    """
     if len(config.lr_grid) == 1:
         return {m: config.lr_grid[0] for m in config.models}, []
-    members = [(p, config.seed + 1_000_000 + j)
+    members = [(lr, p, config.seed + 1_000_000 + j) for lr in config.lr_grid
                for p in config.correlations for j in range(config.lr_runs)]
-    val: dict[tuple[str, float], list[torch.Tensor]] = {}
+    val: dict[str, list[torch.Tensor]] = {m: [] for m in config.models}
     for part in _chunks(members, config.chunk):
-        _, data = generate([p for p, _ in part], [s for _, s in part],
+        seeds = [s for _, _, s in part]
+        _, data = generate([p for _, p, _ in part], seeds,
                            {"train": config.n_train, "val": config.n_val}, config.spec)
         for model in config.models:
-            for lr in config.lr_grid:
-                res = train_runs(model, [s for _, s in part], data["train"], {},
-                                 final_sets={"val": data["val"]}, steps=config.steps,
-                                 batch_size=config.batch_size, lr=lr, progress=progress)
-                val.setdefault((model, lr), []).append(res.losses["val"])
+            res = train_runs(model, seeds, data["train"], {}, final_sets={"val": data["val"]},
+                             steps=config.steps, batch_size=config.batch_size,
+                             lr=[lr for lr, _, _ in part], progress=progress)
+            val[model].append(res.losses["val"])
     rows, chosen = [], {}
-    corr = torch.tensor([p for p, _ in members])
+    lrs = torch.tensor([lr for lr, _, _ in members], dtype=torch.float64)
+    corr = torch.tensor([p for _, p, _ in members], dtype=torch.float64)
     for model in config.models:
+        v_all = torch.cat(val[model]).double()  # (len(members),)
         best = None
         for lr in config.lr_grid:
-            v = torch.cat(val[(model, lr)])  # (P * lr_runs,)
+            v = v_all[lrs == lr]
             mean = float(v.mean()) if torch.isfinite(v).all() else math.inf
             rows.append({"model": model, "lr": lr, "val_loss_mean": mean,
                          "val_loss_by_correlation": {
-                             str(p): float(v[corr == p].mean()) for p in config.correlations}})
+                             str(p): float(v_all[(lrs == lr) & (corr == p)].mean())
+                             for p in config.correlations}})
             if best is None or mean < best[0]:
                 best = (mean, lr)
         chosen[model] = best[1]
