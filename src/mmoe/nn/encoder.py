@@ -48,6 +48,9 @@ class FeatureEncoder(nn.Module):
         if self.num_numeric:
             parts.append(numeric)  # (B, n_num)
         if self.embedding is not None:
-            emb = self.embedding(categorical + self.offsets)  # (B, n_cat, D)
-            parts.append(emb.flatten(1))  # (B, n_cat * D)
+            # index_select rather than nn.Embedding's forward: same values, and its backward
+            # (index_add) is several times faster on CPU than embedding_dense_backward.
+            rows = (categorical + self.offsets).flatten()  # (B * n_cat,)
+            emb = self.embedding.weight.index_select(0, rows)  # (B * n_cat, D)
+            parts.append(emb.view(categorical.shape[0], -1))  # (B, n_cat * D)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)

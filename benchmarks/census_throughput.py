@@ -1,0 +1,134 @@
+"""Training throughput on census-income group 1 for every registered model, and mmoe's MMoE
+against a naive PyTorch MMoE (benchmarks/naive_reference.py) measured side by side.
+
+Matched configuration: 8 experts x 16 units (bottom-style models: one layer of 16 units per
+network), towers of 8, embeddings of 8, batch 1024, Adam lr 1e-3, all non-label columns as
+inputs, 1 intra-op thread unless --threads. Each model runs in its own subprocess so its peak
+RSS is its own. The MMoE-vs-naive ratio alternates epochs of A and B in one process and
+takes the median of the per-epoch ratios; both then finish 5 epochs and report test AUC.
+
+    python benchmarks/census_throughput.py --data-dir ../shared/data/census-income \
+        --out results/census_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).parent))
+from naive_reference import NaiveMMoE, RowDataset, predict, train_epoch  # noqa: E402
+
+from mmoe import TrainConfig, available_models, build_model  # noqa: E402
+from mmoe.data.census import load_census  # noqa: E402
+from mmoe.data.encoders import TableEncoder  # noqa: E402
+from mmoe.train import Trainer, predict_logits  # noqa: E402
+
+EPOCHS = 5
+
+
+def _tables(data_dir):
+    data = load_census(data_dir, group=1)
+    enc = TableEncoder(data.tasks, numeric=data.numeric, categorical=data.categorical)
+    enc.fit(data.train)
+    return enc, enc.transform(data.train), enc.transform(data.test)
+
+
+def _model(name, enc, seed):
+    torch.manual_seed(seed)
+    return build_model(name, enc.input_spec(8), enc.tasks, num_experts=8, expert_units=(16,),
+                       tower_units=(8,))
+
+
+def _auc(logits, table):
+    y = table.labels.numpy()
+    return [float(roc_auc_score(y[:, t], logits[:, t])) for t in range(y.shape[1])]
+
+
+def one_model(name: str, data_dir: str, threads: int) -> dict:
+    """Train one registered model for 5 epochs; throughput, peak RSS, test AUC."""
+    enc, train, test = _tables(data_dir)
+    model = _model(name, enc, 0)
+    cfg = TrainConfig(epochs=EPOCHS, batch_size=1024, lr=1e-3, threads=threads,
+                      restore_best=False)
+    hist = Trainer(model, cfg, progress=False).fit(train).history
+    logits = predict_logits(model, test).numpy()
+    secs = [h["seconds"] for h in hist]
+    return {"model": name, "samples_per_s": statistics.median(h["samples_per_s"] for h in hist),
+            "seconds_per_epoch": statistics.median(secs), "test_auc": _auc(logits, test),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def versus_naive(data_dir: str, threads: int) -> dict:
+    """mmoe MMoE (A) vs the naive MMoE (B), epochs interleaved A B A B ..."""
+    torch.set_num_threads(threads)
+    enc, train, test = _tables(data_dir)
+    fast = _model("mmoe", enc, 0)
+    trainer = Trainer(fast, TrainConfig(epochs=EPOCHS, batch_size=1024, lr=1e-3,
+                                        threads=threads, restore_best=False), progress=False)
+    epochs_a = trainer.iter_epochs(train)
+    torch.manual_seed(0)
+    naive = NaiveMMoE(train.numeric.shape[1], [c for _, c in enc.input_spec().categorical], 8,
+                      8, 16, 8, 2)
+    opt = torch.optim.Adam(naive.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(RowDataset(train.numeric, train.categorical,
+                                                    train.labels), batch_size=1024, shuffle=True)
+    a_sec, b_sec = [], []
+    for _ in range(EPOCHS):
+        a_sec.append(next(epochs_a)["seconds"])
+        start = time.perf_counter()
+        train_epoch(naive, loader, opt)
+        b_sec.append(time.perf_counter() - start)
+    ratios = [b / a for a, b in zip(a_sec, b_sec, strict=True)]
+    fast_auc = _auc(predict_logits(fast, test).numpy(), test)
+    naive_auc = _auc(predict(naive, test.numeric, test.categorical).numpy(), test)
+    n = len(train)
+    return {"rows": n, "mmoe_samples_per_s": n / statistics.median(a_sec),
+            "naive_samples_per_s": n / statistics.median(b_sec),
+            "mmoe_seconds_per_epoch": a_sec, "naive_seconds_per_epoch": b_sec,
+            "speedup_median": statistics.median(ratios), "speedups": ratios,
+            "mmoe_test_auc": fast_auc, "naive_test_auc": naive_auc,
+            "auc_difference_income": fast_auc[0] - naive_auc[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--models", default=",".join(available_models()))
+    ap.add_argument("--only", help=argparse.SUPPRESS)  # child process: one model
+    args = ap.parse_args()
+    if args.only:
+        print(json.dumps(one_model(args.only, args.data_dir, args.threads)))
+        return
+    result = {"threads": args.threads, "torch": torch.__version__,
+              "versus_naive": versus_naive(args.data_dir, args.threads), "models": []}
+    print(json.dumps(result["versus_naive"], indent=2), flush=True)
+    for name in args.models.split(","):
+        cmd = [sys.executable, __file__, "--only", name, "--threads", str(args.threads)]
+        if args.data_dir:
+            cmd += ["--data-dir", args.data_dir]
+        row = json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                        text=True).stdout.strip().splitlines()[-1])
+        result["models"].append(row)
+        print(f"{name:22s} {row['samples_per_s']:10.0f} samples/s "
+              f"{row['seconds_per_epoch']:6.2f} s/epoch  {row['peak_rss_mb']:7.0f} MB  "
+              f"AUC {np.round(row['test_auc'], 4).tolist()}", flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
