@@ -143,8 +143,10 @@ class Trainer:
                                               else progress)
         self.loss_fn = MultiTaskLoss(model.tasks, model.task_slices)
         self.weighting = make_weighting(config, model)  # static, uncertainty, gradnorm, pcgrad
+        # fused=True: one kernel for all parameters instead of several ops per tensor.
         self.optimizer = torch.optim.Adam([*model.parameters(), *self.weighting.parameters()],
-                                          lr=config.lr, weight_decay=config.weight_decay)
+                                          lr=config.lr, weight_decay=config.weight_decay,
+                                          fused=True)
         names = [t.name for t in model.tasks]
         monitor = config.monitor or names[0]
         _checks.check(monitor in names, f"monitor task '{monitor}' is not one of {names}")
