@@ -235,6 +235,8 @@ def tune_cmd(
     timeout: Annotated[float | None, typer.Option(
         "--timeout", help="Stop starting trials after this many seconds.")] = None,
     sampler: Annotated[str, typer.Option("--sampler", help="auto, gp or tpe.")] = "auto",
+    max_epochs: Annotated[int, typer.Option(
+        "--max-epochs", help="Upper end of the epochs searched.")] = 10,
     nrows: Annotated[int | None, typer.Option(
         "--nrows", help="Read only the first N rows of each file (quick checks).")] = None,
 ) -> None:
@@ -243,7 +245,8 @@ def tune_cmd(
 
     res = tune(model, group, trials, data_dir=data_dir,
                out=out or f"census_g{group}_{model}.toml", nrows=nrows, seed=seed,
-               threads=threads, timeout=timeout, sampler=sampler, log=typer.echo)
+               threads=threads, timeout=timeout, sampler=sampler, max_epochs=max_epochs,
+               log=typer.echo)
     typer.echo(f"best validation AUC {res.value:.4f} after {res.trials} trials; "
                f"config written to {res.path}")
 
