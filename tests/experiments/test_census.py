@@ -125,15 +125,18 @@ def test_tune_writes_a_config_reproduce_reads(census_dir, tmp_path):
     from mmoe.experiments.tune import tune
 
     out = tmp_path / "tuned.toml"
-    res = tune("mmoe", 2, trials=2, data_dir=census_dir, out=out, nrows=2000, sampler="tpe")
+    res = tune("mmoe", 2, trials=2, data_dir=census_dir, out=out, nrows=2000, sampler="tpe",
+               max_epochs=2)
     assert res.path == out and res.trials == 2 and 0.5 < res.value <= 1
     spec = read_config(out, 2)["mmoe"]
     assert spec == res.spec
     assert spec.model.num_experts * spec.model.expert_units[0] <= 2048
     assert "validation education AUC" in out.read_text()
     rep = run_census(2, models=["mmoe"], runs=1, data_dir=census_dir, config=out, nrows=2000,
-                     progress=False)
-    assert rep.results["config"]["mmoe"] == spec.to_dict()
+                     epochs=1, progress=False)
+    used = rep.results["config"]["mmoe"]
+    assert used["model"] == spec.to_dict()["model"]  # the tuned model, not the committed one
+    assert used["train"] == {**spec.to_dict()["train"], "epochs": 1}
     assert str(out) in rep.results["config_files"]
 
 

@@ -534,17 +534,21 @@ def report_markdown(results: dict[str, Any], figure: str | None = "main_auc.png"
         others = [r["main_auc_mean"] for r in results["summary"]
                   if r["model"] in PAPER_MODELS and r["model"] != "tensor_factorization"]
         gap = (np.mean(others) - tf["main_auc_mean"]) if others else float("nan")
+        far = gap > 0.05
         lines += ["", "## Tensor-Factorization", "",
-                  f"The paper reports Tensor-Factorization far below the others "
-                  f"({_f(paper['tensor_factorization']['main_auc_mean'])} mean vs "
-                  f"≥ {_f(min(v['main_auc_mean'] for k, v in paper.items() if k != 'tensor_factorization'))}"  # noqa: E501
-                  f" for every other model). Ours is {_f(gap)} below the mean of the other "
-                  "paper models. Our Tucker-factorised layers are initialised from an SVD-like "
-                  "factorisation of a standard initialisation and trained with the same Adam "
-                  "setup, embeddings and input batch norm as every other model; the paper gives "
-                  "no detail of its implementation, and its low numbers (also on the easy "
-                  "marital task) look like a training failure rather than a limit of the "
-                  "model class."]
+                  f"The paper reports Tensor-Factorization far below every other model "
+                  f"({_f(paper['tensor_factorization']['main_auc_mean'])} mean {main} AUC, "
+                  f"{_f(paper['tensor_factorization']['aux_auc_mean'])} {aux}). Ours is "
+                  f"{_f(gap)} below the mean of the other paper models: "
+                  + ("far below, as in the paper." if far else
+                     "close to them, unlike the paper.")
+                  + " Our Tucker-factorised layers start from the truncated higher-order SVD "
+                  "of a standard initialisation (at full rank equal to Single-Task) and are "
+                  "trained with the same Adam settings, embeddings, input batch norm and "
+                  "best-validation-epoch selection as every other model. The paper gives no "
+                  "implementation detail; its low AUC even on the easy marital task (about "
+                  "0.75-0.84 where every other model reaches 0.99) points to an optimisation "
+                  "failure of its implementation rather than a limit of the model class."]
     t = results["timings"]
     lines += ["", "## Protocol and provenance", "",
               f"- label correlation |r| over 10,000 training rows: "

@@ -52,14 +52,14 @@ class TuneResult:
     history: list[dict[str, Any]]
 
 
-def suggest(trial: Any, model: str, base: RunSpec) -> RunSpec:
+def suggest(trial: Any, model: str, base: RunSpec, max_epochs: int = 10) -> RunSpec:
     """Draw one configuration of ``model`` from ``trial`` (an ``optuna.Trial``).
 
     Every distribution is fixed (the same range in every trial) so the GP sampler can model it
     jointly; the experts x units <= 2048 limit is applied by capping the units per expert.
     """
     lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
-    epochs = trial.suggest_int("epochs", 2, 10)
+    epochs = trial.suggest_int("epochs", min(2, max_epochs), max_epochs)
     batch_size = trial.suggest_categorical("batch_size", [512, 1024, 2048])
     emb = trial.suggest_categorical("embedding_dim", [4, 8, 16])
     tower = trial.suggest_categorical("tower_units", [4, 8, 16, 32])
@@ -100,6 +100,7 @@ def suggest(trial: Any, model: str, base: RunSpec) -> RunSpec:
 def tune(model: str, group: int = 1, trials: int = 20, *, data_dir: str | Path | None = None,
          out: str | Path | None = None, nrows: int | None = None, seed: int = 0,
          threads: int | None = 1, timeout: float | None = None, sampler: str = "auto",
+         max_epochs: int = 10,
          tables: CensusTables | None = None,
          log: Callable[[str], None] | None = None) -> TuneResult:
     """Search ``model``'s hyperparameters on census group ``group``.
@@ -115,6 +116,7 @@ def tune(model: str, group: int = 1, trials: int = 20, *, data_dir: str | Path |
         threads: intra-op threads per trial.
         timeout: stop starting new trials after this many seconds.
         sampler: ``"gp"`` (the paper's choice), ``"tpe"``, or ``"auto"`` (GP if available).
+        max_epochs: upper end of the epochs range searched (best epoch kept by validation).
         tables: already prepared data (skips loading).
         log: called with one line per finished trial.
 
@@ -134,6 +136,7 @@ def tune(model: str, group: int = 1, trials: int = 20, *, data_dir: str | Path |
     _checks.one_of(group, (1, 2), "census group")
     _checks.positive_int(trials, "trials")
     _checks.one_of(sampler, ("auto", "gp", "tpe"), "sampler")
+    _checks.positive_int(max_epochs, "max_epochs")
     committed = read_config(default_config_path(group), group)
     base = committed.get(model, RunSpec(ModelConfig(name=model, batch_norm=True),
                                         TrainConfig(epochs=5)))
@@ -150,7 +153,7 @@ def tune(model: str, group: int = 1, trials: int = 20, *, data_dir: str | Path |
     specs: dict[int, RunSpec] = {}
 
     def objective(trial: Any) -> float:
-        spec = suggest(trial, model, base)
+        spec = suggest(trial, model, base, max_epochs)
         specs[trial.number] = spec
         run = train_run(tables, spec, seed, threads, evaluate_test=False)
         value = run["valid"][main]
