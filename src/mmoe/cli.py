@@ -278,22 +278,25 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
 
 @reproduce_app.command("synthetic")
 def reproduce_synthetic_cmd(
-    runs: Annotated[int, typer.Option("--runs", help="Runs per (model, correlation); the "
-                                      "paper used 200.")] = 8,
-    steps: Annotated[int, typer.Option("--steps", help="Adam steps per run.")] = 2000,
-    correlations: Annotated[str, typer.Option(
-        "--correlations", help="Comma-separated task correlations p.")] = "0.5,0.9,1.0",
-    models: Annotated[str, typer.Option(
-        "--models", help="Comma-separated models.")] = "shared_bottom,omoe,mmoe",
-    lr: Annotated[str, typer.Option(
-        "--lr", help="Comma-separated learning-rate grid, chosen on validation data.")
-    ] = "1e-4,1e-3,1e-2",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per step.")] = 128,
-    n_train: Annotated[int, typer.Option("--n-train", help="Training rows per run.")] = 50_000,
-    d: Annotated[int, typer.Option("--d", help="Input dimension.")] = 100,
-    c: Annotated[float, typer.Option("--c", help="Scale of w1, w2.")] = 1.0,
-    m: Annotated[int, typer.Option("--m", help="Number of sine terms.")] = 10,
-    sigma: Annotated[float, typer.Option("--sigma", help="Label noise std.")] = 0.1,
+    runs: Annotated[int | None, typer.Option(
+        "--runs", help="Runs per (model, correlation) (default 8; the paper used 200).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Adam steps per run.")] = None,
+    correlations: Annotated[str | None, typer.Option(
+        "--correlations", help="Task correlations p (default 0.5,0.9,1.0).")] = None,
+    models: Annotated[str | None, typer.Option(
+        "--models", help="Comma-separated models (default shared_bottom,omoe,mmoe).")] = None,
+    lr: Annotated[str | None, typer.Option(
+        "--lr", help="Comma-separated learning-rate grid, chosen on validation data.")] = None,
+    lr_runs: Annotated[int | None, typer.Option(
+        "--lr-runs", help="Pilot runs per (lr, correlation) for choosing the lr.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per step.")] = None,
+    n_train: Annotated[int | None, typer.Option("--n-train", help="Training rows per run.")
+                       ] = None,
+    d: Annotated[int | None, typer.Option("--d", help="Input dimension (default 100).")] = None,
+    c: Annotated[float | None, typer.Option("--c", help="Scale of w1, w2 (default 1).")] = None,
+    m: Annotated[int | None, typer.Option("--m", help="Number of sine terms (default 10).")] = None,
+    sigma: Annotated[float | None, typer.Option("--sigma", help="Label noise std (default 0.1).")
+                     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Run r uses seed + r.")] = 0,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads.")] = 1,
     out: Annotated[str, typer.Option("--out", help="Output directory.")] = "results/synthetic",
@@ -305,11 +308,13 @@ def reproduce_synthetic_cmd(
 
     from .experiments.synthetic import SyntheticConfig, planned_steps, run_synthetic
 
-    cfg = SyntheticConfig(runs=runs, steps=steps,
-                          correlations=_floats(correlations, "--correlations"),
-                          models=tuple(_model_list(models) or ()),
-                          lr_grid=_floats(lr, "--lr"), batch_size=batch_size, n_train=n_train,
-                          d=d, c=c, m=m, sigma=sigma, seed=seed, threads=threads)
+    given = {"runs": runs, "steps": steps, "lr_runs": lr_runs, "batch_size": batch_size,
+             "n_train": n_train, "d": d, "c": c, "m": m, "sigma": sigma,
+             "correlations": correlations and _floats(correlations, "--correlations"),
+             "models": models and tuple(_model_list(models) or ()),
+             "lr_grid": lr and _floats(lr, "--lr")}
+    cfg = SyntheticConfig(seed=seed, threads=threads,
+                          **{k: v for k, v in given.items() if v is not None})
     with tqdm(total=planned_steps(cfg), unit="step", disable=not progress) as bar:
         res = run_synthetic(cfg, out, progress=bar.update)
     for row in res["summary"]:

@@ -578,6 +578,15 @@ def check_claims(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
         claims.append(_Claim(text, a > b, f"Shared-Bottom {a:.4f}, MMoE {b:.4f}"))
     else:
         claims.append(_Claim(text, None, "not run"))
+    # the same orderings on the median (robust to the few stuck runs; informative only)
+    med = {(r["model"], r["correlation"]): r.get("final_loss_median") for r in summary}
+    for p in (0.5, 0.9):
+        keys = [("mmoe", p), ("omoe", p), ("shared_bottom", p)]
+        if have(*keys) and all(med[k] is not None for k in keys):
+            a, b, c = (med[k] for k in keys)
+            claims.append(_Claim(f"(median, informative) at p = {p}: MMoE < OMoE < "
+                                 "Shared-Bottom", a < b < c,
+                                 f"MMoE {a:.4f}, OMoE {b:.4f}, Shared-Bottom {c:.4f}"))
     # the paper's further claims (reported, not required of the default run)
     text = "(paper) both MoE models beat Shared-Bottom at every correlation"
     if all(have(("mmoe", p), ("omoe", p), ("shared_bottom", p)) for p in corrs):
@@ -641,9 +650,12 @@ def write_figures(results: dict[str, Any], out: Path) -> dict[str, str]:
     fig.savefig(out / files["loss_curves"], dpi=100)
     plt.close(fig)
 
-    losses = torch.tensor([r["final_loss"] for r in results["runs"]])
+    losses = torch.tensor([r["final_loss"] for r in results["runs"]], dtype=torch.float64)
     lo, hi = float(losses.min()), float(losses.max())
-    bins = torch.linspace(lo, hi if hi > lo else lo + 1e-6, 31).tolist()
+    hi = hi if hi > lo else lo * 1.01 + 1e-9
+    log_bins = lo > 0  # stuck runs sit an order of magnitude above the mode: log-spaced bins
+    bins = (torch.logspace(math.log10(lo), math.log10(hi), 31) if log_bins
+            else torch.linspace(lo, hi, 31)).tolist()
     fig, axes = plt.subplots(len(models), len(corrs), figsize=(3.2 * len(corrs),
                              2.4 * len(models)), squeeze=False, sharex=True)
     for i, m in enumerate(models):
@@ -652,9 +664,11 @@ def write_figures(results: dict[str, Any], out: Path) -> dict[str, str]:
                  if r["model"] == m and r["correlation"] == p]
             ax = axes[i, j]
             ax.hist(v, bins=bins, color=COLORS[m])
+            if log_bins:
+                ax.set_xscale("log")
             ax.set_title(f"{NAMES[m]}, p = {p}", fontsize=9)
     for ax in axes[-1]:
-        ax.set_xlabel("final test MSE")
+        ax.set_xlabel("final test MSE (log scale)" if log_bins else "final test MSE")
     fig.tight_layout()
     fig.savefig(out / files["final_loss_hist"], dpi=100)
     plt.close(fig)
@@ -727,7 +741,36 @@ def render_report(results: dict[str, Any]) -> str:
               f"![label correlation]({results['figures']['label_correlation']})", "",
               f"![loss curves]({results['figures']['loss_curves']})", "",
               f"![final-loss histograms]({results['figures']['final_loss_hist']})", ""]
-    notes = results.get("notes")
-    if notes:
-        lines += ["## Notes", "", *notes, ""]
+    lines += ["## How the defaults were chosen", "", *DEFAULT_NOTES, ""]
     return "\n".join(lines)
+
+
+# Measured on the project's 2-core CPU while other jobs loaded it (load average 4-10).
+DEFAULT_NOTES = (
+    "- Threads: 1 intra-op thread ran 4x faster than 2 on this loaded 2-core machine "
+    "(60 runs, batch 128: ~440 vs ~100 runs x steps/s, interleaved, 2 repeats each); "
+    "`--threads` keeps the choice open.",
+    "- Scale: the default (8 runs, 2,000 steps of batch 128, 50,000 training rows per run, "
+    "1 pilot run per (lr, correlation)) took 7 min 20 s wall on the loaded machine; 12 runs "
+    "and 3 pilot runs took 10 min 37 s, over the 10-minute budget. `--runs 200` gives the "
+    "paper's scale.",
+    "- Learning rate: the paper's grid {1e-4, 1e-3, 1e-2}, chosen per model on pilot "
+    "validation loss: 1e-4 is far from converged after 2,000 steps (validation MSE 0.3-1.7 "
+    "against ~0.035), Shared-Bottom picks 1e-3, OMoE and MMoE 1e-2 (the same picks with 3 "
+    "pilot runs instead of 1).",
+    "- The claims on means fail at this scale because of a few stuck runs, the paper's "
+    "trainability effect (Fig. 5): OMoE run 0 ends at ~1.03 at every correlation (runs share "
+    "their seed across correlations), Shared-Bottom run 2 at p = 1.0 at ~1.9 and runs 2 and 6 "
+    "near 0.16-0.18; with 8 runs one stuck run moves a mean by ~0.12. Raising the runs from 8 "
+    "to 12 (same seeds plus 4) left every verdict unchanged. Without the stuck runs the "
+    "orderings appear: the medians give MMoE < OMoE < Shared-Bottom at p = 0.5 and 0.9 and "
+    "Shared-Bottom's median falls from ~0.06 at p = 0.5 to ~0.04 at p = 1.0.",
+    "- Steps and data: in an exploration with 4 runs at lr 1e-3, 3,000 steps and 20,000 rows "
+    "gave the same picture as 2,000 steps and 50,000 rows (means 0.03-0.05 per model; "
+    "train MSE ~0.02 below held-out, so a larger training set also matters); the paper's "
+    "~10M steps are out of reach of the 10-minute budget. No setting was changed to make a "
+    "claim hold.",
+    "- Fig. 2: with the PLE paper's c = 1, α, β ~ N(0, 1), the label correlation is nearly "
+    "linear in p (≈0.32 at p = 0.5) rather than the paper's convex curve (≈0.075 at 0.5): "
+    "the paper's unreported c, α, β made its labels far more nonlinear.",
+)
