@@ -14,6 +14,7 @@ from . import _checks
 TaskKind = Literal["binary", "regression", "multiclass"]
 TASK_KINDS: tuple[str, ...] = ("binary", "regression", "multiclass")
 LOSS_WEIGHTINGS: tuple[str, ...] = ("static", "uncertainty", "gradnorm", "pcgrad")
+ON_NONFINITE: tuple[str, ...] = ("stop", "skip")
 
 
 def _to_tuples(value: Any) -> Any:
@@ -191,6 +192,9 @@ class TrainConfig(_Serializable):
             ``static`` (``TaskSpec.weight``), ``uncertainty`` (Kendall et al. 2018),
             ``gradnorm`` (Chen et al. 2018) or ``pcgrad`` (Yu et al. 2020, a gradient rule).
         gradnorm_alpha: GradNorm's restoring-force exponent alpha.
+        on_nonfinite: a step whose per-task loss or gradient norm is NaN/inf: ``stop`` raises
+            (the last checkpoint stays the last good one), ``skip`` drops the step without
+            updating weights and counts it in the history (``skipped_steps``).
     """
 
     epochs: int = 10
@@ -205,6 +209,7 @@ class TrainConfig(_Serializable):
     threads: int | None = None
     loss_weighting: str = "static"
     gradnorm_alpha: float = 1.5
+    on_nonfinite: str = "stop"
 
     def __post_init__(self) -> None:
         _checks.positive_int(self.epochs, "epochs")
@@ -219,3 +224,4 @@ class TrainConfig(_Serializable):
             _checks.positive_int(self.threads, "threads")
         _checks.one_of(self.loss_weighting, LOSS_WEIGHTINGS, "loss_weighting")
         _checks.non_negative(self.gradnorm_alpha, "gradnorm_alpha")
+        _checks.one_of(self.on_nonfinite, ON_NONFINITE, "on_nonfinite")

@@ -34,6 +34,12 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext, all_reduce_sum, barrier, gather_rows, setup, shard, wrap
 
 EVAL_BATCH = 16384
+#: settings that may change between a run and its resume: they do not change the result
+RESUMABLE_CHANGES = ("checkpoint_every", "threads", "on_nonfinite")
+
+
+class NonFiniteError(ValueError):
+    """A step's loss or gradient was NaN/inf and ``on_nonfinite`` is ``stop``."""
 
 
 @dataclass
@@ -152,11 +158,16 @@ class Trainer:
         _checks.check(monitor in names, f"monitor task '{monitor}' is not one of {names}")
         self.monitor_task = model.tasks[names.index(monitor)]
         self.metric, self.higher_is_better = primary_metric(self.monitor_task)
+        self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        # skip must not let a bad batch into batch-norm running statistics either
+        self._buffers = (list(model.buffers()) if config.on_nonfinite == "skip"
+                         and model.config.batch_norm else [])
         # Trainer state: everything resume needs besides model/optimizer weights.
         self.state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0,
                                       "history": [], "best_score": None, "best_epoch": 0,
                                       "bad_epochs": 0, "stopped_early": False,
                                       "loss_sum": [0.0] * len(names), "rows": 0,
+                                      "skipped_steps": 0,
                                       "config": config.to_dict()}
         self.best_weights: dict[str, torch.Tensor] | None = None
 
@@ -183,12 +194,17 @@ class Trainer:
             return False
         ckpt = load_checkpoint(self.checkpoint)
         saved = ckpt["trainer"].get("config", {})
-        _checks.check(saved == self.config.to_dict(),
+
+        def outcome(cfg: dict[str, Any]) -> dict[str, Any]:
+            full = {**TrainConfig().to_dict(), **cfg}  # keys added later: their defaults
+            return {k: v for k, v in full.items() if k not in RESUMABLE_CHANGES}
+
+        _checks.check(outcome(saved) == outcome(self.config.to_dict()),
                       f"checkpoint '{self.checkpoint}' was written with different training "
                       f"settings {saved}; resume with the same settings or start a new run")
         self.model.load_state_dict(ckpt["state_dict"], strict=True)
         self.optimizer.load_state_dict(ckpt["optimizer"])  # moves state to the params' device
-        self.state = ckpt["trainer"]
+        self.state = {**self.state, **ckpt["trainer"], "config": self.config.to_dict()}
         torch.set_rng_state(ckpt["tensors"]["rng"])
         self.best_weights = ckpt["tensors"].get("best_weights")
         if "weighting" in ckpt["tensors"]:
@@ -260,20 +276,12 @@ class Trainer:
             if self.ctx.device.type != "cpu":
                 batch = TensorTable(*_to((batch.numeric, batch.categorical, batch.labels,
                                           batch.weights), self.ctx))
-            num, den = self.loss_fn.parts(self.net(*batch.inputs()), batch.labels,
-                                          batch.weights)
-            # Normalise by the global batch's label mass; DDP averages the ranks' gradients,
-            # hence the factor world: the step equals a single process's on the whole batch.
-            den = all_reduce_sum(den.detach(), self.ctx)
-            task_losses = num / safe_denominator(den) * self.ctx.world
-            self.optimizer.zero_grad(set_to_none=True)
-            self.weighting.backward(task_losses, model.penalty())  # static: sum λ_t L_t
-            self.optimizer.step()
-            self.weighting.after_step()
-            rows = min((b + 1) * cfg.batch_size, len(shuffled)) - b * cfg.batch_size
-            loss_sum += task_losses.detach().double().cpu() * rows / self.ctx.world
-            st["rows"] += rows
-            done += rows
+            task_losses = self._step(batch)
+            if task_losses is not None:
+                rows = min((b + 1) * cfg.batch_size, len(shuffled)) - b * cfg.batch_size
+                loss_sum += task_losses * rows / self.ctx.world
+                st["rows"] += rows
+                done += rows
             st["step_in_epoch"], st["global_step"] = b + 1, st["global_step"] + 1
             bar.update()
             if cfg.checkpoint_every and st["global_step"] % cfg.checkpoint_every == 0:
@@ -283,15 +291,67 @@ class Trainer:
         st["loss_sum"] = (base + all_reduce_sum(loss_sum, self.ctx)).tolist()
         return done, time.perf_counter() - start
 
+    def _step(self, batch: TensorTable) -> torch.Tensor | None:
+        """One optimisation step on a batch already on the device (the in-memory and the
+        streaming trainer share it). Returns the per-task losses (T,) as float64 on the CPU,
+        or ``None`` when the step had a non-finite loss or gradient and was skipped."""
+        model = self.model
+        saved = [b.clone() for b in self._buffers]  # only for skip with batch norm
+        num, den = self.loss_fn.parts(self.net(*batch.inputs()), batch.labels, batch.weights)
+        # Normalise by the global batch's label mass; DDP averages the ranks' gradients,
+        # hence the factor world: the step equals a single process's on the whole batch.
+        den = all_reduce_sum(den.detach(), self.ctx)
+        task_losses = num / safe_denominator(den) * self.ctx.world
+        self.optimizer.zero_grad(set_to_none=True)
+        self.weighting.backward(task_losses, model.penalty())  # static: sum λ_t L_t
+        # Non-finite check with one host read per step (the losses were read anyway): the
+        # task losses (T,) and the total gradient norm (one foreach norm over all grads).
+        grads = [p.grad for p in self._params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else task_losses.new_zeros(())
+        values = torch.cat([task_losses.detach(), norm.reshape(1)]).double().cpu()  # (T+1,)
+        finite = bool(torch.isfinite(values).all())
+        if self.ctx.distributed:  # every rank takes the same decision
+            flag = torch.tensor([0.0 if finite else 1.0], device=self.ctx.device)
+            finite = float(all_reduce_sum(flag, self.ctx)) == 0.0
+        if not finite:
+            self._nonfinite(values, saved)
+            return None
+        self.optimizer.step()
+        self.weighting.after_step()
+        return values[:-1]
+
+    def _nonfinite(self, values: torch.Tensor, saved: list[torch.Tensor]) -> None:
+        """Stop with an error naming the task(s), or skip the step (no weight update)."""
+        st, names = self.state, [t.name for t in self.model.tasks]
+        bad = [f"'{n}' ({v})" for n, v in zip(names, values[:-1].tolist(), strict=True)
+               if not math.isfinite(v)]
+        what = (f"loss of task {', '.join(bad)}" if bad else
+                f"gradient (norm {values[-1].item()}; every task loss is finite)")
+        where = f"non-finite {what} at step {st['global_step'] + 1} (epoch {st['epoch'] + 1})"
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.config.on_nonfinite == "skip":
+            for buf, old in zip(self._buffers, saved, strict=True):
+                buf.copy_(old)
+            st["skipped_steps"] = st.get("skipped_steps", 0) + 1
+            return
+        kept = (f"; the last good checkpoint is kept in '{self.checkpoint}' (resume from it)"
+                if self.checkpoint is not None else "")
+        raise NonFiniteError(f"{where}: training stopped{kept}. Lower the learning rate, check "
+                             "the data for extreme values, or skip such steps with "
+                             "on_nonfinite='skip' (--on-nonfinite skip)")
+
     def _end_epoch(self, valid: TensorTable | None, done: int, seconds: float) -> None:
         st, names = self.state, [t.name for t in self.model.tasks]
         rows = max(st["rows"], 1)
         record: dict[str, Any] = {
             "epoch": st["epoch"] + 1, "step": st["global_step"],
-            "train_loss": dict(zip(names, (s / rows for s in st["loss_sum"]), strict=True)),
+            "train_loss": dict(zip(names, (s / rows if st["rows"] else math.nan  # all skipped
+                                           for s in st["loss_sum"]), strict=True)),
             "seconds": seconds, "samples_per_s": done / seconds if seconds > 0 else None}
         if (weights := self.weighting.describe()) is not None:
             record["loss_weights"] = weights
+        if self.config.on_nonfinite == "skip":
+            record["skipped_steps"] = st.get("skipped_steps", 0)
         if valid is not None:
             record["valid"] = evaluate_model(self.model, valid, self.ctx)
             gates = gate_health(self.model, valid, warn=True)  # None for models without gates
@@ -303,6 +363,7 @@ class Trainer:
         st["history"].append(record)
         st["epoch"] += 1
         st["step_in_epoch"], st["loss_sum"], st["rows"] = 0, [0.0] * len(names), 0
+        st["skipped_steps"] = 0
         if self.progress:
             tqdm.write(_format_record(record))
         self.save()

@@ -18,7 +18,6 @@ import torch
 
 from .. import _checks
 from ..data.table import TensorTable
-from ..objectives import safe_denominator
 from .loop import FitResult, Trainer, epoch_permutation
 
 
@@ -128,17 +127,11 @@ class StreamTrainer(Trainer):
         for batch in batches:
             if model.config.batch_norm and len(batch) == 1:
                 continue  # batch norm cannot train on one row (as in the in-memory loop)
-            # the in-memory loop's step (one process): L_t = num_t / den_t, then weighting
-            num, den = self.loss_fn.parts(self.net(*batch.inputs()), batch.labels,
-                                          batch.weights)
-            task_losses = num / safe_denominator(den.detach())
-            self.optimizer.zero_grad(set_to_none=True)
-            self.weighting.backward(task_losses, model.penalty())
-            self.optimizer.step()
-            self.weighting.after_step()
-            loss_sum += task_losses.detach().double() * len(batch)
-            st["rows"] += len(batch)
-            done += len(batch)
+            task_losses = self._step(batch)  # the in-memory loop's step
+            if task_losses is not None:
+                loss_sum += task_losses * len(batch)
+                st["rows"] += len(batch)
+                done += len(batch)
             st["global_step"] += 1
         st["loss_sum"] = loss_sum.tolist()
         return done, time.perf_counter() - start
