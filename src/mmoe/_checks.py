@@ -6,7 +6,10 @@ Messages name the thing that is wrong and how to fix it, e.g.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 
@@ -55,3 +58,35 @@ def one_of(value: Any, choices: Iterable[Any], name: str) -> Any:
     if value not in choices:
         fail(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
     return value
+
+
+def writable_dir(path: str | os.PathLike, name: str = "--out") -> Path:
+    """Fail (``ValueError``) unless files can be written in ``path`` (an existing directory)
+    or else in its parent directory.
+
+    Creates the parent (the output will need it), then creates, fsyncs and removes a small
+    probe file there, so a read-only or full file system, a missing permission or a path
+    under a regular file is reported before any work starts, not when the result is saved.
+
+    Example:
+        >>> writable_dir("runs/m1")  # doctest: +SKIP
+    """
+    path = Path(path)
+    parent = path if path.is_dir() else path.parent
+    existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        fail(f"{name} '{path}' cannot be written: '{existing}' is a file, not a directory; "
+             "choose another location")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.probe-", dir=parent)
+        try:
+            os.write(fd, b"mmoe write probe\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        fail(f"{name} '{path}' cannot be written ({err.strerror or type(err).__name__}: "
+             f"'{err.filename or parent}'); choose a writable location with free space")
+    return path

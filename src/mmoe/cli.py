@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ._checks import writable_dir
 from ._version import __version__
 
 app = typer.Typer(
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mmoe`` script: user errors exit 2 with one line on stderr."""
     try:
         app(args=argv, standalone_mode=True)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+    except (ValueError, OSError) as err:  # OSError: e.g. the disk filled up while saving
         print(f"mmoe: error: {err}", file=sys.stderr)
         sys.exit(2)
 
@@ -114,7 +115,17 @@ def train_cmd(
     tensorboard: Annotated[bool, typer.Option(
         "--tensorboard", help="Write TensorBoard event files into DIR/tensorboard.")] = False,
     overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace an existing --out directory (after training).")] = False,
+        "--overwrite", help="Replace an existing --out directory (after training) and "
+                            "discard an interrupted run's checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted run of --out from its checkpoint "
+                         "(.DIR.partial beside DIR); start fresh when there is none.")] = False,
+    checkpoint_every: Annotated[int | None, typer.Option(
+        "--checkpoint-every", help="Also checkpoint every N steps (epoch ends always "
+                                   "checkpoint).")] = None,
+    on_nonfinite: Annotated[str | None, typer.Option(
+        "--on-nonfinite", help="A NaN/inf loss or gradient: stop (error, last good "
+                               "checkpoint kept) or skip the step.")] = None,
 ) -> None:
     """Train a multi-task model on your own table and write a model directory."""
     from .experiments.own_data import format_metrics, train_run
@@ -125,8 +136,9 @@ def train_cmd(
         batch_size=batch_size, lr=lr, seed=seed, threads=threads, id_columns=id_columns,
         weight_column=weight, numeric=numeric, categorical=categorical, exclude=exclude,
         valid_fraction=valid_fraction, stream=stream or None, buffer_rows=buffer_rows,
-        tensorboard=tensorboard or None)
-    metrics = train_run(spec, out, overwrite=overwrite)
+        tensorboard=tensorboard or None, checkpoint_every=checkpoint_every,
+        on_nonfinite=on_nonfinite)
+    metrics = train_run(spec, out, overwrite=overwrite, resume=resume)
     typer.echo(format_metrics(metrics["valid"]))
     typer.echo(f"model written to {out} (best epoch {metrics['best_epoch']})")
 
@@ -215,6 +227,7 @@ def reproduce_census_cmd(
     """Reproduce the paper's Census-Income Table 1 or 2 (results.json, report.md, figure)."""
     from .experiments.census import run_census
 
+    writable_dir(out or f"results/census_g{group}")  # fail now, not after the runs
     res = run_census(group, models=_model_list(models), runs=runs, data_dir=data_dir,
                      out=out or f"results/census_g{group}", config=config, seed=seed,
                      threads=threads, epochs=epochs, nrows=nrows, log=typer.echo)
@@ -243,6 +256,7 @@ def tune_cmd(
     """Search a model's census hyperparameters (validation main-task AUC) with Optuna."""
     from .experiments.tune import tune
 
+    writable_dir(out or f"census_g{group}_{model}.toml")
     res = tune(model, group, trials, data_dir=data_dir,
                out=out or f"census_g{group}_{model}.toml", nrows=nrows, seed=seed,
                threads=threads, timeout=timeout, sampler=sampler, max_epochs=max_epochs,
@@ -308,6 +322,7 @@ def reproduce_synthetic_cmd(
 
     from .experiments.synthetic import SyntheticConfig, planned_steps, run_synthetic
 
+    writable_dir(out)
     given = {"runs": runs, "steps": steps, "lr_runs": lr_runs, "batch_size": batch_size,
              "n_train": n_train, "d": d, "c": c, "m": m, "sigma": sigma,
              "correlations": correlations and _floats(correlations, "--correlations"),

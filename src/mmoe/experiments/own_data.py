@@ -4,14 +4,24 @@
 Every data error names the file it came from; nothing is written until training has
 succeeded, and an existing model directory or prediction file is only replaced by a complete
 new one.
+
+Kill and resume: while ``mmoe train --out DIR`` runs, its checkpoint (model, optimizer, RNG and
+trainer state, the run's settings and fitted encoder) lives beside DIR in ``.DIR.partial/
+checkpoint.pt``, rewritten atomically at every epoch end and every ``checkpoint_every`` steps.
+DIR itself is only created, complete, by the final rename of the model directory, after which
+the partial directory is removed. ``--resume`` continues from that checkpoint (bit-identical
+to an uninterrupted run on CPU); without it a leftover checkpoint is an error unless
+``--overwrite`` discards it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,12 +36,14 @@ from ..data.readers import DEFAULT_CHUNK_ROWS, TableWriter, iter_table, read_tab
 from ..data.table import TensorTable
 from ..metrics import evaluate, task_outputs
 from ..models import MultiTaskModel, build_model
+from ..train.checkpoint import load_checkpoint
 from ..train.loop import Trainer, predict_logits
 from ..train.model_dir import ModelDir, check_output_dir, load_model_dir, save_model_dir
 from ..train.stream import StreamTrainer, shuffle_batches
 from .run_config import RunSpec
 
 GATE_ROWS = 4096  # validation rows the gate-utilisation figure averages over
+CHECKPOINT = "checkpoint.pt"
 
 
 @contextlib.contextmanager
@@ -200,9 +212,11 @@ def _build(spec: RunSpec, encoder: TableEncoder) -> MultiTaskModel:
     return build_model(spec.model, encoder.input_spec(spec.embedding_dim), encoder.tasks)
 
 
-def train_in_memory(spec: RunSpec, progress: bool | None = None
+def train_in_memory(spec: RunSpec, progress: bool | None = None, *,
+                    checkpoint: Path | None = None, resume: bool = False
                     ) -> tuple[MultiTaskModel, TableEncoder, list[dict[str, Any]], TensorTable]:
-    """Read, encode and train on whole files. Returns (model, encoder, history, valid)."""
+    """Read, encode and train on whole files (checkpointing to ``checkpoint``, resuming from
+    it with ``resume``). Returns (model, encoder, history, valid)."""
     with in_file(spec.train):
         df = read_table(spec.train, categorical=spec.categorical or ())
     if spec.valid:
@@ -220,7 +234,9 @@ def train_in_memory(spec: RunSpec, progress: bool | None = None
         valid = encoder.transform(valid_df)
     del train_df, valid_df
     model = _build(spec, encoder)
-    result = Trainer(model, spec.training, progress=progress).fit(train, valid)
+    extras = _resume_extras(spec, encoder, checkpoint, resume)
+    result = Trainer(model, spec.training, progress=progress, checkpoint=checkpoint,
+                     extras=extras).fit(train, valid, resume=resume)
     return model, encoder, result.history, valid
 
 
@@ -236,7 +252,8 @@ def _head(path: str, rows: int, spec: RunSpec, columns: list[str] | None) -> pd.
     return pd.concat(parts, ignore_index=True)
 
 
-def train_streaming(spec: RunSpec, progress: bool | None = None
+def train_streaming(spec: RunSpec, progress: bool | None = None, *,
+                    checkpoint: Path | None = None, resume: bool = False
                     ) -> tuple[MultiTaskModel, TableEncoder, list[dict[str, Any]], TensorTable]:
     """Train batch by batch from the file through a shuffle buffer (bounded memory).
 
@@ -281,23 +298,64 @@ def train_streaming(spec: RunSpec, progress: bool | None = None
 
     cfg = spec.training
     model = _build(spec, encoder)
-    trainer = StreamTrainer(model, cfg, progress=progress)
+    extras = _resume_extras(spec, encoder, checkpoint, resume)
+    trainer = StreamTrainer(model, cfg, progress=progress, checkpoint=checkpoint, extras=extras)
     result = trainer.fit_stream(
         lambda epoch: shuffle_batches(chunks(), cfg.batch_size, spec.buffer_rows, cfg.seed,
-                                      epoch), valid)
+                                      epoch), valid, resume=resume)
     return model, encoder, result.history, valid
 
 
+def partial_dir(out: str | os.PathLike) -> Path:
+    """Where an unfinished ``--out DIR`` keeps its checkpoint: ``.DIR.partial`` beside DIR."""
+    out = Path(os.path.abspath(out))
+    return out.parent / f".{out.name}.partial"
+
+
+def _resume_extras(spec: RunSpec, encoder: TableEncoder, checkpoint: Path | None,
+                   resume: bool) -> dict[str, Any]:
+    """What every checkpoint records about the run; on resume it must match the saved one
+    (the trainer itself checks the training settings)."""
+    run = {k: v for k, v in spec.to_dict().items() if k != "training"}
+    extras = json.loads(json.dumps({"run": run, "encoder": encoder.to_dict()}, default=str))
+    if not (resume and checkpoint is not None and checkpoint.exists()):
+        return extras
+    try:
+        saved = load_checkpoint(checkpoint)["extras"]
+    except ValueError as err:
+        raise ValueError(f"{err}; delete '{checkpoint.parent}' or pass --overwrite to start "
+                         "over") from None
+    for key, what in (("run", "data, column, task or model settings"),
+                      ("encoder", "data (the fitted encoder differs)")):
+        _checks.check(saved.get(key) == extras[key],
+                      f"cannot resume from '{checkpoint}': it was written with different "
+                      f"{what}; rerun with the same settings, or pass --overwrite (without "
+                      "--resume) to start over")
+    return extras
+
+
+def _clean_leftovers(out: Path, partial: Path) -> None:
+    """Remove what a killed run can leave: temp files of a checkpoint write and an
+    unfinished model-directory staging folder (neither is ever read)."""
+    for tmp in partial.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    for stage in out.parent.glob(f".{out.name}.tmp-*"):
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
-              progress: bool | None = None) -> dict[str, Any]:
+              progress: bool | None = None, resume: bool = False) -> dict[str, Any]:
     """Train on ``spec`` and write a model directory at ``out``.
 
     Args:
         spec: what to train (see :func:`~mmoe.experiments.run_config.build_run_spec`).
         out: the model directory to write (refused if it exists and is not empty, unless
             ``overwrite``; it is replaced only after training succeeded).
-        overwrite: replace an existing model directory.
+        overwrite: replace an existing model directory (and discard the checkpoint of an
+            interrupted run).
         progress: progress bars (default: when stderr is a terminal).
+        resume: continue an interrupted run from its checkpoint (``.DIR.partial``) when one
+            exists; start fresh otherwise.
 
     Returns:
         ``metrics.json``'s content.
@@ -307,6 +365,18 @@ def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
         >>> train_run(spec, "runs/m1")["valid"]["y"]["auc"]  # doctest: +SKIP
     """
     check_output_dir(out, overwrite)
+    _checks.writable_dir(out)  # fail now, not after training
+    out = Path(os.path.abspath(out))
+    partial = partial_dir(out)
+    checkpoint = partial / CHECKPOINT
+    if checkpoint.exists() and not resume and not overwrite:
+        _checks.fail(f"an interrupted run of --out '{out}' left a checkpoint in '{partial}'; "
+                     "pass --resume to continue it, or --overwrite to start over")
+    if not resume:
+        shutil.rmtree(partial, ignore_errors=True)  # created by the first checkpoint
+    _clean_leftovers(out, partial)
+    _checks.check(spec.training.checkpoint_every is None or not spec.stream,
+                  "--stream checkpoints at epoch ends only; drop --checkpoint-every")
     if spec.tensorboard:  # fail before training, not after
         try:
             import tensorboard  # noqa: F401
@@ -314,7 +384,8 @@ def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
             _checks.fail("--tensorboard needs the tensorboard package: "
                          "pip install 'mmoe[tensorboard]'")
     train = train_streaming if spec.stream else train_in_memory
-    model, encoder, history, valid = train(spec, progress)
+    model, encoder, history, valid = train(spec, progress, checkpoint=checkpoint,
+                                           resume=resume)
     history = _history_in_original_scale(history, encoder)
     final = evaluate_table(model, encoder, valid)
     speeds = [r["samples_per_s"] for r in history if r.get("samples_per_s")]
@@ -334,6 +405,7 @@ def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
     config = {**spec.to_dict(), "tasks": [t.to_dict() for t in encoder.tasks],
               "git_commit": git_commit()}
     save_model_dir(out, model, encoder, config, metrics, write_extra=extra, overwrite=overwrite)
+    shutil.rmtree(partial, ignore_errors=True)  # the run is complete: nothing to resume
     return metrics
 
 

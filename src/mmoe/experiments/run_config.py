@@ -169,7 +169,8 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
         **flags: ``train``, ``valid``, ``tasks`` (strings), ``model``, ``epochs``,
             ``batch_size``, ``seed``, ``lr``, ``threads``, ``id_columns``, ``weight_column``,
             ``numeric``, ``categorical``, ``exclude``, ``stream``, ``buffer_rows``,
-            ``chunk_rows``, ``fit_rows``, ``tensorboard``, ``valid_fraction``; ``None`` or
+            ``chunk_rows``, ``fit_rows``, ``tensorboard``, ``valid_fraction``,
+            ``checkpoint_every``, ``on_nonfinite``; ``None`` or
             empty means "not given".
 
     Example:
@@ -211,7 +212,9 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
                              "epochs": (training, "epochs"),
                              "batch_size": (training, "batch_size"),
                              "seed": (training, "seed"), "lr": (training, "lr"),
-                             "threads": (training, "threads")}.items():
+                             "threads": (training, "threads"),
+                             "checkpoint_every": (training, "checkpoint_every"),
+                             "on_nonfinite": (training, "on_nonfinite")}.items():
         if given(flag):
             sec[key] = flags[flag]
     tasks = flags.get("tasks") if given("tasks") else doc.get("tasks", [])
