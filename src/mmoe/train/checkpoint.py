@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +92,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice to retry unsafely is not ours
+            warnings.simplefilter("ignore")
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, bad magic, unpickling refused...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "Weights only load failed" in first:  # torch's text suggests the unsafe retry
+            first = ("it holds pickled objects that would run code when loaded (refused; "
+                     "mmoe never writes such files: do not load it from an untrusted source)")
         raise ValueError(f"checkpoint '{path}' cannot be read safely (truncated, corrupted or "
                          f"not an mmoe checkpoint): {first}") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
