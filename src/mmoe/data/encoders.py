@@ -20,6 +20,7 @@ from .. import _checks
 from ..config import InputSpec, TaskSpec
 from .table import TensorTable
 
+_F32_MAX = float(np.finfo(np.float32).max)
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
 
@@ -64,7 +65,34 @@ def _to_numeric(series: pd.Series, column: str) -> np.ndarray:
         row = int(np.flatnonzero(bad.to_numpy())[0])
         _checks.fail(f"column '{column}': non-numeric value {series.iloc[row]!r} at row {row} in "
                      "a numeric column; fix the value or declare the column categorical")
-    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    out = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    if np.isinf(out).any():
+        row = int(np.flatnonzero(np.isinf(out))[0])
+        _checks.fail(f"column '{column}': infinite value {out[row]} at row {row}; replace it "
+                     "with a finite number or leave it empty (missing)")
+    return out
+
+
+def _float32(values: np.ndarray, column: str) -> np.ndarray:
+    """``values`` as float32; a value float32 cannot hold is an error, not a silent inf."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isnan(values) & ~(np.abs(values) <= _F32_MAX)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        _checks.fail(f"column '{column}': value at row {row} is too large for the model's "
+                     f"float32 arithmetic after encoding ({values[row]}); rescale the column")
+    return values.astype(np.float32)
+
+
+def _mean_std(values: np.ndarray) -> tuple[float, float]:
+    """Mean and std of the non-missing values without overflow (scaled by max |v|)."""
+    finite = values[~np.isnan(values)]
+    scale = float(np.abs(finite).max()) if finite.size else 0.0
+    if scale == 0.0:
+        return 0.0, 1.0
+    unit = finite / scale
+    std = float(unit.std()) * scale
+    return float(unit.mean()) * scale, std if std > 0 else 1.0
 
 
 class TableEncoder:
@@ -128,11 +156,8 @@ class TableEncoder:
                       "no input columns left besides the labels; add feature columns")
         for col in self.numeric:
             values = _to_numeric(_require(df, col, "numeric"), col)
-            finite = values[~np.isnan(values)]
-            mean = float(finite.mean()) if finite.size else 0.0
-            std = float(finite.std()) if finite.size else 1.0
-            self.stats[col] = (mean, std if std > 0 else 1.0)
-            if finite.size < values.size:
+            self.stats[col] = _mean_std(values)
+            if np.isnan(values).any():
                 self.indicators.append(col)
         for col in self.categorical:
             counts = _keys(_require(df, col, "categorical").dropna()).value_counts()
@@ -144,8 +169,7 @@ class TableEncoder:
             for task in self.tasks:
                 if task.kind == "regression":
                     y = _to_numeric(df[task.column], task.column)
-                    mean, std = float(np.nanmean(y)), float(np.nanstd(y))
-                    self.label_stats[task.name] = (mean, std if std > 0 else 1.0)
+                    self.label_stats[task.name] = _mean_std(y)
         self.fitted = True
         return self
 
@@ -191,10 +215,12 @@ class TableEncoder:
         numeric = None
         if self.numeric:
             raw = {c: _to_numeric(_require(df, c, "numeric"), c) for c in self.numeric}
-            cols = [np.nan_to_num((raw[c] - self.stats[c][0]) / self.stats[c][1], nan=0.0)
-                    for c in self.numeric]  # standardised; missing -> the training mean (0)
-            cols += [np.isnan(raw[c]).astype(np.float64) for c in self.indicators]
-            numeric = torch.from_numpy(np.stack(cols, axis=1).astype(np.float32))
+            with np.errstate(over="ignore", invalid="ignore"):
+                cols = [_float32(np.nan_to_num((raw[c] - self.stats[c][0]) / self.stats[c][1],
+                                               nan=0.0, posinf=np.inf, neginf=-np.inf), c)
+                        for c in self.numeric]  # standardised; missing -> the training mean (0)
+            cols += [np.isnan(raw[c]).astype(np.float32) for c in self.indicators]
+            numeric = torch.from_numpy(np.stack(cols, axis=1))
         categorical = None
         if self.categorical:
             codes = [_codes(_require(df, c, "categorical"), self.vocab[c]) + 1
@@ -206,7 +232,7 @@ class TableEncoder:
             w = _to_numeric(_require(df, self.weight_column, "sample-weight"), self.weight_column)
             _checks.check(bool(np.all(np.isfinite(w)) and np.all(w >= 0)),
                           f"sample-weight column '{self.weight_column}' must be finite and >= 0")
-            weights = torch.from_numpy(w.astype(np.float32))
+            weights = torch.from_numpy(_float32(w, self.weight_column))
         return TensorTable(numeric, categorical, y, weights)
 
     def _labels(self, df: pd.DataFrame) -> torch.Tensor:
@@ -215,7 +241,9 @@ class TableEncoder:
             series = _require(df, task.column, f"task '{task.name}': label")
             if task.kind == "regression":
                 mean, std = self.label_stats.get(task.name, (0.0, 1.0))
-                out[:, t] = (_to_numeric(series, task.column) - mean) / std
+                with np.errstate(over="ignore", invalid="ignore"):
+                    out[:, t] = _float32((_to_numeric(series, task.column) - mean) / std,
+                                         task.column)
                 continue
             codes = _codes(series, task.classes)
             unknown = (codes < 0) & series.notna().to_numpy()

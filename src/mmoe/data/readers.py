@@ -130,7 +130,7 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
             header = _csv_header(path)
             _check_columns(path, header, columns)
             table = pacsv.read_csv(
-                path, convert_options=_csv_convert(
+                path, parse_options=_csv_parse(header), convert_options=_csv_convert(
                     [c for c in categorical if c in header]))
             if columns is not None:
                 table = table.select(list(columns))
@@ -138,6 +138,12 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
         raise _unreadable(path, err) from None
     _checks.check(table.num_rows > 0, f"file '{path}' has no data rows")
     return _to_pandas(table)
+
+
+def _csv_parse(header: Sequence[str]) -> pacsv.ParseOptions:
+    """In a one-column file an empty line is a missing value, not a line to skip (skipping
+    it would silently drop the row)."""
+    return pacsv.ParseOptions(ignore_empty_lines=len(header) > 1)
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -188,11 +194,12 @@ def iter_table(path: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS,
             header = _csv_header(path)
             _check_columns(path, header, columns)
             first = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
+                                   parse_options=_csv_parse(header),
                                    convert_options=_csv_convert(categorical))
             types = _stable_csv_types(first.schema, categorical)
             reader = pacsv.open_csv(
                 path, read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
-                convert_options=pacsv.ConvertOptions(
+                parse_options=_csv_parse(header), convert_options=pacsv.ConvertOptions(
                     column_types=types, strings_can_be_null=True,
                     include_columns=list(columns) if columns is not None else None))
             batches = _rebatch(reader, chunk_rows)
