@@ -37,6 +37,7 @@ from ..data.table import TensorTable
 from ..metrics import evaluate, task_outputs
 from ..models import MultiTaskModel, build_model
 from ..train.checkpoint import load_checkpoint
+from ..train.distributed import env_rank, env_world
 from ..train.loop import Trainer, predict_logits
 from ..train.model_dir import ModelDir, check_output_dir, load_model_dir, save_model_dir
 from ..train.stream import StreamTrainer, shuffle_batches
@@ -213,7 +214,7 @@ def _build(spec: RunSpec, encoder: TableEncoder) -> MultiTaskModel:
 
 
 def train_in_memory(spec: RunSpec, progress: bool | None = None, *,
-                    checkpoint: Path | None = None, resume: bool = False
+                    checkpoint: Path | None = None, resume: bool = False, device: str = "auto"
                     ) -> tuple[MultiTaskModel, TableEncoder, list[dict[str, Any]], TensorTable]:
     """Read, encode and train on whole files (checkpointing to ``checkpoint``, resuming from
     it with ``resume``). Returns (model, encoder, history, valid)."""
@@ -236,7 +237,7 @@ def train_in_memory(spec: RunSpec, progress: bool | None = None, *,
     model = _build(spec, encoder)
     extras = _resume_extras(spec, encoder, checkpoint, resume)
     result = Trainer(model, spec.training, progress=progress, checkpoint=checkpoint,
-                     extras=extras).fit(train, valid, resume=resume)
+                     extras=extras, device=device).fit(train, valid, resume=resume)
     return model, encoder, result.history, valid
 
 
@@ -253,7 +254,7 @@ def _head(path: str, rows: int, spec: RunSpec, columns: list[str] | None) -> pd.
 
 
 def train_streaming(spec: RunSpec, progress: bool | None = None, *,
-                    checkpoint: Path | None = None, resume: bool = False
+                    checkpoint: Path | None = None, resume: bool = False, device: str = "auto"
                     ) -> tuple[MultiTaskModel, TableEncoder, list[dict[str, Any]], TensorTable]:
     """Train batch by batch from the file through a shuffle buffer (bounded memory).
 
@@ -299,7 +300,8 @@ def train_streaming(spec: RunSpec, progress: bool | None = None, *,
     cfg = spec.training
     model = _build(spec, encoder)
     extras = _resume_extras(spec, encoder, checkpoint, resume)
-    trainer = StreamTrainer(model, cfg, progress=progress, checkpoint=checkpoint, extras=extras)
+    trainer = StreamTrainer(model, cfg, progress=progress, checkpoint=checkpoint, extras=extras,
+                            device="cpu" if device == "auto" else device)  # CPU-only path
     result = trainer.fit_stream(
         lambda epoch: shuffle_batches(chunks(), cfg.batch_size, spec.buffer_rows, cfg.seed,
                                       epoch), valid, resume=resume)
@@ -344,7 +346,8 @@ def _clean_leftovers(out: Path, partial: Path) -> None:
 
 
 def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
-              progress: bool | None = None, resume: bool = False) -> dict[str, Any]:
+              progress: bool | None = None, resume: bool = False,
+              device: str = "auto") -> dict[str, Any]:
     """Train on ``spec`` and write a model directory at ``out``.
 
     Args:
@@ -356,6 +359,8 @@ def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
         progress: progress bars (default: when stderr is a terminal).
         resume: continue an interrupted run from its checkpoint (``.DIR.partial``) when one
             exists; start fresh otherwise.
+        device: ``auto``, ``cpu`` or ``cuda``. Under ``torchrun`` every rank trains on its
+            share of each batch and only rank 0 touches the output directory.
 
     Returns:
         ``metrics.json``'s content.
@@ -364,17 +369,22 @@ def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
         >>> spec = build_run_spec(train="train.csv", tasks=["y:binary"])  # doctest: +SKIP
         >>> train_run(spec, "runs/m1")["valid"]["y"]["auc"]  # doctest: +SKIP
     """
-    check_output_dir(out, overwrite)
-    _checks.writable_dir(out)  # fail now, not after training
+    main = env_rank() == 0  # under torchrun, only rank 0 touches the output directory
+    _checks.check(not (spec.stream and env_world() > 1),
+                  "--stream trains in one process; drop --stream to train under torchrun")
     out = Path(os.path.abspath(out))
     partial = partial_dir(out)
     checkpoint = partial / CHECKPOINT
-    if checkpoint.exists() and not resume and not overwrite:
-        _checks.fail(f"an interrupted run of --out '{out}' left a checkpoint in '{partial}'; "
-                     "pass --resume to continue it, or --overwrite to start over")
-    if not resume:
-        shutil.rmtree(partial, ignore_errors=True)  # created by the first checkpoint
-    _clean_leftovers(out, partial)
+    if main:
+        check_output_dir(out, overwrite)
+        _checks.writable_dir(out)  # fail now, not after training
+        if checkpoint.exists() and not resume and not overwrite:
+            _checks.fail(f"an interrupted run of --out '{out}' left a checkpoint in "
+                         f"'{partial}'; pass --resume to continue it, or --overwrite to start "
+                         "over")
+        if not resume:
+            shutil.rmtree(partial, ignore_errors=True)  # created by the first checkpoint
+        _clean_leftovers(out, partial)
     _checks.check(spec.training.checkpoint_every is None or not spec.stream,
                   "--stream checkpoints at epoch ends only; drop --checkpoint-every")
     if spec.tensorboard:  # fail before training, not after
@@ -385,7 +395,7 @@ def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
                          "pip install 'mmoe[tensorboard]'")
     train = train_streaming if spec.stream else train_in_memory
     model, encoder, history, valid = train(spec, progress, checkpoint=checkpoint,
-                                           resume=resume)
+                                           resume=resume, device=device)
     history = _history_in_original_scale(history, encoder)
     final = evaluate_table(model, encoder, valid)
     speeds = [r["samples_per_s"] for r in history if r.get("samples_per_s")]
@@ -393,6 +403,8 @@ def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
                "best_epoch": _best_epoch(history, model, spec),
                "valid_rows": len(valid),
                "samples_per_s": float(np.mean(speeds)) if speeds else None}
+    if not main:
+        return metrics
     png = gate_figure_png(model, valid)
 
     def extra(stage: Path) -> None:

@@ -38,6 +38,16 @@ class DistContext:
         return self.world > 1
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun announces it (0 when not launched by torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def env_world() -> int:
+    """The number of processes torchrun launched (1 when not launched by torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     """``auto``: CUDA when available, else CPU; ``cuda`` fails clearly without a GPU."""
     _checks.one_of(device, ("auto", "cpu", "cuda"), "device")
@@ -53,7 +63,7 @@ def setup(device: str = "auto") -> DistContext:
 
     gloo on CPU, NCCL on GPU. Safe to call more than once.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = env_world()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local_rank)
     if world <= 1:
