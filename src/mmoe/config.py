@@ -187,7 +187,8 @@ class TrainConfig(_Serializable):
         patience: epochs without improvement before stopping (``None``: never stop early).
         restore_best: end with the weights of the best validation epoch.
         checkpoint_every: write a checkpoint every N steps (``None``: at each epoch end).
-        threads: intra-op threads (``None``: leave torch's setting alone).
+        threads: intra-op threads (``None``: 1 for models under a million parameters,
+            whose matmuls are too small to split, else torch's setting).
         loss_weighting: how per-task losses become one objective (:mod:`mmoe.weighting`):
             ``static`` (``TaskSpec.weight``), ``uncertainty`` (Kendall et al. 2018),
             ``gradnorm`` (Chen et al. 2018) or ``pcgrad`` (Yu et al. 2020, a gradient rule).

@@ -160,3 +160,19 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "missing.pt")
     assert not list(tmp_path.glob(".*.tmp"))  # no temp files left behind
+
+
+def test_small_models_train_on_one_thread_and_the_callers_setting_is_restored():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        model = _model()
+        seen = []
+        trainer = Trainer(model, TrainConfig(epochs=1, batch_size=256))
+        trainer.optimizer.register_step_post_hook(lambda *a: seen.append(torch.get_num_threads()))
+        trainer.fit(_data())
+        assert trainer.threads() == 1 and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+        assert Trainer(model, TrainConfig(threads=3)).threads() == 3
+    finally:
+        torch.set_num_threads(before)

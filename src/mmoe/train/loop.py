@@ -34,6 +34,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext, all_reduce_sum, barrier, gather_rows, setup, shard, wrap
 
 EVAL_BATCH = 16384
+SMALL_MODEL_PARAMS = 1_000_000  # below this, train on one intra-op thread by default
 #: settings that may change between a run and its resume: they do not change the result
 RESUMABLE_CHANGES = ("checkpoint_every", "threads", "on_nonfinite")
 
@@ -236,8 +237,6 @@ class Trainer:
         _checks.check(train.labels.shape[1] == len(self.model.tasks),
                       f"labels have {train.labels.shape[1]} columns for "
                       f"{len(self.model.tasks)} tasks")
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         if not (resume and self.restore()):
             torch.manual_seed(cfg.seed)  # dropout stream; init is the caller's (build_model)
         n, bs = len(train), cfg.batch_size
@@ -245,12 +244,26 @@ class Trainer:
         if self.model.config.batch_norm and n > 1 and n % bs == 1:
             steps -= 1  # batch norm cannot train on a last batch of one row: drop that row
         st = self.state
-        while st["epoch"] < cfg.epochs and not st["stopped_early"]:
-            rows, seconds = self._train_epoch(train, steps)
-            self._end_epoch(valid, rows, seconds)
-            yield st["history"][-1]
+        caller_threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads())
+        try:
+            while st["epoch"] < cfg.epochs and not st["stopped_early"]:
+                rows, seconds = self._train_epoch(train, steps)
+                self._end_epoch(valid, rows, seconds)
+                yield st["history"][-1]
+        finally:
+            torch.set_num_threads(caller_threads)  # training's choice stays inside training
         if cfg.restore_best and self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
+
+    def threads(self) -> int:
+        """Intra-op threads for training: ``config.threads``, else 1 for a small model (its
+        matmuls are too small to split; on 2 shared cores 2 threads ran 8x slower than 1 in
+        benchmarks/core_throughput.py), else torch's current setting."""
+        if self.config.threads:
+            return self.config.threads
+        params = sum(p.numel() for p in self.model.parameters())
+        return 1 if params < SMALL_MODEL_PARAMS else torch.get_num_threads()
 
     def result(self) -> FitResult:
         """The :class:`FitResult` of the training so far."""
