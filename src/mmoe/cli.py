@@ -293,7 +293,7 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
 @reproduce_app.command("synthetic")
 def reproduce_synthetic_cmd(
     runs: Annotated[int | None, typer.Option(
-        "--runs", help="Runs per (model, correlation) (default 8; the paper used 200).")] = None,
+        "--runs", help="Runs per (model, correlation) (default 16; the paper used 200).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Adam steps per run.")] = None,
     correlations: Annotated[str | None, typer.Option(
         "--correlations", help="Task correlations p (default 0.5,0.9,1.0).")] = None,
@@ -311,7 +311,8 @@ def reproduce_synthetic_cmd(
     m: Annotated[int | None, typer.Option("--m", help="Number of sine terms (default 10).")] = None,
     sigma: Annotated[float | None, typer.Option("--sigma", help="Label noise std (default 0.1).")
                      ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Run r uses seed + r.")] = 0,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Run r at the i-th correlation uses seed + 10000*i + r.")] = 0,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads.")] = 1,
     out: Annotated[str, typer.Option("--out", help="Output directory.")] = "results/synthetic",
     progress: Annotated[bool, typer.Option("--progress/--no-progress",

@@ -110,13 +110,20 @@ def test_end_to_end_files_and_schema(tmp_path):
         assert row["model"] in ("shared_bottom", "omoe", "mmoe")
     assert len(data["runs"]) == 18
     assert {"model", "correlation", "seed", "final_loss"} <= set(data["runs"][0])
-    assert {r["seed"] for r in data["runs"]} == {0, 1}
+    # independent runs: a fresh seed per (correlation, run), shared by the three models
+    assert {(r["correlation"], r["seed"]) for r in data["runs"]} == {
+        (0.5, 0), (0.5, 1), (0.9, 10_000), (0.9, 10_001), (1.0, 20_000), (1.0, 20_001)}
+    assert data["seeds"]["main"] == {"0.5": [0, 1], "0.9": [10_000, 10_001],
+                                     "1.0": [20_000, 20_001]}
     mean = {(r["model"], r["correlation"]): r["final_loss_mean"] for r in data["summary"]}
     for m in ("shared_bottom", "omoe", "mmoe"):
         v = [r["final_loss"] for r in data["runs"] if r["model"] == m and r["correlation"] == 0.9]
         assert mean[(m, 0.9)] == pytest.approx(sum(v) / 2)
     assert set(data["chosen_lr"].values()) <= {1e-3, 1e-2}
     assert len(data["lr_selection"]) == 6
+    for model, lr in data["chosen_lr"].items():  # chosen on the median pilot validation loss
+        rows = [r for r in data["lr_selection"] if r["model"] == model]
+        assert lr == min(rows, key=lambda r: r["val_loss_median"])["lr"]
     assert data["curves"]["steps"] == [2, 4]
     assert len(data["curves"]["rows"]) == 9 and len(data["curves"]["rows"][0]["mean"]) == 2
     assert len(data["claims"]) >= 7
@@ -167,3 +174,23 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys, args, message):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_summary_counts_stuck_runs_and_keeps_them_in_the_mean():
+    from mmoe.experiments.synthetic import summarise
+    cfg = SyntheticConfig(runs=4, models=("omoe", "mmoe"), correlations=(0.5,), lr_grid=(1e-2,))
+    losses = {"omoe": [0.04, 0.05, 0.06, 1.04], "mmoe": [0.03, 0.04, 0.05, 0.05]}
+    runs = [{"model": m, "correlation": 0.5, "seed": i, "lr": 1e-2, "final_loss": v}
+            for m, vs in losses.items() for i, v in enumerate(vs)]
+    rows = {r["model"]: r for r in summarise(runs, cfg)}
+    # pooled median 0.05 -> threshold 0.15: only the dead-tower run (1.04) is stuck
+    assert rows["omoe"]["stuck_threshold"] == pytest.approx(0.15)
+    assert rows["omoe"]["stuck_runs"] == 1 and rows["mmoe"]["stuck_runs"] == 0
+    assert rows["omoe"]["final_loss_mean"] == pytest.approx(1.19 / 4)  # stuck run kept
+    assert rows["omoe"]["final_loss_mean_unstuck"] == pytest.approx(0.05)
+    assert rows["omoe"]["final_loss_max"] == pytest.approx(1.04)
+
+
+def test_runs_per_correlation_must_not_overlap_the_next_correlations_seeds():
+    with pytest.raises(ValueError, match="runs must be <= 10000"):
+        SyntheticConfig(runs=10_001)

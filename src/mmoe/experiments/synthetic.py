@@ -8,9 +8,9 @@ axis in every weight) and evaluated with ``torch.vmap(functional_call)``; one Ad
 the stacked weights. Adam is elementwise and run r's loss depends only on run r's weights, so
 summing the per-run losses gives every run exactly its own update.
 
-The learning rate is chosen from a grid (the paper's {1e-4, 1e-3, 1e-2}) on the validation
-loss of separate pilot runs (their own seeds), never on test data. The reported final loss
-is the held-out test MSE averaged over the two tasks.
+The learning rate is chosen from a grid (the paper's {1e-4, 1e-3, 1e-2}) on the median
+validation loss of separate pilot runs (their own seeds), never on test data. The reported
+final loss is the held-out test MSE averaged over the two tasks.
 """
 
 from __future__ import annotations
@@ -286,16 +286,18 @@ class SyntheticConfig:
         n_train, n_val, n_test: rows per run in each split (not reported by the paper).
         eval_every: steps between points of the loss curves.
         d, c, m, sigma: generator options (see :class:`mmoe.data.synthetic.SyntheticSpec`).
-        seed: run r of the main study uses seed ``seed + r`` for its data and its
-            initialisation (shared across models and correlations: paired comparisons);
-            pilot run j uses ``seed + 1_000_000 + j``.
+        seed: run r at the ci-th correlation uses seed :func:`run_seed` ``(seed, ci, r) =
+            seed + 10_000·ci + r`` for its data and its initialisation: independent across
+            runs and correlations (the issue's "fresh data and fresh initialisation"), shared
+            by the models (paired comparisons at the same (correlation, run)); pilot run j
+            uses ``run_seed(seed + 1_000_000, ci, j)``, shared by the learning rates.
         threads: torch intra-op threads (``None``: leave torch's setting).
         chunk: at most this many runs trained together (bounds memory at --runs 200).
         fig2_n, fig2_trials: points and trials of the label-correlation study (paper Fig. 2).
     """
 
-    runs: int = 8
-    steps: int = 2000
+    runs: int = 16  # see DEFAULT_NOTES: more runs, fewer steps than the first default (8, 2000)
+    steps: int = 1200
     batch_size: int = 128
     correlations: tuple[float, ...] = (0.5, 0.9, 1.0)  # paper §5
     models: tuple[str, ...] = ("shared_bottom", "omoe", "mmoe")  # paper §5
@@ -319,6 +321,10 @@ class SyntheticConfig:
         for name in ("runs", "steps", "batch_size", "lr_runs", "n_train", "n_val", "n_test",
                      "chunk", "fig2_n", "fig2_trials"):
             _checks.positive_int(getattr(self, name), name)
+        for name in ("runs", "lr_runs"):
+            _checks.check(getattr(self, name) <= SEED_STRIDE,
+                          f"{name} must be <= {SEED_STRIDE} (seeds of the correlations would "
+                          f"overlap), got {getattr(self, name)}")
         _checks.check(isinstance(self.eval_every, int) and self.eval_every >= 0,
                       f"eval_every must be an integer >= 0, got {self.eval_every!r}")
         object.__setattr__(self, "correlations", tuple(float(p) for p in self.correlations))
@@ -345,6 +351,19 @@ class SyntheticConfig:
         return SyntheticSpec(d=self.d, c=self.c, m=self.m, sigma=self.sigma)
 
 
+SEED_STRIDE = 10_000  # seed offset between correlations; runs per correlation must be fewer
+
+
+def run_seed(seed: int, ci: int, r: int) -> int:
+    """Seed of run r at the ci-th correlation: ``seed + 10_000·ci + r`` (independent runs).
+
+    Example:
+        >>> run_seed(0, 2, 3)
+        20003
+    """
+    return seed + SEED_STRIDE * ci + r
+
+
 def planned_steps(config: SyntheticConfig) -> int:
     """Total batched training steps the experiment will take (for a progress bar)."""
     chunks = math.ceil(config.runs * len(config.correlations) / config.chunk)
@@ -360,15 +379,18 @@ def _chunks(members: list[tuple[float, int]], size: int) -> Iterator[list[tuple[
 
 def _pilot(config: SyntheticConfig, progress: Callable[[int], None] | None
            ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Choose each model's lr on the validation loss of pilot runs (mean over all p).
+    """Choose each model's lr on the MEDIAN validation loss of its pilot runs (over all p).
 
-    All (lr, correlation, pilot run) combinations of a model train as one batched
-    computation (one learning rate per run); pilot runs see the same data at every lr.
+    The median, not the mean: a pilot run that gets stuck (a dead tower, loss ~1 against
+    ~0.03) would otherwise decide the choice on its own; with 3 correlations x 1 pilot run
+    one stuck pilot cannot move the median of 3. All (lr, correlation, pilot run)
+    combinations of a model train as one batched computation (one learning rate per run);
+    pilot runs see the same data at every lr.
     """
     if len(config.lr_grid) == 1:
         return {m: config.lr_grid[0] for m in config.models}, []
-    members = [(lr, p, config.seed + 1_000_000 + j) for lr in config.lr_grid
-               for p in config.correlations for j in range(config.lr_runs)]
+    members = [(lr, p, run_seed(config.seed + 1_000_000, ci, j)) for lr in config.lr_grid
+               for ci, p in enumerate(config.correlations) for j in range(config.lr_runs)]
     val: dict[str, list[torch.Tensor]] = {m: [] for m in config.models}
     for part in _chunks(members, config.chunk):
         seeds = [s for _, _, s in part]
@@ -387,13 +409,16 @@ def _pilot(config: SyntheticConfig, progress: Callable[[int], None] | None
         best = None
         for lr in config.lr_grid:
             v = v_all[lrs == lr]
-            mean = float(v.mean()) if torch.isfinite(v).all() else math.inf
+            finite = bool(torch.isfinite(v).all())
+            mean = float(v.mean()) if finite else math.inf
+            median = float(v.median()) if finite else math.inf
             rows.append({"model": model, "lr": lr, "val_loss_mean": mean,
+                         "val_loss_median": median,
                          "val_loss_by_correlation": {
                              str(p): float(v_all[(lrs == lr) & (corr == p)].mean())
                              for p in config.correlations}})
-            if best is None or mean < best[0]:
-                best = (mean, lr)
+            if best is None or median < best[0]:
+                best = (median, lr)
         chosen[model] = best[1]
     return chosen, rows
 
@@ -436,7 +461,8 @@ def run_synthetic(config: SyntheticConfig, out: str | Path,
                                        n=config.fig2_n, trials=config.fig2_trials,
                                        seed=config.seed)
         lrs, pilot_rows = _pilot(config, progress)
-        members = [(p, config.seed + r) for p in config.correlations for r in range(config.runs)]
+        members = [(p, run_seed(config.seed, ci, r)) for ci, p in enumerate(config.correlations)
+                   for r in range(config.runs)]
         runs: list[dict[str, Any]] = []
         curves: dict[str, dict[float, list[torch.Tensor]]] = {m: {} for m in config.models}
         speed: dict[str, list[float]] = {m: [] for m in config.models}
@@ -473,9 +499,12 @@ def run_synthetic(config: SyntheticConfig, out: str | Path,
     results: dict[str, Any] = {
         "experiment": "synthetic",
         "config": asdict(config),
-        "seeds": {"main": [config.seed + r for r in range(config.runs)],
-                  "pilot": [config.seed + 1_000_000 + j for j in range(config.lr_runs)]
-                  if len(config.lr_grid) > 1 else []},
+        "seeds": {"main": {str(p): [run_seed(config.seed, ci, r) for r in range(config.runs)]
+                           for ci, p in enumerate(config.correlations)},
+                  "pilot": {str(p): [run_seed(config.seed + 1_000_000, ci, j)
+                                     for j in range(config.lr_runs)]
+                            for ci, p in enumerate(config.correlations)}
+                  if len(config.lr_grid) > 1 else {}},
         "version": __version__,
         "git_commit": _git_commit(),
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
@@ -505,15 +534,31 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+STUCK_FACTOR = 3.0  # a run is "stuck" when its final loss exceeds 3x the pooled median at p
+
+
 def summarise(runs: list[dict[str, Any]], config: SyntheticConfig) -> list[dict[str, Any]]:
-    """Mean/std/median/min of the final loss per (model, correlation)."""
+    """Mean/std/median/min of the final loss per (model, correlation), and stuck runs.
+
+    A run counts as stuck when its final loss is above ``STUCK_FACTOR`` x the median final
+    loss of all models' runs at its correlation (a dead tower ends near half the label
+    variance, ~1, against a typical ~0.03-0.05); ``final_loss_mean_unstuck`` is the mean
+    without them (informative: the paper's means include its stuck runs).
+    """
     rows = []
     for model in config.models:
         for p in config.correlations:
             v = torch.tensor([r["final_loss"] for r in runs
                               if r["model"] == model and r["correlation"] == p],
                              dtype=torch.float64)
+            pooled = torch.tensor([r["final_loss"] for r in runs if r["correlation"] == p],
+                                  dtype=torch.float64).median()
+            ok = v[v <= STUCK_FACTOR * pooled]
             rows.append({"model": model, "correlation": p,
+                         "stuck_runs": int((v > STUCK_FACTOR * pooled).sum()),
+                         "stuck_threshold": float(STUCK_FACTOR * pooled),
+                         "final_loss_mean_unstuck": float(ok.mean()) if ok.numel() else math.nan,
+                         "final_loss_max": float(v.max()),
                          "final_loss_mean": float(v.mean()),
                          "final_loss_std": float(v.std()) if v.numel() > 1 else 0.0,
                          "final_loss_median": float(v.median()),
@@ -694,27 +739,37 @@ def render_report(results: dict[str, Any]) -> str:
         "Shared-Bottom with one shared layer of 113 units; towers of 8 units; loss: MSE summed "
         "over the two tasks; Adam.",
         f"- {cfg['runs']} runs per (model, correlation) (paper: 200), each with its own data "
-        f"and initialisation (run r: seed {cfg['seed']} + r, shared by the models and the "
-        "correlations), "
+        f"and initialisation (run r at the i-th correlation: seed {cfg['seed']} + 10000·i + r; "
+        "independent across runs and correlations, shared by the three models so that they "
+        "are compared on the same data and initialisation seed), "
         f"{cfg['steps']} steps of batch {cfg['batch_size']} (paper: ~10M steps; batch not "
         "reported).",
         f"- learning rate chosen per model from {list(cfg['lr_grid'])} (paper's grid) on the "
-        f"validation loss of {cfg['lr_runs']} pilot run(s) per correlation with their own "
-        f"seeds: {', '.join(f'{NAMES[m]} {v:g}' for m, v in results['chosen_lr'].items())}.",
+        f"MEDIAN validation loss of {cfg['lr_runs']} pilot run(s) per correlation with their "
+        "own seeds (the median so that one stuck pilot cannot decide): "
+        f"{', '.join(f'{NAMES[m]} {v:g}' for m, v in results['chosen_lr'].items())}.",
         "- final loss: test MSE averaged over the two tasks, at the end of training.",
         f"- wall time {sp['wall_seconds']:.0f} s; runs × steps per second: "
         + ", ".join(f"{NAMES[m]} {v:.0f}" for m, v in sp["run_steps_per_second"].items())
         + " (all runs of a model trained as one batched computation).", "",
         "## Final loss (test MSE, mean over tasks)", "",
-        "| model | correlation | mean | std | median | min | runs | paper Fig. 4 (≈) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | correlation | mean | std | median | min | max | stuck runs | mean without "
+        "stuck | runs | paper Fig. 4 (≈) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["summary"]:
         paper = PAPER_FIG4.get(r["correlation"], {}).get(r["model"])
         lines.append(f"| {NAMES[r['model']]} | {r['correlation']} | {r['final_loss_mean']:.4f} "
                      f"| {r['final_loss_std']:.4f} | {r['final_loss_median']:.4f} "
-                     f"| {r['final_loss_min']:.4f} | {r['runs']} "
+                     f"| {r['final_loss_min']:.4f} | {r.get('final_loss_max', math.nan):.4f} "
+                     f"| {r.get('stuck_runs', '')} "
+                     f"| {r.get('final_loss_mean_unstuck', math.nan):.4f} | {r['runs']} "
                      f"| {'' if paper is None else f'{paper:.3f}'} |")
+    lines += ["", f"Stuck: final loss above {STUCK_FACTOR:g}x the median of all runs at that "
+              "correlation (thresholds " + ", ".join(
+                  f"p={r['correlation']}: {r['stuck_threshold']:.3f}"
+                  for r in results["summary"] if r["model"] == results["summary"][0]["model"])
+              + "). The issue's claims are on the means, which include the stuck runs."]
     lines += ["", "The paper's values are its end-of-training losses after ~10M steps, read off "
               "its Fig. 4 by eye (±0.01); absolute values depend on the unreported c, m, α, β, "
               "data sizes and loss definition, so compare the orderings, not the numbers.", "",
@@ -724,11 +779,14 @@ def render_report(results: dict[str, Any]) -> str:
         lines.append(f"| {c['claim']} | {verdict} | {c['evidence']} |")
     if results["lr_selection"]:
         lines += ["", "## Learning-rate selection (validation loss of the pilot runs)", "",
-                  "| model | lr | mean val loss | by correlation |", "|---|---|---|---|"]
+                  "| model | lr | median val loss (chooses) | mean val loss | by correlation |",
+                  "|---|---|---|---|---|"]
         for r in results["lr_selection"]:
             by = ", ".join(f"{p}: {v:.4f}" for p, v in r["val_loss_by_correlation"].items())
-            lines.append(f"| {NAMES[r['model']]} | {r['lr']:g} | {r['val_loss_mean']:.4f} "
-                         f"| {by} |")
+            chosen = " (chosen)" if results["chosen_lr"].get(r["model"]) == r["lr"] else ""
+            lines.append(f"| {NAMES[r['model']]} | {r['lr']:g}{chosen} "
+                         f"| {r.get('val_loss_median', math.nan):.4f} "
+                         f"| {r['val_loss_mean']:.4f} | {by} |")
     s = results["label_correlation"]
     at = {round(p, 4): (m, sd) for p, m, sd in zip(s["cosine"], s["mean"], s["std"], strict=True)}
     lines += ["", "## Label correlation vs cosine (paper Fig. 2)", "",
@@ -745,34 +803,78 @@ def render_report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# Measured on the project's 2-core CPU while other jobs loaded it (load average 4-10).
+# What was found and changed, measured on the project's 2-core CPU while other jobs loaded it
+# (load average 3-5). "Investigation" = 8 independent runs per correlation (24 per model),
+# lr fixed, 50,000 training rows, validation loss, unless said otherwise.
 DEFAULT_NOTES = (
+    "- The first default (8 runs, 2,000 steps, runs sharing their seed across the "
+    "correlations, lr chosen on the MEAN pilot validation loss) met 2 of the 7 required "
+    "claims: a few stuck runs decided the means (OMoE run 0 ended at ~1.03 at every "
+    "correlation because the same seed gave it the same data and initialisation three "
+    "times; Shared-Bottom run 2 at ~1.9 at p = 1.0).",
+    "- Changed 1 (the issue requires it): runs are now independent across correlations "
+    "(run r at the i-th correlation uses seed + 10000·i + r); the three models stay paired "
+    "on the same seed at the same (correlation, run).",
+    "- Why runs get stuck: dead tower units, not dead experts or a collapsed gate. Over the "
+    "validation rows no expert or shared-bottom ReLU unit was ever dead (0% in all 144 "
+    "investigation runs), and the stuck runs' gates stay spread (largest mean gate weight "
+    "0.15-0.24 of 8 experts). The towers have only 8 ReLU units per task: at lr 1e-2, "
+    "25-41% of tower units are dead even in healthy runs (Shared-Bottom 41%, OMoE 27%, "
+    "MMoE 25%; at lr 1e-3 4-8%). When all 8 units of one task's tower die, that task "
+    "predicts a constant and the run ends at about half that task's label variance: OMoE "
+    "seed 0 at p = 0.5, lr 1e-2, task 2's tower 8/8 dead by step 200, loss 1.17 at step "
+    "200 and still 1.04 at step 2,000 (label variance 2.06). Runs ending at 0.12-0.2 had "
+    "50-62% of a tower dead (e.g. Shared-Bottom seed 10006 at p = 0.9: 5/8 and 4/8).",
+    "- How often: final validation loss > 0.1 (about 3x a typical run) in the 24 "
+    "investigation runs at 2,000 steps: lr 1e-2: Shared-Bottom 1, OMoE 2 (one dead tower "
+    "at 1.04), MMoE 1; lr 1e-3: Shared-Bottom 4, OMoE 5, MMoE 1, but at 1e-3 these are "
+    "slow, not dead: their curves still fall at step 2,000 (OMoE seed 6: 3.86 at step 200 "
+    "to 0.15), on seeds whose labels have a large variance (4.3-5.6 against ~2).",
+    "- Steps: a dead tower does not recover (a dead ReLU gets no gradient), so more steps "
+    "do not remove those runs; they only finish the slow ones (at lr 1e-2 the runs above "
+    "0.1 were 4 Shared-Bottom and 3 OMoE at step 1,200, 1 and 2 at step 2,000). Data size "
+    "(OMoE and Shared-Bottom, lr 1e-2, 1,200 steps): the same seed-0 OMoE tower dies with "
+    "10,000, 50,000 and 200,000 training rows (final 1.02, 1.05, 1.00); 10,000 rows "
+    "overfit (median 0.083 OMoE, 0.089 Shared-Bottom against 0.043, 0.050 with 50,000) and "
+    "200,000 rows match 50,000 (0.047, 0.047), so 50,000 rows stay.",
+    "- So the means at small R are not representative of a typical run: one dead tower in "
+    "a cell of 8 runs moves its mean by ~0.13, while the models' medians differ by "
+    "0.005-0.015 (at lr 1e-2, 2,000 steps: Shared-Bottom 0.037, OMoE 0.033, MMoE 0.033). "
+    "With one whole dead tower among the 72 lr-1e-2 runs (OMoE: 1 of 24), even the "
+    "paper's 200 runs would leave a cell's mean uncertain by ~0.01 (sqrt(q(1-q)/200) x ~1 "
+    "for q = 1/24). The means measure trainability as much as fit (the paper's "
+    "Fig. 5 point); the report therefore also gives the medians, the stuck-run counts and "
+    "the mean without stuck runs, and keeps the stuck runs in every required claim.",
+    "- Changed 2: the learning rate is chosen on the MEDIAN pilot validation loss (over the "
+    "3 correlations x 1 pilot run): one stuck pilot cannot move a median of 3, while it "
+    "decided the mean. The grid stays the paper's {1e-4, 1e-3, 1e-2}. In the final "
+    "default both criteria pick 1e-2 for all three models (Shared-Bottom: 1e-3 with the "
+    "first default's shared seeds and mean).",
+    "- Changed 3, the scale: 16 runs of 1,200 steps instead of 8 of 2,000, for about the "
+    "same budget. Speed (MMoE, 1 thread, batch 128, same loaded machine): a batched step costs "
+    "~16 ms of fixed overhead plus ~1.7 ms per run (3 runs: 147 runs x steps/s, 24: 421, "
+    "48: 477, 96: 546), so 48 runs (16 x 3 correlations) in one batch cost little more "
+    "than 24 (the per-step optimizer is ~1% of a step; the cost is the batched forward and "
+    "backward). At step 1,200 the median curves are 20-35% above step 2,000 (lr 1e-2: "
+    "Shared-Bottom 0.050 vs 0.037, OMoE 0.043 vs 0.033, MMoE 0.039 vs 0.033) with the same "
+    "ordering; twice the runs halve the weight of a stuck run in a mean. Neither scale is "
+    "converged (the paper ran ~10M steps).",
     "- Threads: 1 intra-op thread ran 4x faster than 2 on this loaded 2-core machine "
     "(60 runs, batch 128: ~440 vs ~100 runs x steps/s, interleaved, 2 repeats each); "
-    "`--threads` keeps the choice open.",
-    "- Scale: the default (8 runs, 2,000 steps of batch 128, 50,000 training rows per run, "
-    "1 pilot run per (lr, correlation)) took 5 min 24 s wall (7 min 20 s under heavier load); "
-    "12 runs "
-    "and 3 pilot runs took 10 min 37 s, over the 10-minute budget. `--runs 200` gives the "
-    "paper's scale.",
-    "- Learning rate: the paper's grid {1e-4, 1e-3, 1e-2}, chosen per model on pilot "
-    "validation loss: 1e-4 is far from converged after 2,000 steps (validation MSE 0.3-1.7 "
-    "against ~0.035), Shared-Bottom picks 1e-3, OMoE and MMoE 1e-2 (the same picks with 3 "
-    "pilot runs instead of 1).",
-    "- The claims on means fail at this scale because of a few stuck runs, the paper's "
-    "trainability effect (Fig. 5): OMoE run 0 ends at ~1.03 at every correlation (runs share "
-    "their seed across correlations), Shared-Bottom run 2 at p = 1.0 at ~1.9 and runs 2 and 6 "
-    "near 0.16-0.18; with 8 runs one stuck run moves a mean by ~0.12. Raising the runs from 8 "
-    "to 12 (same seeds plus 4) left every verdict unchanged. Without the stuck runs the "
-    "orderings appear: the medians give MMoE < OMoE < Shared-Bottom at p = 0.5 and 0.9 and "
-    "Shared-Bottom's median falls from ~0.06 at p = 0.5 to ~0.04 at p = 1.0.",
-    "- Steps and data: in an exploration with 4 runs at lr 1e-3, 3,000 steps and 20,000 rows "
-    "gave the same picture as 2,000 steps and 50,000 rows (means 0.03-0.05 per model; "
-    "train MSE ~0.02 below held-out, so a larger training set also matters); the paper's "
-    "~10M steps are out of reach of the 10-minute budget. No setting was changed to make a "
-    "claim hold.",
+    "`--threads` keeps the choice open. `--runs 200` gives the paper's scale.",
     "- Fig. 2: with the PLE paper's c = 1, α, β ~ N(0, 1), the label correlation is only "
     "mildly convex in p (≈0.32 at p = 0.5, ≈0.79 at 0.9) against the paper's ≈0.075 and "
-    "≈0.305: "
-    "the paper's unreported c, α, β made its labels far more nonlinear.",
+    "≈0.305: the paper's unreported c, α, β made its labels far more nonlinear, which is "
+    "also why Shared-Bottom (113 units) is not far behind the MoE models here.",
+    "- The final default (16 runs x 1,200 steps, independent seeds, median lr choice: "
+    "1e-2 for all three models) took 6 min 7 s wall under `/usr/bin/time` (330 s inside "
+    "the experiment; load average ~5, part of it this investigation's own jobs) and met 5 of the 7 "
+    "required claims. The two that fail are differences smaller than the noise of a mean "
+    "of 16 runs (std/sqrt(16) ≈ 0.008-0.011): at p = 0.9 MMoE 0.0579 against OMoE 0.0540 "
+    "(medians 0.047 < 0.054 < 0.075 do order as the paper), and MMoE at p = 1.0 0.0527 "
+    "against 0.0493 at p = 0.5 (MMoE is flat across p, its spread 0.009 against "
+    "Shared-Bottom's 0.068, which is the paper's point).",
+    "- No setting was chosen by its effect on a claim: the scale and the lr criterion were "
+    "fixed from the investigation (validation data only) before the final default ran; "
+    "the verdicts above are the measured ones.",
 )
