@@ -223,6 +223,9 @@ def reproduce_census_cmd(
         "--epochs", help="Override every model's epochs (quick checks).")] = None,
     nrows: Annotated[int | None, typer.Option(
         "--nrows", help="Read only the first N rows of each file (quick checks).")] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", help="Runs trained at once, one worker process each (default: min(2, CPU "
+                       "cores)); results do not depend on it.")] = None,
 ) -> None:
     """Reproduce the paper's Census-Income Table 1 or 2 (results.json, report.md, figure)."""
     from .experiments.census import run_census
@@ -230,7 +233,7 @@ def reproduce_census_cmd(
     writable_dir(out or f"results/census_g{group}")  # fail now, not after the runs
     res = run_census(group, models=_model_list(models), runs=runs, data_dir=data_dir,
                      out=out or f"results/census_g{group}", config=config, seed=seed,
-                     threads=threads, epochs=epochs, nrows=nrows, log=typer.echo)
+                     threads=threads, epochs=epochs, nrows=nrows, jobs=jobs, log=typer.echo)
     typer.echo(f"wrote {res.files['results']}, {res.files['report']}")
 
 
@@ -250,6 +253,9 @@ def tune_cmd(
     sampler: Annotated[str, typer.Option("--sampler", help="auto, gp or tpe.")] = "auto",
     max_epochs: Annotated[int, typer.Option(
         "--max-epochs", help="Upper end of the epochs searched.")] = 10,
+    max_units: Annotated[int, typer.Option(
+        "--max-units", help="Cap on experts x units for MoE models (paper: 2048; smaller "
+                            "bounds the time per trial).")] = 2048,
     nrows: Annotated[int | None, typer.Option(
         "--nrows", help="Read only the first N rows of each file (quick checks).")] = None,
 ) -> None:
@@ -260,7 +266,7 @@ def tune_cmd(
     res = tune(model, group, trials, data_dir=data_dir,
                out=out or f"census_g{group}_{model}.toml", nrows=nrows, seed=seed,
                threads=threads, timeout=timeout, sampler=sampler, max_epochs=max_epochs,
-               log=typer.echo)
+               max_units=max_units, log=typer.echo)
     typer.echo(f"best validation AUC {res.value:.4f} after {res.trials} trials; "
                f"config written to {res.path}")
 

@@ -165,3 +165,22 @@ def test_paper_numbers_match_paper_md():
     assert PAPER[1]["mmoe"]["main_auc_best"] == 0.9410
     assert PAPER[2]["tensor_factorization"]["aux_auc_mean"] == 0.7497
     assert set(PAPER[1]) == set(PAPER[2]) == set(PAPER_MODELS)
+
+
+def _no_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_jobs_do_not_change_results(census_dir, tmp_path):
+    # Every run depends on its seed alone: one process or two worker processes give the same
+    # numbers (the runs finish in a different order with two).
+    kw = dict(models=["shared_bottom", "mmoe"], runs=2, data_dir=census_dir, epochs=1,
+              nrows=2000, progress=False)
+    one = run_census(2, jobs=1, out=tmp_path / "j1", **kw).results
+    two = run_census(2, jobs=2, out=tmp_path / "j2", **kw).results
+    assert one["jobs"] == 1 and two["jobs"] == 2
+    assert _no_seconds(one["summary"]) == _no_seconds(two["summary"])
+    for model in ("shared_bottom", "mmoe"):
+        assert _no_seconds(one["runs"][model]) == _no_seconds(two["runs"][model])
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        run_census(2, jobs=0, **kw)
