@@ -126,10 +126,14 @@ def train_cmd(
     on_nonfinite: Annotated[str | None, typer.Option(
         "--on-nonfinite", help="A NaN/inf loss or gradient: stop (error, last good "
                                "checkpoint kept) or skip the step.")] = None,
+    device: Annotated[str, typer.Option(
+        "--device", help="auto (CUDA when available), cpu or cuda. Under torchrun "
+                         "--nproc_per_node=N training is data-parallel.")] = "auto",
 ) -> None:
     """Train a multi-task model on your own table and write a model directory."""
     from .experiments.own_data import format_metrics, train_run
     from .experiments.run_config import build_run_spec
+    from .train.distributed import env_rank
 
     spec = build_run_spec(
         config, train=train, valid=valid, tasks=task, model=model, epochs=epochs,
@@ -138,9 +142,10 @@ def train_cmd(
         valid_fraction=valid_fraction, stream=stream or None, buffer_rows=buffer_rows,
         tensorboard=tensorboard or None, checkpoint_every=checkpoint_every,
         on_nonfinite=on_nonfinite)
-    metrics = train_run(spec, out, overwrite=overwrite, resume=resume)
-    typer.echo(format_metrics(metrics["valid"]))
-    typer.echo(f"model written to {out} (best epoch {metrics['best_epoch']})")
+    metrics = train_run(spec, out, overwrite=overwrite, resume=resume, device=device)
+    if env_rank() == 0:
+        typer.echo(format_metrics(metrics["valid"]))
+        typer.echo(f"model written to {out} (best epoch {metrics['best_epoch']})")
 
 
 @app.command("evaluate")
@@ -269,23 +274,6 @@ def tune_cmd(
                max_units=max_units, log=typer.echo)
     typer.echo(f"best validation AUC {res.value:.4f} after {res.trials} trials; "
                f"config written to {res.path}")
-
-
-@app.command("inspect")
-def inspect_cmd(
-    model_dir: Annotated[str, typer.Argument(help="Model directory from mmoe train.")],
-    data: Annotated[str, typer.Option(
-        "--data", help="Rows to average the gates over: .csv, .csv.gz or .parquet.")],
-    out: Annotated[str, typer.Option("--out", help="Directory for the report files.")],
-) -> None:
-    """Gate health: tasks x experts heatmap, per-expert utilisation, a table and warnings."""
-    from .inspect import inspect_model_dir
-
-    report, paths = inspect_model_dir(model_dir, data, out)
-    typer.echo(report.round(3).to_string())
-    for warning in report.attrs.get("warnings", []):
-        typer.echo(f"warning: {warning}")
-    typer.echo(f"gate report written to {out} ({', '.join(p.name for p in paths.values())})")
 
 
 # --- mmoe reproduce synthetic -----------------------------------------------------------------
