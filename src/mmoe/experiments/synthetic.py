@@ -44,6 +44,12 @@ SYNTHETIC_MODELS: dict[str, dict[str, Any]] = {
     "shared_bottom": {"expert_units": (113,), "tower_units": (8,)},
     "omoe": {"num_experts": 8, "expert_units": (16,), "tower_units": (8,)},
     "mmoe": {"num_experts": 8, "expert_units": (16,), "tower_units": (8,)},
+    # Beyond the paper (Tang et al. 2020), extra rows with the same 8 experts of 16 units:
+    # CGC with 4 shared experts and 2 per task; PLE with two such extraction levels.
+    "cgc": {"expert_units": (16,), "tower_units": (8,),
+            "options": {"shared_experts": 4, "task_experts": 2}},
+    "ple": {"expert_units": (16,), "tower_units": (8,),
+            "options": {"shared_experts": 4, "task_experts": 2, "levels": 2}},
 }
 
 # Paper Fig. 4, mean final loss read off the figure by eye (about ±0.01), see PAPER.md.
@@ -647,8 +653,10 @@ def check_claims(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [asdict(c) for c in claims]
 
 
-NAMES = {"shared_bottom": "Shared-Bottom", "omoe": "OMoE", "mmoe": "MMoE"}
-COLORS = {"shared_bottom": "tab:blue", "omoe": "tab:orange", "mmoe": "tab:green"}
+NAMES = {"shared_bottom": "Shared-Bottom", "omoe": "OMoE", "mmoe": "MMoE", "cgc": "CGC",
+         "ple": "PLE"}
+COLORS = {"shared_bottom": "tab:blue", "omoe": "tab:orange", "mmoe": "tab:green",
+          "cgc": "tab:red", "ple": "tab:purple"}
 
 
 def write_figures(results: dict[str, Any], out: Path) -> dict[str, str]:
