@@ -129,6 +129,16 @@ def train_cmd(
     device: Annotated[str, typer.Option(
         "--device", help="auto (CUDA when available), cpu or cuda. Under torchrun "
                          "--nproc_per_node=N training is data-parallel.")] = "auto",
+    loss_weighting: Annotated[str | None, typer.Option(
+        "--loss-weighting", help="static (task weights), uncertainty (Kendall et al. 2018), "
+                                 "gradnorm (Chen et al. 2018) or pcgrad (Yu et al. "
+                                 "2020).")] = None,
+    gate_dropout: Annotated[float | None, typer.Option(
+        "--gate-dropout", help="Gated models: drop each expert's gate weight with this "
+                               "probability in training and renormalise.")] = None,
+    gate_balance: Annotated[float | None, typer.Option(
+        "--gate-balance", help="Gated models: weight of a load-balancing penalty on the "
+                               "gates.")] = None,
 ) -> None:
     """Train a multi-task model on your own table and write a model directory."""
     from .experiments.own_data import format_metrics, train_run
@@ -141,7 +151,8 @@ def train_cmd(
         weight_column=weight, numeric=numeric, categorical=categorical, exclude=exclude,
         valid_fraction=valid_fraction, stream=stream or None, buffer_rows=buffer_rows,
         tensorboard=tensorboard or None, checkpoint_every=checkpoint_every,
-        on_nonfinite=on_nonfinite)
+        on_nonfinite=on_nonfinite, loss_weighting=loss_weighting, gate_dropout=gate_dropout,
+        gate_balance=gate_balance)
     metrics = train_run(spec, out, overwrite=overwrite, resume=resume, device=device)
     if env_rank() == 0:
         typer.echo(format_metrics(metrics["valid"]))

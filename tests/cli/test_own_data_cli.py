@@ -424,3 +424,18 @@ def test_missing_labels_are_masked_per_task(tmp_path, capsys):
     metrics = json.loads(stdout)
     assert metrics["spend"]["n"] == 200 and metrics["buys"]["n"] == 225
     assert np.isfinite(metrics["spend"]["mse"])
+
+
+def test_gate_and_loss_weighting_flags_reach_the_model_and_training(tables, tmp_path, capsys):
+    out = tmp_path / "m"
+    code, _, err = run(["train", "--train", tables["train"], *TASK_FLAGS, *FAST,
+                        "--loss-weighting", "uncertainty", "--gate-dropout", "0.2",
+                        "--gate-balance", "0.01", "--out", out], capsys)
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["loss_weighting"] == "uncertainty"
+    assert config["model"]["gate_dropout"] == 0.2 and config["model"]["gate_balance"] == 0.01
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert "loss_weights" in history[-1]  # the learnt uncertainty weights are logged
+    user_error(["train", "--train", tables["train"], *TASK_FLAGS, "--loss-weighting", "bogus",
+                "--out", tmp_path / "bad"], capsys, "loss_weighting must be one of")

@@ -170,7 +170,8 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
             ``batch_size``, ``seed``, ``lr``, ``threads``, ``id_columns``, ``weight_column``,
             ``numeric``, ``categorical``, ``exclude``, ``stream``, ``buffer_rows``,
             ``chunk_rows``, ``fit_rows``, ``tensorboard``, ``valid_fraction``,
-            ``checkpoint_every``, ``on_nonfinite``; ``None`` or
+            ``checkpoint_every``, ``on_nonfinite``, ``loss_weighting``, ``gate_dropout``,
+            ``gate_balance``; ``None`` or
             empty means "not given".
 
     Example:
@@ -214,7 +215,10 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
                              "seed": (training, "seed"), "lr": (training, "lr"),
                              "threads": (training, "threads"),
                              "checkpoint_every": (training, "checkpoint_every"),
-                             "on_nonfinite": (training, "on_nonfinite")}.items():
+                             "on_nonfinite": (training, "on_nonfinite"),
+                             "loss_weighting": (training, "loss_weighting"),
+                             "gate_dropout": (model, "gate_dropout"),
+                             "gate_balance": (model, "gate_balance")}.items():
         if given(flag):
             sec[key] = flags[flag]
     tasks = flags.get("tasks") if given("tasks") else doc.get("tasks", [])
