@@ -320,8 +320,9 @@ def reproduce_synthetic_cmd(
         "--seed", help="Run r at the i-th correlation uses seed + 10000*i + r.")] = 0,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads.")] = 1,
     out: Annotated[str, typer.Option("--out", help="Output directory.")] = "results/synthetic",
-    progress: Annotated[bool, typer.Option("--progress/--no-progress",
-                                           help="Show a progress bar.")] = True,
+    progress: Annotated[bool | None, typer.Option(
+        "--progress/--no-progress",
+        help="Show a progress bar (default: when stderr is a terminal).")] = None,
 ) -> None:
     """Reproduce the paper's synthetic task-relatedness study (Figs. 2, 4, 5)."""
     from tqdm import tqdm
@@ -336,7 +337,9 @@ def reproduce_synthetic_cmd(
              "lr_grid": lr and _floats(lr, "--lr")}
     cfg = SyntheticConfig(seed=seed, threads=threads,
                           **{k: v for k, v in given.items() if v is not None})
-    with tqdm(total=planned_steps(cfg), unit="step", disable=not progress) as bar:
+    # disable=None: tqdm shows the bar only on a terminal
+    with tqdm(total=planned_steps(cfg), unit="step",
+              disable=None if progress is None else not progress) as bar:
         res = run_synthetic(cfg, out, progress=bar.update)
     for row in res["summary"]:
         typer.echo(f"{row['model']:14s} p={row['correlation']:<4} final loss "
