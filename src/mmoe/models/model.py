@@ -121,8 +121,8 @@ def build_model(model: str | ModelConfig, inputs: InputSpec | int,
         The model, freshly initialised from torch's global RNG.
 
     Example:
-        >>> m = build_model("omoe", 20, [TaskSpec("y1", "regression"), TaskSpec("y2", "regression")],
-        ...                 num_experts=4)
+        >>> tasks = [TaskSpec("y1", "regression"), TaskSpec("y2", "regression")]
+        >>> m = build_model("omoe", 20, tasks, num_experts=4)
         >>> m(torch.randn(3, 20)).shape
         torch.Size([3, 2])
     """
