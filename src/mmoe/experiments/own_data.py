@@ -38,7 +38,7 @@ from ..metrics import evaluate, task_outputs
 from ..models import MultiTaskModel, build_model
 from ..train.checkpoint import load_checkpoint
 from ..train.distributed import env_rank, env_world
-from ..train.loop import Trainer, predict_logits
+from ..train.loop import FitResult, Trainer, predict_logits
 from ..train.model_dir import ModelDir, check_output_dir, load_model_dir, save_model_dir
 from ..train.stream import StreamTrainer, shuffle_batches
 from .run_config import RunSpec
@@ -215,9 +215,9 @@ def _build(spec: RunSpec, encoder: TableEncoder) -> MultiTaskModel:
 
 def train_in_memory(spec: RunSpec, progress: bool | None = None, *,
                     checkpoint: Path | None = None, resume: bool = False, device: str = "auto"
-                    ) -> tuple[MultiTaskModel, TableEncoder, list[dict[str, Any]], TensorTable]:
+                    ) -> tuple[MultiTaskModel, TableEncoder, FitResult, TensorTable]:
     """Read, encode and train on whole files (checkpointing to ``checkpoint``, resuming from
-    it with ``resume``). Returns (model, encoder, history, valid)."""
+    it with ``resume``). Returns (model, encoder, fit result, valid)."""
     with in_file(spec.train):
         df = read_table(spec.train, categorical=spec.categorical or ())
     if spec.valid:
@@ -238,7 +238,7 @@ def train_in_memory(spec: RunSpec, progress: bool | None = None, *,
     extras = _resume_extras(spec, encoder, checkpoint, resume)
     result = Trainer(model, spec.training, progress=progress, checkpoint=checkpoint,
                      extras=extras, device=device).fit(train, valid, resume=resume)
-    return model, encoder, result.history, valid
+    return model, encoder, result, valid
 
 
 def _head(path: str, rows: int, spec: RunSpec, columns: list[str] | None) -> pd.DataFrame:
@@ -255,7 +255,7 @@ def _head(path: str, rows: int, spec: RunSpec, columns: list[str] | None) -> pd.
 
 def train_streaming(spec: RunSpec, progress: bool | None = None, *,
                     checkpoint: Path | None = None, resume: bool = False, device: str = "auto"
-                    ) -> tuple[MultiTaskModel, TableEncoder, list[dict[str, Any]], TensorTable]:
+                    ) -> tuple[MultiTaskModel, TableEncoder, FitResult, TensorTable]:
     """Train batch by batch from the file through a shuffle buffer (bounded memory).
 
     The encoder is fitted on the first ``fit_rows`` rows. Without a validation file every
@@ -305,7 +305,7 @@ def train_streaming(spec: RunSpec, progress: bool | None = None, *,
     result = trainer.fit_stream(
         lambda epoch: shuffle_batches(chunks(), cfg.batch_size, spec.buffer_rows, cfg.seed,
                                       epoch), valid, resume=resume)
-    return model, encoder, result.history, valid
+    return model, encoder, result, valid
 
 
 def partial_dir(out: str | os.PathLike) -> Path:
@@ -394,13 +394,13 @@ def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
             _checks.fail("--tensorboard needs the tensorboard package: "
                          "pip install 'mmoe[tensorboard]'")
     train = train_streaming if spec.stream else train_in_memory
-    model, encoder, history, valid = train(spec, progress, checkpoint=checkpoint,
+    model, encoder, result, valid = train(spec, progress, checkpoint=checkpoint,
                                            resume=resume, device=device)
-    history = _history_in_original_scale(history, encoder)
+    history = _history_in_original_scale(result.history, encoder)
     final = evaluate_table(model, encoder, valid)
     speeds = [r["samples_per_s"] for r in history if r.get("samples_per_s")]
     metrics = {"valid": final, "history": history,
-               "best_epoch": _best_epoch(history, model, spec),
+               "best_epoch": result.best_epoch,
                "valid_rows": len(valid),
                "samples_per_s": float(np.mean(speeds)) if speeds else None}
     if not main:
@@ -421,21 +421,6 @@ def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
     return metrics
 
 
-def _best_epoch(history: list[dict[str, Any]], model: MultiTaskModel, spec: RunSpec) -> int:
-    """The epoch whose weights were kept (the monitored task's best validation metric)."""
-    from ..metrics import primary_metric
-
-    names = [t.name for t in model.tasks]
-    task = model.tasks[names.index(spec.training.monitor or names[0])]
-    metric, higher = primary_metric(task)
-    scores = [r.get("valid", {}).get(task.name, {}).get(metric, math.nan) for r in history]
-    if not spec.training.restore_best or all(math.isnan(s) for s in scores):
-        return history[-1]["epoch"]
-    best = np.nanargmax(scores) if higher else np.nanargmin(scores)
-    return int(history[int(best)]["epoch"])
-
-
-# ---- evaluate and predict ------------------------------------------------------------------
 def _declared_categorical(md: ModelDir) -> tuple[str, ...]:
     """Columns the user declared categorical at training (read as text, as then)."""
     return tuple(md.config.get("columns", {}).get("categorical") or ())

@@ -51,8 +51,9 @@ class FitResult:
         history: one dict per epoch: ``epoch``, ``step``, ``train_loss`` {task: loss},
             ``valid`` {task: {metric: value}} (when validation data was given), ``seconds``,
             ``samples_per_s``.
-        best_epoch: epoch (1-based) whose weights the model holds at the end.
-        best_score: the monitored metric at ``best_epoch`` (NaN without validation).
+        best_epoch: epoch (1-based) whose weights the model holds at the end (the best
+            validation epoch with ``restore_best``, else the last one).
+        best_score: the best value of the monitored metric (NaN without validation).
         monitor: ``"task/metric"`` that was monitored.
         stopped_early: whether early stopping ended training.
     """
@@ -268,7 +269,9 @@ class Trainer:
     def result(self) -> FitResult:
         """The :class:`FitResult` of the training so far."""
         st = self.state
-        return FitResult(st["history"], st["best_epoch"],
+        held = st["best_epoch"] if self.config.restore_best or not st["history"] else \
+            st["history"][-1]["epoch"]  # without restore_best the model keeps the last weights
+        return FitResult(st["history"], held,
                          math.nan if st["best_score"] is None else st["best_score"],
                          f"{self.monitor_task.name}/{self.metric}", st["stopped_early"])
 

@@ -10,7 +10,6 @@ so when the buffer covers the whole file the batches -- and the trained weights 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -114,9 +113,7 @@ class StreamTrainer(Trainer):
             self._end_epoch(valid, rows, seconds)
         if cfg.restore_best and self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
-        return FitResult(st["history"], st["best_epoch"],
-                         math.nan if st["best_score"] is None else st["best_score"],
-                         f"{self.monitor_task.name}/{self.metric}", st["stopped_early"])
+        return self.result()
 
     def _stream_epoch(self, batches: Iterable[TensorTable]) -> tuple[int, float]:
         """One pass over the stream (the same step as the in-memory loop)."""
