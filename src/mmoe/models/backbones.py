@@ -1,6 +1,10 @@
 """Backbones of the paper's model family: what sits between the encoded input x (B, d) and
 the task towers. Each returns ``(h, gates)``: h (T, B, k), one input per task tower, and the
 gate weights (G, B, E) where the model has gates, else ``None``.
+
+Backbones with ``accepts_encoded = True`` only apply linear maps to x first, so they also take
+the encoder's unmaterialised :class:`~mmoe.nn.EncodedInput` (the first layer is then folded
+into the embedding lookups when that is cheaper).
 """
 
 from __future__ import annotations
@@ -8,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..nn import Gates, StackedMLP, mix_experts
+from ..nn import EncodedInput, Gates, StackedMLP, mix_experts, shared_input_linear
 
 
 class SharedBottom(nn.Module):
@@ -17,6 +21,8 @@ class SharedBottom(nn.Module):
     Shapes: x (B, d) -> h (T, B, units[-1]) (the same tensor for every task, no copy).
     """
 
+    accepts_encoded = True
+
     def __init__(self, in_features: int, units: tuple[int, ...], num_tasks: int,
                  dropout: float = 0.0):
         super().__init__()
@@ -24,7 +30,7 @@ class SharedBottom(nn.Module):
         self.bottom = StackedMLP(1, in_features, units, dropout)
         self.out_features = self.bottom.out_features
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def forward(self, x: torch.Tensor | EncodedInput) -> tuple[torch.Tensor, None]:
         h = self.bottom(x)  # (1, B, k)
         return h.expand(self.num_tasks, -1, -1), None  # (T, B, k)
 
@@ -36,13 +42,15 @@ class SingleTask(nn.Module):
     Shapes: x (B, d) -> h (T, B, units[-1]).
     """
 
+    accepts_encoded = True
+
     def __init__(self, in_features: int, units: tuple[int, ...], num_tasks: int,
                  dropout: float = 0.0):
         super().__init__()
         self.nets = StackedMLP(num_tasks, in_features, units, dropout)
         self.out_features = self.nets.out_features
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def forward(self, x: torch.Tensor | EncodedInput) -> tuple[torch.Tensor, None]:
         return self.nets(x), None  # (T, B, k)
 
 
@@ -62,7 +70,11 @@ class MixtureOfExperts(nn.Module):
         dropout: dropout after each expert layer.
 
     Shapes: x (B, d) -> h (T, B, units[-1]), gates (G, B, E).
+
+    The experts' first layer and the gates read the same x: one product computes both.
     """
+
+    accepts_encoded = True
 
     def __init__(self, in_features: int, units: tuple[int, ...], num_experts: int,
                  num_gates: int, num_tasks: int, gate_bias: bool = False, dropout: float = 0.0):
@@ -75,8 +87,10 @@ class MixtureOfExperts(nn.Module):
         self.gates = Gates(in_features, num_experts, num_gates, bias=gate_bias)  # g^k
         self.out_features = self.experts.out_features
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        experts = self.experts(x)  # (E, B, H)
-        gates = self.gates(x)  # (G, B, E)
+    def forward(self, x: torch.Tensor | EncodedInput) -> tuple[torch.Tensor, torch.Tensor]:
+        # [W_1 .. W_E | W_g1 .. W_gG] in one product: (E, B, H0) and (G, B, E)
+        first, logits = shared_input_linear(x, [self.experts.layers[0], self.gates.linear])
+        experts = self.experts.after_first(first)  # f_i(x): (E, B, H)
+        gates = self.gates.from_logits(logits)  # g^k(x) = softmax(W_gk x): (G, B, E)
         h = mix_experts(gates, experts)  # f^k(x) = sum_i g^k(x)_i f_i(x), (G, B, H)
         return h.expand(self.num_tasks, -1, -1), gates  # (T, B, H)

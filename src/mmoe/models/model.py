@@ -10,7 +10,7 @@ from torch import nn
 
 from .. import _checks
 from ..config import InputSpec, ModelConfig, TaskSpec
-from ..nn import FeatureEncoder, Gates, Towers, load_balance
+from ..nn import EncodedInput, FeatureEncoder, Gates, Towers, load_balance
 from .registry import get_entry
 
 
@@ -68,8 +68,7 @@ class MultiTaskModel(nn.Module):
                            categorical: torch.Tensor | None = None
                            ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, O) and gate weights (G, B, E), or ``None`` for models without gates."""
-        x = self.norm(self.encoder(numeric, categorical))  # (B, d)
-        h, gates = self.backbone(x)  # (T, B, k), (G, B, E) | None
+        h, gates = self.backbone(self._encode(numeric, categorical))  # (T, B, k), (G, B, E) | None
         if self.training and self.config.gate_balance > 0:
             self._last_gates = gates
         return self.towers(h), gates  # (B, O)
@@ -77,6 +76,16 @@ class MultiTaskModel(nn.Module):
     def forward(self, numeric: torch.Tensor | None,
                 categorical: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward_with_gates(numeric, categorical)[0]
+
+    def _encode(self, numeric: torch.Tensor | None, categorical: torch.Tensor | None
+                ) -> torch.Tensor | EncodedInput:
+        """x (B, d); unmaterialised while training a backbone that folds its first layer
+        into the embedding lookups (same values; evaluation and export stay plain)."""
+        if (self.training and categorical is not None and isinstance(self.norm, nn.Identity)
+                and getattr(self.backbone, "accepts_encoded", False)
+                and self.encoder.folds(categorical.shape[0])):
+            return EncodedInput(self.encoder, numeric, categorical)
+        return self.norm(self.encoder(numeric, categorical))  # (B, d)
 
     @property
     def gate_mask(self) -> torch.Tensor | None:

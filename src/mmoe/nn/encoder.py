@@ -1,4 +1,6 @@
-"""Feature encoder: numeric columns and categorical embeddings into one dense vector."""
+"""Feature encoder: numeric columns and categorical embeddings into one dense vector, and the
+same encoding kept unmaterialised (:class:`EncodedInput`) so a first linear layer can be folded
+into the embedding lookups."""
 
 from __future__ import annotations
 
@@ -34,10 +36,20 @@ class FeatureEncoder(nn.Module):
         super().__init__()
         self.num_numeric = num_numeric
         self.num_categorical = len(cardinalities)
+        self.embedding_dim = embedding_dim
         self.out_features = num_numeric + len(cardinalities) * embedding_dim
         if cardinalities:
             offsets = torch.tensor([0, *cardinalities[:-1]], dtype=torch.long).cumsum(0)
             self.register_buffer("offsets", offsets, persistent=False)  # (n_cat,)
+            # Column-major padded layout of the vocabulary for the folded table (see linear):
+            # slot (c, j) holds column c's j-th code, or row 0 past its cardinality.
+            longest = max(cardinalities)
+            j = torch.arange(longest)
+            valid = j[None, :] < torch.tensor(cardinalities)[:, None]  # (C, Vmax)
+            slots = torch.where(valid, offsets[:, None] + j[None, :], 0)
+            self.register_buffer("padded_rows", slots.flatten(), persistent=False)  # (C*Vmax,)
+            self.register_buffer("slot_of_row", valid.flatten().nonzero().squeeze(1),
+                                 persistent=False)  # (V,) slot of each vocabulary row
             self.embedding = nn.Embedding(sum(cardinalities), embedding_dim)
         else:
             self.embedding = None
@@ -54,3 +66,98 @@ class FeatureEncoder(nn.Module):
             emb = self.embedding.weight.index_select(0, rows)  # (B * n_cat, D)
             parts.append(emb.view(categorical.shape[0], -1))  # (B, n_cat * D)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def folds(self, batch_rows: int) -> bool:
+        """Whether :meth:`linear` folds the weight into the embeddings for this batch size:
+        when the vocabulary V is at most half the B·n_cat lookups, building the folded table
+        (V·D·N) and gathering (B·n_cat·N) is cheaper than the (B, n_cat·D) x (n_cat·D, N)
+        product (B·n_cat·D·N), forward and backward."""
+        return (self.embedding is not None
+                and 2 * self.embedding.num_embeddings <= batch_rows * self.num_categorical)
+
+    def linear(self, numeric: torch.Tensor | None, categorical: torch.Tensor | None,
+               weight: torch.Tensor) -> torch.Tensor:
+        """``forward(numeric, categorical) @ weight`` without materialising the encoding.
+
+        With x = [x_num, e_1, ..., e_C] (e_c = E[c-th code]) and weight split into W_num and
+        per-column blocks W_c (D, N):
+
+            x @ W = x_num @ W_num + sum_c E_c[code_c] @ W_c = x_num @ W_num + sum_c T_c[code_c]
+
+        with the folded table T_c = E_c @ W_c (V_c, N): one small product per vocabulary row
+        and a gather-sum per input row instead of a (B, C·D) x (C·D, N) product. The
+        gradients reach E and W through T (exactly the same values as the unfolded product,
+        up to float rounding).
+
+        Args:
+            numeric: (B, n_num) or ``None``.
+            categorical: (B, n_cat) codes.
+            weight: (n_num + n_cat·D, N).
+
+        Returns:
+            (B, N).
+        """
+        if not self.folds(categorical.shape[0] if categorical is not None else 0):
+            return self(numeric, categorical) @ weight
+        n_num, d, c = self.num_numeric, self.embedding_dim, self.num_categorical
+        w_cat = weight[n_num:].view(c, d, -1)  # (C, D, N)
+        # T_c = E_c @ W_c for every column in one bmm over the padded vocabulary
+        padded = self.embedding.weight.index_select(0, self.padded_rows).view(c, -1, d)
+        table = torch.bmm(padded, w_cat).flatten(0, 1).index_select(0, self.slot_of_row)
+        out = gather_sum(table, categorical + self.offsets)  # (V, N) -> (B, N)
+        if n_num:
+            out = torch.addmm(out, numeric, weight[:n_num])
+        return out
+
+
+class _GatherSum(torch.autograd.Function):
+    """out[b] = sum_c table[rows[b, c]], with a backward of one index_add per column (the
+    CPU backward of ``embedding_bag`` is several times slower)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        ctx.num_rows = table.shape[0]
+        return nn.functional.embedding_bag(rows, table, mode="sum")  # (B, N)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (rows,) = ctx.saved_tensors
+        out = grad.new_zeros(ctx.num_rows, grad.shape[1])  # (V, N)
+        grad = grad.contiguous()
+        for column in rows.t().contiguous():  # C index_adds of (B, N): loop over columns
+            out.index_add_(0, column, grad)
+        return out, None
+
+
+def gather_sum(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Sum of table rows per input row: table (V, N), rows (B, C) -> (B, N).
+
+    Example:
+        >>> gather_sum(torch.eye(3), torch.tensor([[0, 2], [1, 1]])).tolist()
+        [[1.0, 0.0, 1.0], [0.0, 2.0, 0.0]]
+    """
+    return _GatherSum.apply(table, rows)
+
+
+class EncodedInput:
+    """The encoder's output for one batch, kept as its inputs until a layer needs it.
+
+    ``dense()`` is the (B, d) encoding; ``linear(weight)`` is ``dense() @ weight`` computed
+    by :meth:`FeatureEncoder.linear` (folded into the lookups when that is cheaper). Backbones
+    whose first operation is a linear map of x accept it in place of x.
+    """
+
+    def __init__(self, encoder: FeatureEncoder, numeric: torch.Tensor | None,
+                 categorical: torch.Tensor | None):
+        self.encoder, self.numeric, self.categorical = encoder, numeric, categorical
+        ref = numeric if numeric is not None else categorical
+        self.shape = torch.Size((ref.shape[0], encoder.out_features))  # (B, d)
+
+    def dense(self) -> torch.Tensor:
+        """The (B, d) encoding."""
+        return self.encoder(self.numeric, self.categorical)
+
+    def linear(self, weight: torch.Tensor) -> torch.Tensor:
+        """(B, d) @ weight (d, N) -> (B, N)."""
+        return self.encoder.linear(self.numeric, self.categorical, weight)

@@ -47,10 +47,7 @@ class InputMaskedMLP(StackedMLP):
         w = first.weight * self.mask  # (G, I, O), zero outside each subset
         g, i, o = w.shape
         y = (x @ w.permute(1, 0, 2).reshape(i, g * o)).view(x.shape[0], g, o).transpose(0, 1)
-        y = self.dropout(torch.relu(y + first.bias.unsqueeze(1)))  # (G, B, O)
-        for layer in self.layers[1:]:  # loop over depth, never over MLPs
-            y = self.dropout(torch.relu(layer(y)))  # (G, B, units[l])
-        return y
+        return self.after_first(y + first.bias.unsqueeze(1))  # (G, B, units[-1])
 
 
 class CrossExperts(nn.Module):

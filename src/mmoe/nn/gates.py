@@ -37,7 +37,11 @@ class Gates(nn.Module):
         self.linear = StackedLinear(num_gates, in_features, num_experts, bias=bias)  # W_gk
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = torch.softmax(self.linear(x), dim=-1)  # g^k(x) = softmax(W_gk x), (G, B, E)
+        return self.from_logits(self.linear(x))
+
+    def from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Gate weights from the logits W_gk x (G, B, E)."""
+        g = torch.softmax(logits, dim=-1)  # g^k(x) = softmax(W_gk x), (G, B, E)
         return gate_dropout(g, self.dropout) if self.training else g
 
 

@@ -11,6 +11,8 @@ import math
 import torch
 from torch import nn
 
+from .encoder import EncodedInput
+
 
 class StackedLinear(nn.Module):
     """G independent ``nn.Linear(I, O)`` layers with stacked weights.
@@ -53,20 +55,45 @@ class StackedLinear(nn.Module):
             if self.bias is not None:
                 nn.init.uniform_(self.bias[g], -bound, bound)  # nn.Linear's bias init
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:
-            # One GEMM for all groups: (B, I) @ (I, G*O) -> (B, G, O) -> (G, B, O)
-            w = self.weight.permute(1, 0, 2).reshape(self.in_features, -1)
-            y = (x @ w).view(x.shape[0], self.groups, self.out_features).transpose(0, 1)
-        else:
-            y = torch.bmm(x, self.weight)  # (G, B, I) @ (G, I, O) -> (G, B, O)
-        if self.bias is not None:
-            y = y + self.bias.unsqueeze(1)  # (G, 1, O)
-        return y
+    def forward(self, x: torch.Tensor | EncodedInput) -> torch.Tensor:
+        if isinstance(x, EncodedInput) or x.dim() == 2:
+            return shared_input_linear(x, [self])[0]
+        y = torch.bmm(x, self.weight)  # (G, B, I) @ (G, I, O) -> (G, B, O)
+        return y if self.bias is None else y + self.bias.unsqueeze(1)  # (G, 1, O)
+
+    def flat_weight(self) -> torch.Tensor:
+        """The G weights side by side, (I, G*O): column block g is group g's weight."""
+        return self.weight.permute(1, 0, 2).reshape(self.in_features, -1)
 
     def extra_repr(self) -> str:
         return (f"groups={self.groups}, in_features={self.in_features}, "
                 f"out_features={self.out_features}, bias={self.bias is not None}")
+
+
+def shared_input_linear(x: torch.Tensor | EncodedInput,
+                        layers: list[StackedLinear]) -> list[torch.Tensor]:
+    """Several stacked layers applied to the same input in ONE product.
+
+    All groups of all layers read x, so their weights go side by side into one (I, N) matrix
+    (N = sum of G·O): one GEMM, or one folded lookup for an :class:`EncodedInput` (see
+    :meth:`FeatureEncoder.linear`), for e.g. every expert's first layer and every gate.
+
+    Args:
+        x: (B, I) input, or the encoder's unmaterialised output.
+        layers: StackedLinear layers with ``in_features == I``.
+
+    Returns:
+        One (G_l, B, O_l) output per layer, as each layer alone would give it.
+    """
+    w = torch.cat([layer.flat_weight() for layer in layers], dim=1) if len(layers) > 1 \
+        else layers[0].flat_weight()  # (I, N)
+    y = x.linear(w) if isinstance(x, EncodedInput) else x @ w  # (B, N)
+    outs = []
+    for layer, part in zip(layers, y.split([lay.groups * lay.out_features for lay in layers],
+                                           dim=1), strict=True):
+        out = part.view(part.shape[0], layer.groups, layer.out_features).transpose(0, 1)
+        outs.append(out if layer.bias is None else out + layer.bias.unsqueeze(1))  # (G, B, O)
+    return outs
 
 
 class StackedMLP(nn.Module):
@@ -96,7 +123,12 @@ class StackedMLP(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.out_features = widths[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:  # loop over depth, never over groups
+    def forward(self, x: torch.Tensor | EncodedInput) -> torch.Tensor:
+        return self.after_first(self.layers[0](x))
+
+    def after_first(self, z: torch.Tensor) -> torch.Tensor:
+        """The MLP given its first layer's pre-activation z (G, B, units[0])."""
+        x = self.dropout(torch.relu(z))
+        for layer in self.layers[1:]:  # loop over depth, never over groups
             x = self.dropout(torch.relu(layer(x)))  # (G, B, units[l])
         return x

@@ -1,0 +1,95 @@
+"""The folded first layer (embedding lookups x weight as one gathered table) and the fused
+experts+gates product give the same values and gradients as the plain computation."""
+
+import pytest
+import torch
+
+from mmoe import InputSpec, TaskSpec, build_model
+from mmoe.nn import FeatureEncoder, StackedLinear, gather_sum, shared_input_linear
+from mmoe.nn.encoder import EncodedInput
+
+CARDS = (3, 7, 2, 5)
+
+
+def _batch(b=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cat = torch.stack([torch.randint(0, c, (b,), generator=g) for c in CARDS], 1)
+    return torch.randn(b, 3, generator=g), cat
+
+
+def test_gather_sum_and_its_gradient_equal_the_explicit_sum():
+    table = torch.randn(6, 4, requires_grad=True)
+    rows = torch.tensor([[0, 5, 5], [2, 2, 1]])
+    out = gather_sum(table, rows)
+    assert torch.allclose(out, table[rows].sum(1))
+    grad = torch.randn(2, 4)
+    out.backward(grad)
+    expected = torch.zeros(6, 4)
+    for b in range(2):
+        for r in rows[b]:
+            expected[r] += grad[b]
+    assert torch.allclose(table.grad, expected)
+
+
+def test_encoder_linear_equals_dense_product_in_value_and_gradients():
+    torch.manual_seed(0)
+    enc = FeatureEncoder(3, CARDS, embedding_dim=4)
+    numeric, cat = _batch()
+    assert enc.folds(cat.shape[0])  # 17 vocabulary rows <= 64 * 4 / 2
+    w = torch.randn(enc.out_features, 10, requires_grad=True)
+    folded = enc.linear(numeric, cat, w)
+    grad = torch.randn_like(folded)
+    folded.backward(grad)
+    g_emb, g_w = enc.embedding.weight.grad.clone(), w.grad.clone()
+    enc.embedding.weight.grad, w.grad = None, None
+    plain = enc(numeric, cat) @ w
+    plain.backward(grad)
+    assert torch.allclose(folded, plain, atol=1e-5)
+    assert torch.allclose(g_emb, enc.embedding.weight.grad, atol=1e-5)
+    assert torch.allclose(g_w, w.grad, atol=1e-5)
+
+
+def test_encoder_does_not_fold_when_the_vocabulary_outnumbers_the_lookups():
+    enc = FeatureEncoder(0, (1000,), embedding_dim=4)
+    assert not enc.folds(64)
+    cat = torch.randint(0, 1000, (64, 1))
+    w = torch.randn(4, 3)
+    assert torch.allclose(enc.linear(None, cat, w), enc(None, cat) @ w)
+
+
+def test_shared_input_linear_equals_each_layer_alone():
+    torch.manual_seed(0)
+    a, b = StackedLinear(3, 6, 4), StackedLinear(2, 6, 5, bias=False)
+    x = torch.randn(9, 6)
+    ya, yb = shared_input_linear(x, [a, b])
+    assert torch.allclose(ya, a(x)) and torch.allclose(yb, b(x))
+    assert ya.shape == (3, 9, 4) and yb.shape == (2, 9, 5)
+
+
+@pytest.mark.parametrize("name", ["mmoe", "omoe", "shared_bottom", "single_task"])
+def test_training_forward_and_gradients_equal_with_and_without_folding(name, monkeypatch):
+    spec = InputSpec(numeric=("a", "b", "c"),
+                     categorical=tuple((f"c{i}", c) for i, c in enumerate(CARDS)),
+                     embedding_dim=4)
+    tasks = (TaskSpec("y1", "binary"), TaskSpec("y2", "regression"))
+    torch.manual_seed(0)
+    model = build_model(name, spec, tasks, num_experts=3, expert_units=(8, 6))
+    model.train()
+    numeric, cat = _batch()
+    seen = []
+    real = EncodedInput.linear
+    monkeypatch.setattr(EncodedInput, "linear", lambda s, w: seen.append(1) or real(s, w))
+
+    def run():
+        model.zero_grad()
+        out = model(numeric, cat)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        return out.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    out_f, grads_f = run()
+    assert seen, "the folded path was not taken"
+    monkeypatch.setattr(FeatureEncoder, "folds", lambda self, b: False)
+    out_p, grads_p = run()
+    assert torch.allclose(out_f, out_p, atol=1e-5)
+    for k in grads_p:
+        assert torch.allclose(grads_f[k], grads_p[k], atol=1e-5), k
