@@ -316,8 +316,15 @@ def reproduce_synthetic_cmd(
     m: Annotated[int | None, typer.Option("--m", help="Number of sine terms (default 10).")] = None,
     sigma: Annotated[float | None, typer.Option("--sigma", help="Label noise std (default 0.1).")
                      ] = None,
+    alpha_std: Annotated[float | None, typer.Option(
+        "--alpha-std", help="Std of the sine frequencies alpha_i (default 1).")] = None,
     seed: Annotated[int, typer.Option(
-        "--seed", help="Run r at the i-th correlation uses seed + 10000*i + r.")] = 0,
+        "--seed", help="Run r uses seed + r (--independent: seed + 10000*i + r at the i-th "
+        "correlation).")] = 0,
+    paired: Annotated[bool, typer.Option(
+        "--paired/--independent",
+        help="Run r shares its seed (data and initialisation) across the correlations, so "
+        "only p differs (default), or draws them independently per correlation.")] = True,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads.")] = 1,
     out: Annotated[str, typer.Option("--out", help="Output directory.")] = "results/synthetic",
     progress: Annotated[bool | None, typer.Option(
@@ -332,10 +339,11 @@ def reproduce_synthetic_cmd(
     writable_dir(out)
     given = {"runs": runs, "steps": steps, "lr_runs": lr_runs, "batch_size": batch_size,
              "n_train": n_train, "d": d, "c": c, "m": m, "sigma": sigma,
+             "alpha_std": alpha_std,
              "correlations": correlations and _floats(correlations, "--correlations"),
              "models": models and tuple(_model_list(models) or ()),
              "lr_grid": lr and _floats(lr, "--lr")}
-    cfg = SyntheticConfig(seed=seed, threads=threads,
+    cfg = SyntheticConfig(seed=seed, paired=paired, threads=threads,
                           **{k: v for k, v in given.items() if v is not None})
     # disable=None: tqdm shows the bar only on a terminal
     with tqdm(total=planned_steps(cfg), unit="step",

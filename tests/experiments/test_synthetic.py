@@ -13,6 +13,7 @@ from mmoe.experiments.synthetic import (
     build_synthetic_model,
     check_claims,
     planned_steps,
+    run_seed,
     run_synthetic,
     train_runs,
 )
@@ -110,11 +111,10 @@ def test_end_to_end_files_and_schema(tmp_path):
         assert row["model"] in ("shared_bottom", "omoe", "mmoe")
     assert len(data["runs"]) == 18
     assert {"model", "correlation", "seed", "final_loss"} <= set(data["runs"][0])
-    # independent runs: a fresh seed per (correlation, run), shared by the three models
+    # paired runs: run r has seed r at every correlation, shared by the three models
     assert {(r["correlation"], r["seed"]) for r in data["runs"]} == {
-        (0.5, 0), (0.5, 1), (0.9, 10_000), (0.9, 10_001), (1.0, 20_000), (1.0, 20_001)}
-    assert data["seeds"]["main"] == {"0.5": [0, 1], "0.9": [10_000, 10_001],
-                                     "1.0": [20_000, 20_001]}
+        (p, s) for p in (0.5, 0.9, 1.0) for s in (0, 1)}
+    assert data["seeds"]["main"] == {"0.5": [0, 1], "0.9": [0, 1], "1.0": [0, 1]}
     mean = {(r["model"], r["correlation"]): r["final_loss_mean"] for r in data["summary"]}
     for m in ("shared_bottom", "omoe", "mmoe"):
         v = [r["final_loss"] for r in data["runs"] if r["model"] == m and r["correlation"] == 0.9]
@@ -194,3 +194,20 @@ def test_summary_counts_stuck_runs_and_keeps_them_in_the_mean():
 def test_runs_per_correlation_must_not_overlap_the_next_correlations_seeds():
     with pytest.raises(ValueError, match="runs must be <= 10000"):
         SyntheticConfig(runs=10_001)
+
+
+def test_independent_runs_draw_fresh_seeds_per_correlation(tmp_path):
+    cfg = SyntheticConfig(**{**TINY, "lr_grid": (1e-3,), "models": ("mmoe",),
+                             "paired": False})
+    data = run_synthetic(cfg, tmp_path)
+    assert data["seeds"]["main"] == {"0.5": [0, 1], "0.9": [10_000, 10_001],
+                                     "1.0": [20_000, 20_001]}
+    assert {(r["correlation"], r["seed"]) for r in data["runs"]} == {
+        (0.5, 0), (0.5, 1), (0.9, 10_000), (0.9, 10_001), (1.0, 20_000), (1.0, 20_001)}
+
+
+def test_paired_runs_differ_only_by_the_correlation():
+    tasks, s = generate([0.5, 1.0], [run_seed(0, 0, 3), run_seed(0, 1, 3)], {"train": 20})
+    assert torch.equal(s["train"][0][0], s["train"][0][1])  # same x
+    assert torch.equal(tasks.alpha[0], tasks.alpha[1]) and torch.equal(tasks.w[0, 0], tasks.w[1, 0])
+    assert not torch.equal(tasks.w[0, 1], tasks.w[1, 1])  # only w2 moves with p

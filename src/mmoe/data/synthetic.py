@@ -35,8 +35,8 @@ class SyntheticSpec:
         c: scale of w1, w2; 1 as in the PLE paper (Tang et al., RecSys 2020).
         m: number of sine terms; 10 as in the PLE paper.
         sigma: noise standard deviation; 0.1, reading the paper's N(0, 0.01) as a variance.
-
-    α_i, β_i ~ N(0, 1), as in the PLE paper.
+        alpha_std: standard deviation of the sine frequencies, α_i ~ N(0, alpha_std²);
+            1 as in the PLE paper. β_i ~ N(0, 1) always (a phase: its scale past 2π is moot).
 
     Example:
         >>> SyntheticSpec().d
@@ -47,6 +47,7 @@ class SyntheticSpec:
     c: float = 1.0  # PLE paper (Tang et al. 2020)
     m: int = 10  # PLE paper
     sigma: float = 0.1  # paper's ε ~ N(0, 0.01) read as a variance
+    alpha_std: float = 1.0  # PLE paper
 
     def __post_init__(self) -> None:
         _checks.positive_int(self.d, "d")
@@ -55,6 +56,7 @@ class SyntheticSpec:
                       f"m must be an integer >= 0, got {self.m!r}")
         _checks.check(self.c > 0, f"c must be > 0, got {self.c}")
         _checks.non_negative(self.sigma, "sigma")
+        _checks.non_negative(self.alpha_std, "alpha_std")
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ def make_tasks(correlations: Sequence[float] | torch.Tensor, spec: SyntheticSpec
     # w2 = c·(p·u1 + sqrt(1 - p²)·u2)
     w2 = spec.c * (p[:, None] * u1 + torch.sqrt(1 - p[:, None] ** 2) * u2)
     w = torch.stack([w1, w2], dim=1)  # (R, 2, d)
-    return SyntheticTasks(w=w.float(), alpha=ab[:, 0].float(), beta=ab[:, 1].float(),
+    alpha = spec.alpha_std * ab[:, 0]  # α_i ~ N(0, alpha_std²)
+    return SyntheticTasks(w=w.float(), alpha=alpha.float(), beta=ab[:, 1].float(),
                           correlation=p.float())
 
 
