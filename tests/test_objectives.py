@@ -46,3 +46,16 @@ def test_zero_sample_weights_remove_rows():
     logits = torch.tensor([[1.0], [100.0]])
     labels = torch.tensor([[0.0], [0.0]])
     assert loss(logits, labels, torch.tensor([1.0, 0.0])).item() == 1.0
+
+
+def test_single_kind_fast_path_equals_the_general_path():
+    tasks = [TaskSpec("a", "binary"), TaskSpec("b", "binary")]
+    loss = MultiTaskLoss(tasks, (slice(0, 1), slice(1, 2)))
+    assert loss.one_kind == "binary"
+    logits, labels = torch.randn(6, 2), torch.tensor([[0, 1], [1, 0], [1, 1],
+                                                      [0, 0], [1, float("nan")], [0, 1]])
+    w = torch.rand(6)
+    fast = loss.parts(logits, labels, w)
+    loss.one_kind = None  # force the per-kind index path
+    slow = loss.parts(logits, labels, w)
+    assert torch.allclose(fast[0], slow[0]) and torch.allclose(fast[1], slow[1])

@@ -48,6 +48,8 @@ class MultiTaskLoss(nn.Module):
             self.register_buffer(f"{kind}_cols", torch.tensor(
                 [slices[i].start for i in idx], dtype=torch.long), persistent=False)
         self.multiclass = [(i, slices[i]) for i, k in enumerate(kinds) if k == "multiclass"]
+        # every task of one single-logit kind, logits in task order: no index ops needed
+        self.one_kind = kinds[0] if len(set(kinds)) == 1 and kinds[0] != "multiclass" else None
         self.register_buffer("task_weights", torch.tensor([t.weight for t in self.tasks]),
                              persistent=False)
 
@@ -65,6 +67,19 @@ class MultiTaskLoss(nn.Module):
         """
         mask = ~torch.isnan(labels)  # (B, T)
         y = torch.nan_to_num(labels, nan=0.0)  # finite everywhere; masked rows never count
+        if self.one_kind == "binary":
+            per_row = F.binary_cross_entropy_with_logits(logits, y, reduction="none")  # (B, T)
+        elif self.one_kind == "regression":
+            per_row = (logits - y).square()
+        else:
+            per_row = self._mixed_kinds(logits, y)
+        w = mask.to(logits.dtype)  # m_it
+        if weights is not None:
+            w = w * weights.unsqueeze(1)  # m_it w_i
+        return (w * per_row).sum(0), w.sum(0)
+
+    def _mixed_kinds(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-row losses l_it (B, T) when the tasks are of several kinds (or multiclass)."""
         per_row = torch.zeros_like(y)  # (B, T) loss l_it
         if self.binary_tasks.numel():
             per_row[:, self.binary_tasks] = F.binary_cross_entropy_with_logits(
@@ -74,10 +89,7 @@ class MultiTaskLoss(nn.Module):
                 logits[:, self.regression_cols] - y[:, self.regression_tasks]).square()
         for t, cols in self.multiclass:
             per_row[:, t] = F.cross_entropy(logits[:, cols], y[:, t].long(), reduction="none")
-        w = mask.to(logits.dtype)  # m_it
-        if weights is not None:
-            w = w * weights.unsqueeze(1)  # m_it w_i
-        return (w * per_row).sum(0), w.sum(0)
+        return per_row
 
     def combine(self, task_losses: torch.Tensor) -> torch.Tensor:
         """The objective sum_t lambda_t L_t from per-task losses (T,)."""

