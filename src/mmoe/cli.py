@@ -243,14 +243,19 @@ def reproduce_census_cmd(
         "--jobs", help="Runs trained at once, one worker process each (default: min(2, CPU "
                        "cores)); results do not depend on it.")] = None,
 ) -> None:
-    """Reproduce the paper's Census-Income Table 1 or 2 (results.json, report.md, figure)."""
+    """Reproduce the paper's Census-Income Table 1 or 2 (results.json, report.md, figure).
+
+    Under torchrun (e.g. `torchrun --nproc_per_node=2 -m mmoe reproduce census ...`) every run
+    trains data-parallel over the ranks and rank 0 writes the outputs.
+    """
     from .experiments.census import run_census
 
     writable_dir(out or f"results/census_g{group}")  # fail now, not after the runs
     res = run_census(group, models=_model_list(models), runs=runs, data_dir=data_dir,
                      out=out or f"results/census_g{group}", config=config, seed=seed,
                      threads=threads, epochs=epochs, nrows=nrows, jobs=jobs, log=typer.echo)
-    typer.echo(f"wrote {res.files['results']}, {res.files['report']}")
+    if res.files:  # under torchrun only rank 0 writes
+        typer.echo(f"wrote {res.files['results']}, {res.files['report']}")
 
 
 @app.command("tune")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -184,3 +187,31 @@ def test_jobs_do_not_change_results(census_dir, tmp_path):
         assert _no_seconds(one["runs"][model]) == _no_seconds(two["runs"][model])
     with pytest.raises(ValueError, match="jobs must be a positive integer"):
         run_census(2, jobs=0, **kw)
+
+
+@pytest.mark.slow
+def test_reproduce_under_torchrun_equals_one_process(census_dir, tmp_path):
+    # Two ranks train every run data-parallel (same global batch): the same AUCs as one
+    # process, up to float rounding; rank 0 alone writes. Without batch norm: on CPU each
+    # rank normalises by its own shard (SyncBatchNorm is GPU-only).
+    spec = read_config(default_config_path(2), 2)["mmoe"]
+    spec = replace(spec, model=replace(spec.model, batch_norm=False))
+    (tmp_path / "cfg.toml").write_text(format_config(2, {"mmoe": spec}))
+    args = ["reproduce", "census", "--group", "2", "--models", "mmoe", "--runs", "1",
+            "--epochs", "1", "--nrows", "3000", "--data-dir", str(census_dir),
+            "--config", str(tmp_path / "cfg.toml")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run",
+                                                  "--nproc_per_node=2", "--standalone"])):
+        cmd = [sys.executable, *launcher, "-m", "mmoe", *args, "--out", str(tmp_path / name)]
+        done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert one["world_size"] == 1 and two["world_size"] == 2 and two["jobs"] == 1
+    for a, b in zip(one["runs"]["mmoe"], two["runs"]["mmoe"], strict=True):
+        assert a["best_epoch"] == b["best_epoch"]
+        for split in ("valid", "test"):
+            for task, auc in a[split].items():
+                assert b[split][task] == pytest.approx(auc, abs=1e-4), (split, task)

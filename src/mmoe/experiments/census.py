@@ -43,6 +43,7 @@ from ..data.encoders import TableEncoder
 from ..data.table import TensorTable
 from ..models import available_models, build_model
 from ..train import Trainer, evaluate_model
+from ..train.distributed import env_rank, env_world
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 # The seven rows of the paper's Tables 1 and 2, in the paper's order.
@@ -384,7 +385,9 @@ def run_census(group: int = 1, *, models: Sequence[str] | None = None,
         progress: show a progress bar over runs (default: when stderr is a terminal).
         jobs: (model, run) jobs trained at once, each in its own worker process with
             ``threads`` threads (``None``: ``min(2, CPU cores)``). Results do not depend on it:
-            every run is seeded by its own seed alone.
+            every run is seeded by its own seed alone. Under ``torchrun`` (``WORLD_SIZE`` > 1)
+            the ranks train each run together, data-parallel, one run after another (jobs
+            1); rank 0 alone logs and writes.
         log: called with one line per finished model.
 
     Returns:
@@ -400,6 +403,11 @@ def run_census(group: int = 1, *, models: Sequence[str] | None = None,
         _checks.positive_int(epochs, "epochs")
     names = resolve_models(models)
     jobs = default_jobs() if jobs is None else _checks.positive_int(jobs, "jobs")
+    world, main_rank = env_world(), env_rank() == 0
+    if world > 1:  # torchrun: every run is data-parallel over the ranks (Trainer does DDP)
+        jobs = 1
+        if not main_rank:
+            progress, log, out = False, None, None
     start = time.perf_counter()
     specs = read_config(default_config_path(group), group)
     if config is not None:
@@ -463,7 +471,8 @@ def run_census(group: int = 1, *, models: Sequence[str] | None = None,
         "runs": {n: per_model[n] for n in names},
         "config": {n: specs[n].to_dict() for n in names},
         "config_files": [str(default_config_path(group))] + ([str(config)] if config else []),
-        "seeds": seeds, "threads": threads, "jobs": jobs, "epochs_override": epochs,
+        "seeds": seeds, "threads": threads, "jobs": jobs, "world_size": world,
+        "epochs_override": epochs,
         "label_correlation": corr,
         "data": {"dir": str(data_dir) if data_dir else None, "nrows": nrows,
                  "rows": {"train": len(tables.train), "valid": len(tables.valid),
