@@ -31,11 +31,14 @@ def test_gather_sum_and_its_gradient_equal_the_explicit_sum():
     assert torch.allclose(table.grad, expected)
 
 
-def test_encoder_linear_equals_dense_product_in_value_and_gradients():
+@pytest.mark.parametrize("cards", [CARDS, (3, 40, 5, 20, 17)])  # one-hot and index_add
+def test_encoder_linear_equals_dense_product_in_value_and_gradients(cards):
     torch.manual_seed(0)
-    enc = FeatureEncoder(3, CARDS, embedding_dim=4)
-    numeric, cat = _batch()
-    assert enc.folds(cat.shape[0])  # 17 vocabulary rows <= 64 * 4 / 2
+    enc = FeatureEncoder(3, cards, embedding_dim=4)
+    g = torch.Generator().manual_seed(1)
+    numeric = torch.randn(64, 3, generator=g)
+    cat = torch.stack([torch.randint(0, c, (64,), generator=g) for c in cards], 1)
+    assert enc.folds(cat.shape[0])  # vocabulary <= 64 * n_cat / 2
     w = torch.randn(enc.out_features, 10, requires_grad=True)
     folded = enc.linear(numeric, cat, w)
     grad = torch.randn_like(folded)

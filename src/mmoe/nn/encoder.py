@@ -50,6 +50,19 @@ class FeatureEncoder(nn.Module):
             self.register_buffer("padded_rows", slots.flatten(), persistent=False)  # (C*Vmax,)
             self.register_buffer("slot_of_row", valid.flatten().nonzero().squeeze(1),
                                  persistent=False)  # (V,) slot of each vocabulary row
+            # Columns with few codes get their table gradient from one one-hot product
+            # (see _GatherSum.backward); the others by index_add.
+            cards = torch.tensor(cardinalities)
+            small = (cards <= ONE_HOT_MAX_CODES).nonzero().squeeze(1)  # (Cs,)
+            self.register_buffer("small_cols", small, persistent=False)
+            self.register_buffer("small_offsets", torch.cat(  # start of each in the block
+                [torch.zeros(1, dtype=torch.long), cards[small].cumsum(0)[:-1]]),
+                persistent=False)
+            self.register_buffer("small_rows", torch.cat(  # (Vs,) their vocabulary rows
+                [torch.arange(offsets[c], offsets[c] + cards[c]) for c in small.tolist()]
+                or [torch.zeros(0, dtype=torch.long)]), persistent=False)
+            self.register_buffer("large_cols", (cards > ONE_HOT_MAX_CODES).nonzero().squeeze(1),
+                                 persistent=False)
             self.embedding = nn.Embedding(sum(cardinalities), embedding_dim)
         else:
             self.embedding = None
@@ -104,40 +117,62 @@ class FeatureEncoder(nn.Module):
         # T_c = E_c @ W_c for every column in one bmm over the padded vocabulary
         padded = self.embedding.weight.index_select(0, self.padded_rows).view(c, -1, d)
         table = torch.bmm(padded, w_cat).flatten(0, 1).index_select(0, self.slot_of_row)
-        out = gather_sum(table, categorical + self.offsets)  # (V, N) -> (B, N)
+        split = (categorical[:, self.small_cols] + self.small_offsets, self.small_rows,
+                 categorical[:, self.large_cols] + self.offsets[self.large_cols])
+        out = gather_sum(table, categorical + self.offsets, split)  # (V, N) -> (B, N)
         if n_num:
             out = torch.addmm(out, numeric, weight[:n_num])
         return out
 
 
+ONE_HOT_MAX_CODES = 16  # columns with at most this many codes: one-hot product in backward
+
+
 class _GatherSum(torch.autograd.Function):
-    """out[b] = sum_c table[rows[b, c]], with a backward of one index_add per column (the
-    CPU backward of ``embedding_bag`` is several times slower)."""
+    """out[b] = sum_c table[rows[b, c]]. Backward: dtable = S^T grad with S (B, V) the
+    lookups' one-hot matrix, by one index_add per column, or (columns with few codes) one
+    (V_small, B) x (B, N) product of their one-hot block: the CPU backward of
+    ``embedding_bag`` is several times slower than either."""
 
     @staticmethod
-    def forward(ctx, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(rows)
+    def forward(ctx, table: torch.Tensor, rows: torch.Tensor,
+                split: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        ctx.save_for_backward(rows, *(split or ()))
         ctx.num_rows = table.shape[0]
         return nn.functional.embedding_bag(rows, table, mode="sum")  # (B, N)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (rows,) = ctx.saved_tensors
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        rows, *split = ctx.saved_tensors
+        grad = grad.contiguous()  # (B, N)
         out = grad.new_zeros(ctx.num_rows, grad.shape[1])  # (V, N)
-        grad = grad.contiguous()
-        for column in rows.t().contiguous():  # C index_adds of (B, N): loop over columns
+        if split:
+            codes, small_rows, rows = split  # (B, Cs) block positions, (Vs,), (B, Cl)
+            one_hot = grad.new_zeros(grad.shape[0], small_rows.numel())  # (B, Vs)
+            one_hot.scatter_(1, codes, 1.0)
+            out.index_copy_(0, small_rows, one_hot.t() @ grad)
+        for column in rows.t().contiguous():  # index_adds of (B, N): loop over columns
             out.index_add_(0, column, grad)
-        return out, None
+        return out, None, None
 
 
-def gather_sum(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+def gather_sum(table: torch.Tensor, rows: torch.Tensor,
+               split: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+               ) -> torch.Tensor:
     """Sum of table rows per input row: table (V, N), rows (B, C) -> (B, N).
+
+    Args:
+        table: (V, N).
+        rows: (B, C) rows of ``table`` to sum for each input row.
+        split: optionally the same lookups split for the backward into columns with few
+            codes, ``(codes (B, Cs) positions in their block, block_rows (Vs,) the table rows
+            of the block, other_rows (B, Cl))``.
 
     Example:
         >>> gather_sum(torch.eye(3), torch.tensor([[0, 2], [1, 1]])).tolist()
         [[1.0, 0.0, 1.0], [0.0, 2.0, 0.0]]
     """
-    return _GatherSum.apply(table, rows)
+    return _GatherSum.apply(table, rows, split)
 
 
 class EncodedInput:
