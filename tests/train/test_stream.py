@@ -52,3 +52,19 @@ def test_stream_trainer_equals_trainer():
         assert torch.equal(x, y), k
     assert [r["train_loss"] for r in ra.history] == [r["train_loss"] for r in rb.history]
     assert ra.best_epoch == rb.best_epoch
+
+
+def test_stream_trainer_uses_the_thread_rule_and_restores_the_callers_setting():
+    table, chunks = _chunks()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        model = build_model("mmoe", 3, [TaskSpec("y", "binary")], num_experts=2)
+        trainer = StreamTrainer(model, TrainConfig(epochs=1, batch_size=16), progress=False)
+        seen = []
+        trainer.optimizer.register_step_post_hook(lambda *a: seen.append(torch.get_num_threads()))
+        trainer.fit_stream(lambda e: shuffle_batches(chunks, 16, 100, 0, e))
+        assert set(seen) == {1}  # a small model: one thread, as in the in-memory loop
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -102,15 +102,18 @@ class StreamTrainer(Trainer):
                       "distributed or GPU training")
         _checks.check(cfg.checkpoint_every is None,
                       "streaming training checkpoints at epoch ends only; unset checkpoint_every")
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         if not (resume and self.restore()):
             torch.manual_seed(cfg.seed)
         st = self.state
-        while st["epoch"] < cfg.epochs and not st["stopped_early"]:
-            rows, seconds = self._stream_epoch(epoch_batches(st["epoch"]))
-            _checks.check(rows > 0, "the training stream has no rows")
-            self._end_epoch(valid, rows, seconds)
+        caller_threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads())  # the in-memory loop's rule
+        try:
+            while st["epoch"] < cfg.epochs and not st["stopped_early"]:
+                rows, seconds = self._stream_epoch(epoch_batches(st["epoch"]))
+                _checks.check(rows > 0, "the training stream has no rows")
+                self._end_epoch(valid, rows, seconds)
+        finally:
+            torch.set_num_threads(caller_threads)  # training's choice stays inside training
         if cfg.restore_best and self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
         return self.result()
