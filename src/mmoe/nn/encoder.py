@@ -117,9 +117,10 @@ class FeatureEncoder(nn.Module):
         # T_c = E_c @ W_c for every column in one bmm over the padded vocabulary
         padded = self.embedding.weight.index_select(0, self.padded_rows).view(c, -1, d)
         table = torch.bmm(padded, w_cat).flatten(0, 1).index_select(0, self.slot_of_row)
-        split = (categorical[:, self.small_cols] + self.small_offsets, self.small_rows,
-                 categorical[:, self.large_cols] + self.offsets[self.large_cols])
-        out = gather_sum(table, categorical + self.offsets, split)  # (V, N) -> (B, N)
+        rows = categorical + self.offsets  # (B, C) rows of the table
+        split = (categorical.index_select(1, self.small_cols) + self.small_offsets,
+                 self.small_rows, rows.index_select(1, self.large_cols))
+        out = gather_sum(table, rows, split)  # (V, N) -> (B, N)
         if n_num:
             out = torch.addmm(out, numeric, weight[:n_num])
         return out
