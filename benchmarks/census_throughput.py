@@ -9,6 +9,8 @@ takes the median of the per-epoch ratios; both then finish 5 epochs and report t
 
     python benchmarks/census_throughput.py --data-dir ../shared/data/census-income \
         --out results/census_throughput.json
+
+``--out X.json`` also writes ``X.md``, the Markdown table copied to docs/benchmarks/.
 """
 
 from __future__ import annotations
@@ -128,6 +130,25 @@ def main() -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))
+        Path(args.out).with_suffix(".md").write_text(markdown(result))
+
+
+def markdown(result: dict) -> str:
+    """The results as a Markdown table, with the MMoE-vs-naive ratio first."""
+    v = result["versus_naive"]
+    lines = [f"MMoE {v['mmoe_samples_per_s']:,.0f} samples/s against the naive reference's "
+             f"{v['naive_samples_per_s']:,.0f}: {v['speedup_median']:.2f}x (median of "
+             f"{len(v['speedups'])} interleaved epoch ratios, "
+             f"{min(v['speedups']):.2f}-{max(v['speedups']):.2f}); test income AUC "
+             f"{v['mmoe_test_auc'][0]:.4f} vs {v['naive_test_auc'][0]:.4f}. "
+             f"{result['threads']} thread(s), torch {result['torch']}.", "",
+             "| model | samples/s | s/epoch | peak RSS (MB) | test AUC (income, marital) |",
+             "|---|---|---|---|---|"]
+    for row in result["models"]:
+        auc = ", ".join(f"{a:.4f}" for a in row["test_auc"])
+        lines.append(f"| {row['model']} | {row['samples_per_s']:,.0f} | "
+                     f"{row['seconds_per_epoch']:.2f} | {row['peak_rss_mb']:.0f} | {auc} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
