@@ -22,7 +22,6 @@ import math
 import multiprocessing
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -44,6 +43,7 @@ from ..data.table import TensorTable
 from ..models import available_models, build_model
 from ..train import Trainer, evaluate_model
 from ..train.distributed import env_rank, env_world
+from ._provenance import git_commit, write_text_atomic
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 # The seven rows of the paper's Tables 1 and 2, in the paper's order.
@@ -206,10 +206,7 @@ def write_config(path: str | Path, group: int, specs: dict[str, RunSpec],
     """Write ``specs`` as a config file (atomically); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(format_config(group, specs, comment))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, format_config(group, specs, comment))
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -513,21 +510,6 @@ def targets(group: int, summary: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def git_commit() -> str | None:
-    """The source tree's git commit (``+dirty`` when it has uncommitted changes), if any."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=10)
-        if sha.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True, timeout=10)
-        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 # ---- outputs --------------------------------------------------------------------------------
 def write_outputs(results: dict[str, Any], out: str | Path) -> dict[str, Path]:
     """Write ``results.json``, ``report.md`` and ``main_auc.png`` into ``out`` (atomically)."""
@@ -535,9 +517,9 @@ def write_outputs(results: dict[str, Any], out: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {"results": out / "results.json", "report": out / "report.md",
              "figure": out / "main_auc.png"}
-    _atomic_text(files["results"], json.dumps(results, indent=2, default=_json_default) + "\n")
+    write_text_atomic(files["results"], json.dumps(results, indent=2, default=_json_default) + "\n")
     plot_main_auc(results, files["figure"])
-    _atomic_text(files["report"], report_markdown(results, files["figure"].name))
+    write_text_atomic(files["report"], report_markdown(results, files["figure"].name))
     return files
 
 
@@ -547,12 +529,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {value!r}")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _f(value: float | None, digits: int = 4) -> str:

@@ -412,7 +412,7 @@ def train_run(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
         if spec.tensorboard:
             write_tensorboard(stage / "tensorboard", history)
 
-    from .census import git_commit
+    from ._provenance import git_commit
 
     config = {**spec.to_dict(), "tasks": [t.to_dict() for t in encoder.tasks],
               "git_commit": git_commit()}

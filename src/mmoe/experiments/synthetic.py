@@ -19,7 +19,6 @@ import copy
 import json
 import math
 import platform
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -35,6 +34,7 @@ from .._version import __version__
 from ..config import InputSpec, TaskSpec
 from ..data.synthetic import SyntheticSpec, generate, label_correlation_study
 from ..models import MultiTaskModel, build_model
+from ._provenance import git_commit, write_text_atomic
 
 TASKS = (TaskSpec("y1", "regression"), TaskSpec("y2", "regression"))
 
@@ -447,15 +447,6 @@ def _pilot(config: SyntheticConfig, progress: Callable[[int], None] | None
     return chosen, rows
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def run_synthetic(config: SyntheticConfig, out: str | Path,
                   progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run the synthetic study and write ``results.json``, the figures and ``report.md``.
@@ -530,7 +521,7 @@ def run_synthetic(config: SyntheticConfig, out: str | Path,
                             for ci, p in enumerate(config.correlations)}
                   if len(config.lr_grid) > 1 else {}},
         "version": __version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
                         "threads": config.threads or previous_threads},
         "chosen_lr": lrs,
@@ -547,15 +538,9 @@ def run_synthetic(config: SyntheticConfig, out: str | Path,
     }
     figures = write_figures(results, out)
     results["figures"] = figures
-    _write_atomic(out / "results.json", json.dumps(results, indent=1))
-    _write_atomic(out / "report.md", render_report(results))
+    write_text_atomic(out / "results.json", json.dumps(results, indent=1))
+    write_text_atomic(out / "report.md", render_report(results))
     return results
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 STUCK_FACTOR = 3.0  # a run is "stuck" when its final loss exceeds 3x the pooled median at p

@@ -177,22 +177,16 @@ def gather_sum(table: torch.Tensor, rows: torch.Tensor,
 
 
 class EncodedInput:
-    """The encoder's output for one batch, kept as its inputs until a layer needs it.
+    """The encoder's inputs for one batch, kept until a layer needs x = encoder(inputs).
 
-    ``dense()`` is the (B, d) encoding; ``linear(weight)`` is ``dense() @ weight`` computed
-    by :meth:`FeatureEncoder.linear` (folded into the lookups when that is cheaper). Backbones
+    ``linear(weight)`` is ``encoder(numeric, categorical) @ weight`` computed by
+    :meth:`FeatureEncoder.linear` (folded into the lookups when that is cheaper). Backbones
     whose first operation is a linear map of x accept it in place of x.
     """
 
     def __init__(self, encoder: FeatureEncoder, numeric: torch.Tensor | None,
                  categorical: torch.Tensor | None):
         self.encoder, self.numeric, self.categorical = encoder, numeric, categorical
-        ref = numeric if numeric is not None else categorical
-        self.shape = torch.Size((ref.shape[0], encoder.out_features))  # (B, d)
-
-    def dense(self) -> torch.Tensor:
-        """The (B, d) encoding."""
-        return self.encoder(self.numeric, self.categorical)
 
     def linear(self, weight: torch.Tensor) -> torch.Tensor:
         """(B, d) @ weight (d, N) -> (B, N)."""
