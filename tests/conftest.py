@@ -17,3 +17,33 @@ def census_dir() -> Path:
     if not (path / "census-income.data.gz").is_file():
         pytest.skip(f"census-income files not found in {path} (set MMOE_TEST_CENSUS_DIR)")
     return path
+
+
+# --- native CPU kernels vs the pure-torch path ---------------------------------------------
+def require_native() -> None:
+    """Skip where no C++ compiler exists; with one, the native kernels must build."""
+    import shutil
+
+    from mmoe import native
+
+    if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        pytest.skip("no C++ compiler: the native kernels cannot be built here")
+    assert native.available(), "a C++ compiler exists but the native kernels did not build"
+
+
+@pytest.fixture
+def native_built() -> None:
+    """The native kernels, built (see :func:`require_native`)."""
+    require_native()
+
+
+@pytest.fixture(params=["native", "torch"])
+def kernels(request, monkeypatch) -> str:
+    """Run a test once with mmoe's native CPU kernels and once with the pure-torch path."""
+    from mmoe import native
+
+    if request.param == "torch":
+        monkeypatch.setitem(native._state, "ok", False)
+    else:
+        require_native()
+    return request.param

@@ -9,6 +9,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mmoe"
 # layer -> layers it must never import (imports flow cli -> experiments -> train -> ...)
 FORBIDDEN = {
     "nn": {"config", "data", "models", "train", "experiments", "cli", "objectives", "metrics"},
+    # native: the C++ kernels' loader; torch and the standard library only
+    "native": {"config", "data", "nn", "models", "train", "experiments", "cli", "objectives",
+               "metrics", "weighting", "gate_health", "inspect"},
     "models": {"data", "train", "experiments", "cli"},
     "data": {"train", "experiments", "cli", "models"},
     "train": {"experiments", "cli"},

@@ -196,6 +196,10 @@ class TrainConfig(_Serializable):
         on_nonfinite: a step whose per-task loss or gradient norm is NaN/inf: ``stop`` raises
             (the last checkpoint stays the last good one), ``skip`` drops the step without
             updating weights and counts it in the history (``skipped_steps``).
+        compile: train through ``torch.compile`` (inductor). Each process pays a compile
+            (seconds to tens of seconds, once per batch shape) for faster steps, so it pays
+            off on long runs only (see docs/benchmarks/README.md). Without a C++ compiler
+            training stays eager, with a warning.
     """
 
     epochs: int = 10
@@ -211,6 +215,7 @@ class TrainConfig(_Serializable):
     loss_weighting: str = "static"
     gradnorm_alpha: float = 1.5
     on_nonfinite: str = "stop"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _checks.positive_int(self.epochs, "epochs")
@@ -226,3 +231,5 @@ class TrainConfig(_Serializable):
         _checks.one_of(self.loss_weighting, LOSS_WEIGHTINGS, "loss_weighting")
         _checks.non_negative(self.gradnorm_alpha, "gradnorm_alpha")
         _checks.one_of(self.on_nonfinite, ON_NONFINITE, "on_nonfinite")
+        _checks.check(isinstance(self.compile, bool),
+                      f"compile must be true or false, got {self.compile!r}")

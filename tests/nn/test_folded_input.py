@@ -17,7 +17,7 @@ def _batch(b=64, seed=0):
     return torch.randn(b, 3, generator=g), cat
 
 
-def test_gather_sum_and_its_gradient_equal_the_explicit_sum():
+def test_gather_sum_and_its_gradient_equal_the_explicit_sum(kernels):
     table = torch.randn(6, 4, requires_grad=True)
     rows = torch.tensor([[0, 5, 5], [2, 2, 1]])
     out = gather_sum(table, rows)
@@ -32,7 +32,7 @@ def test_gather_sum_and_its_gradient_equal_the_explicit_sum():
 
 
 @pytest.mark.parametrize("cards", [CARDS, (3, 40, 5, 20, 17)])  # one-hot and index_add
-def test_encoder_linear_equals_dense_product_in_value_and_gradients(cards):
+def test_encoder_linear_equals_dense_product_in_value_and_gradients(cards, kernels):
     torch.manual_seed(0)
     enc = FeatureEncoder(3, cards, embedding_dim=4)
     g = torch.Generator().manual_seed(1)
@@ -70,7 +70,8 @@ def test_shared_input_linear_equals_each_layer_alone():
 
 
 @pytest.mark.parametrize("name", ["mmoe", "omoe", "shared_bottom", "single_task"])
-def test_training_forward_and_gradients_equal_with_and_without_folding(name, monkeypatch):
+def test_training_forward_and_gradients_equal_with_and_without_folding(name, kernels,
+                                                                      monkeypatch):
     spec = InputSpec(numeric=("a", "b", "c"),
                      categorical=tuple((f"c{i}", c) for i, c in enumerate(CARDS)),
                      embedding_dim=4)
@@ -98,7 +99,7 @@ def test_training_forward_and_gradients_equal_with_and_without_folding(name, mon
         assert torch.allclose(grads_f[k], grads_p[k], atol=1e-5), k
 
 
-def test_mix_experts_gradients_match_einsum_and_vmap():
+def test_mix_experts_gradients_match_einsum_and_vmap(kernels):
     from mmoe.nn import mix_experts
     g = torch.softmax(torch.randn(2, 5, 3, dtype=torch.float64), -1).requires_grad_()
     x = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)

@@ -170,9 +170,8 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
             ``batch_size``, ``seed``, ``lr``, ``threads``, ``id_columns``, ``weight_column``,
             ``numeric``, ``categorical``, ``exclude``, ``stream``, ``buffer_rows``,
             ``chunk_rows``, ``fit_rows``, ``tensorboard``, ``valid_fraction``,
-            ``checkpoint_every``, ``on_nonfinite``, ``loss_weighting``, ``gate_dropout``,
-            ``gate_balance``; ``None`` or
-            empty means "not given".
+            ``checkpoint_every``, ``on_nonfinite``, ``compile``, ``loss_weighting``,
+            ``gate_dropout``, ``gate_balance``; ``None`` or empty means "not given".
 
     Example:
         >>> build_run_spec(train="t.csv", tasks=["y:binary"], epochs=3).training.epochs
@@ -216,6 +215,7 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
                              "threads": (training, "threads"),
                              "checkpoint_every": (training, "checkpoint_every"),
                              "on_nonfinite": (training, "on_nonfinite"),
+                             "compile": (training, "compile"),
                              "loss_weighting": (training, "loss_weighting"),
                              "gate_dropout": (model, "gate_dropout"),
                              "gate_balance": (model, "gate_balance")}.items():

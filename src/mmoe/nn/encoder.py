@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import native
+
 
 class FeatureEncoder(nn.Module):
     """Concatenate numeric inputs with one embedding per categorical column.
@@ -50,6 +52,9 @@ class FeatureEncoder(nn.Module):
             self.register_buffer("padded_rows", slots.flatten(), persistent=False)  # (C*Vmax,)
             self.register_buffer("slot_of_row", valid.flatten().nonzero().squeeze(1),
                                  persistent=False)  # (V,) slot of each vocabulary row
+            self.register_buffer("column_of_row", torch.repeat_interleave(
+                torch.arange(len(cardinalities)), torch.tensor(cardinalities)),
+                persistent=False)  # (V,) the column each vocabulary row belongs to
             # Columns with few codes get their table gradient from one one-hot product
             # (see _GatherSum.backward); the others by index_add.
             cards = torch.tensor(cardinalities)
@@ -114,16 +119,25 @@ class FeatureEncoder(nn.Module):
             return self(numeric, categorical) @ weight
         n_num, d, c = self.num_numeric, self.embedding_dim, self.num_categorical
         w_cat = weight[n_num:].view(c, d, -1)  # (C, D, N)
-        # T_c = E_c @ W_c for every column in one bmm over the padded vocabulary
-        padded = self.embedding.weight.index_select(0, self.padded_rows).view(c, -1, d)
-        table = torch.bmm(padded, w_cat).flatten(0, 1).index_select(0, self.slot_of_row)
+        table = self._fold_table(w_cat)  # (V, N), row v = E[v] @ W_c(v)
         rows = categorical + self.offsets  # (B, C) rows of the table
-        split = (categorical.index_select(1, self.small_cols) + self.small_offsets,
-                 self.small_rows, rows.index_select(1, self.large_cols))
+        split = None if native.usable(table) else (  # the pure-torch backward's layout
+            categorical.index_select(1, self.small_cols) + self.small_offsets,
+            self.small_rows, rows.index_select(1, self.large_cols))
         out = gather_sum(table, rows, split)  # (V, N) -> (B, N)
         if n_num:
             out = torch.addmm(out, numeric, weight[:n_num])
         return out
+
+    def _fold_table(self, w_cat: torch.Tensor) -> torch.Tensor:
+        """T (V, N) with row v = E[v] @ W_c (c = v's column), from w_cat (C, D, N): one native
+        kernel, or one bmm over the vocabulary padded per column."""
+        emb = self.embedding.weight  # (V, D)
+        if native.usable(emb, w_cat):
+            return native.FoldTable.apply(emb, w_cat, self.column_of_row)
+        padded = emb.index_select(0, self.padded_rows).view(self.num_categorical, -1,
+                                                            self.embedding_dim)
+        return torch.bmm(padded, w_cat).flatten(0, 1).index_select(0, self.slot_of_row)
 
 
 ONE_HOT_MAX_CODES = 16  # columns with at most this many codes: one-hot product in backward
@@ -131,9 +145,9 @@ ONE_HOT_MAX_CODES = 16  # columns with at most this many codes: one-hot product 
 
 class _GatherSum(torch.autograd.Function):
     """out[b] = sum_c table[rows[b, c]]. Backward: dtable = S^T grad with S (B, V) the
-    lookups' one-hot matrix, by one index_add per column, or (columns with few codes) one
-    (V_small, B) x (B, N) product of their one-hot block: the CPU backward of
-    ``embedding_bag`` is several times slower than either."""
+    lookups' one-hot matrix, by the native row scatter, else by one index_add per column, or
+    (columns with few codes) one (V_small, B) x (B, N) product of their one-hot block: the
+    CPU backward of ``embedding_bag`` is several times slower than either."""
 
     @staticmethod
     def forward(ctx, table: torch.Tensor, rows: torch.Tensor,
@@ -145,6 +159,8 @@ class _GatherSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         rows, *split = ctx.saved_tensors
+        if native.usable(grad):
+            return native.scatter_rows(grad, rows, ctx.num_rows), None, None
         grad = grad.contiguous()  # (B, N)
         out = grad.new_zeros(ctx.num_rows, grad.shape[1])  # (V, N)
         if split:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import native
 from .gate_tools import gate_dropout
 from .stacked import StackedLinear
 
@@ -64,6 +65,8 @@ def mix_experts(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
     """
     if (torch.is_grad_enabled() and (gates.requires_grad or experts.requires_grad)
             and not torch.jit.is_tracing()):  # export traces the plain expression
+        if native.usable(gates, experts):
+            return native.Mix.apply(gates, experts)
         return _Mix.apply(gates, experts)
     return _mix(gates, experts)
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import copy
 import math
 import os
+import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import _checks
+from .. import _checks, native
 from ..config import TrainConfig
 from ..data.table import TensorTable
 from ..gate_health import gate_health
@@ -36,7 +38,18 @@ from .distributed import DistContext, all_reduce_sum, barrier, gather_rows, setu
 EVAL_BATCH = 16384
 SMALL_MODEL_PARAMS = 1_000_000  # below this, train on one intra-op thread by default
 #: settings that may change between a run and its resume: they do not change the result
-RESUMABLE_CHANGES = ("checkpoint_every", "threads", "on_nonfinite")
+RESUMABLE_CHANGES = ("checkpoint_every", "threads", "on_nonfinite", "compile")
+
+
+def compiled(net: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile(net)``, or ``net`` itself (with a warning) where inductor has no C++
+    compiler to build its CPU kernels."""
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        warnings.warn("compile=True but no C++ compiler (g++, c++ or clang++) was found; "
+                      "training runs eagerly", RuntimeWarning, stacklevel=3)
+        return net
+    native.available()  # decide (and build) before tracing: the trace reads the outcome
+    return torch.compile(net, dynamic=False)
 
 
 class NonFiniteError(ValueError):
@@ -141,6 +154,8 @@ class Trainer:
         model.to(self.ctx.device)
         self.model, self.config = model, config
         self.net = wrap(model, self.ctx)  # DDP across ranks, else the model itself
+        if config.compile:
+            self.net = compiled(self.net)
         _checks.check(not (self.ctx.distributed
                            and config.loss_weighting in ("gradnorm", "pcgrad")),
                       f"loss_weighting '{config.loss_weighting}' needs per-task gradients and "
