@@ -8,7 +8,6 @@
 // pure-torch twin in mmoe/nn, used when no C++ compiler is available; tests compare them.
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -16,29 +15,29 @@
 namespace {
 
 // out (V, N): out[rows[b, c]] += grad[b] for every b, c (the transpose of a gather-sum).
-// Threads split the N columns, so no two threads write the same float.
 at::Tensor scatter_rows(const at::Tensor& grad, const at::Tensor& rows, int64_t num_rows) {
   TORCH_CHECK(grad.dim() == 2 && rows.dim() == 2 && grad.size(0) == rows.size(0),
               "scatter_rows: grad (B, N) and rows (B, C) expected");
   const auto g = grad.contiguous();
   const auto r = rows.to(at::kLong).contiguous();
+  if (r.numel()) {
+    const auto [lo, hi] = at::aminmax(r);
+    TORCH_CHECK(lo.item<int64_t>() >= 0 && hi.item<int64_t>() < num_rows,
+                "scatter_rows: rows out of range [0, ", num_rows, ")");
+  }
   const int64_t B = g.size(0), N = g.size(1), C = r.size(1);
   auto out = at::zeros({num_rows, N}, g.options());
   AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "scatter_rows", [&] {
     const scalar_t* gp = g.data_ptr<scalar_t>();
     const int64_t* rp = r.data_ptr<int64_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
-      for (int64_t b = 0; b < B; ++b) {
-        const scalar_t* __restrict__ src = gp + b * N;
-        for (int64_t c = 0; c < C; ++c) {
-          const int64_t row = rp[b * C + c];
-          TORCH_CHECK(row >= 0 && row < num_rows, "scatter_rows: row ", row, " out of range");
-          scalar_t* __restrict__ dst = op + row * N;
-          for (int64_t n = n0; n < n1; ++n) dst[n] += src[n];
-        }
+    for (int64_t b = 0; b < B; ++b) {
+      const scalar_t* __restrict__ src = gp + b * N;
+      for (int64_t c = 0; c < C; ++c) {
+        scalar_t* __restrict__ dst = op + rp[b * C + c] * N;
+        for (int64_t n = 0; n < N; ++n) dst[n] += src[n];
       }
-    });
+    }
   });
   return out;
 }
@@ -58,8 +57,8 @@ at::Tensor fold_table(const at::Tensor& emb, const at::Tensor& weight,
     const scalar_t* wp = w.data_ptr<scalar_t>();
     const int64_t* cp = col.data_ptr<int64_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, V, 32, [&](int64_t v0, int64_t v1) {
-      for (int64_t v = v0; v < v1; ++v) {
+    {
+      for (int64_t v = 0; v < V; ++v) {
         scalar_t* __restrict__ dst = op + v * N;
         for (int64_t d = 0; d < D; ++d) {
           const scalar_t x = ep[v * D + d];
@@ -67,7 +66,7 @@ at::Tensor fold_table(const at::Tensor& emb, const at::Tensor& weight,
           for (int64_t n = 0; n < N; ++n) dst[n] += x * src[n];
         }
       }
-    });
+    }
   });
   return out;
 }
@@ -125,9 +124,9 @@ at::Tensor mix(const at::Tensor& gates, const at::Tensor& experts) {
     const scalar_t* gp = gt.data_ptr<scalar_t>();
     const scalar_t* xp = ex.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, B, 256, [&](int64_t b0, int64_t b1) {
+    {
       for (int64_t g = 0; g < G; ++g) {
-        for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t b = 0; b < B; ++b) {
           scalar_t* __restrict__ dst = op + (g * B + b) * H;
           const scalar_t* gate = gp + (g * B + b) * E;
           for (int64_t e = 0; e < E; ++e) {
@@ -137,7 +136,7 @@ at::Tensor mix(const at::Tensor& gates, const at::Tensor& experts) {
           }
         }
       }
-    });
+    }
   });
   return out;
 }
@@ -158,8 +157,8 @@ std::tuple<at::Tensor, at::Tensor> mix_backward(const at::Tensor& grad, const at
     const scalar_t* xp = ex.data_ptr<scalar_t>();
     scalar_t* dgp = d_gates.data_ptr<scalar_t>();
     scalar_t* dxp = d_experts.data_ptr<scalar_t>();
-    at::parallel_for(0, B, 256, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
+    {
+      for (int64_t b = 0; b < B; ++b) {
         for (int64_t g = 0; g < G; ++g) {
           const scalar_t* __restrict__ gb = rp + (g * B + b) * H;
           for (int64_t e = 0; e < E; ++e) {
@@ -176,7 +175,7 @@ std::tuple<at::Tensor, at::Tensor> mix_backward(const at::Tensor& grad, const at
           }
         }
       }
-    });
+    }
   });
   return {d_gates, d_experts};
 }
