@@ -23,10 +23,13 @@ Ops (all CPU, float32/float64):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
+import shutil
 import sys
+import sysconfig
 import warnings
 from pathlib import Path
 
@@ -73,8 +76,9 @@ def _load() -> bool:
         if not built.exists():
             print("mmoe: compiling the native CPU kernels (once per machine, about a minute)",
                   file=sys.stderr, flush=True)
-        cpp_extension.load(name, [str(_SOURCE)], extra_cflags=_CFLAGS,
-                           is_python_module=False, verbose=False)
+        with _ninja_on_path():
+            cpp_extension.load(name, [str(_SOURCE)], extra_cflags=_CFLAGS,
+                               is_python_module=False, verbose=False)
     except Exception as err:  # no compiler, no ninja, a failed build: keep the torch path
         lines = str(err).splitlines() or [""]
         why = next((line.strip() for line in lines if "error:" in line.lower()), lines[-1])
@@ -84,6 +88,20 @@ def _load() -> bool:
         return False
     _register_fakes()
     return True
+
+
+@contextlib.contextmanager
+def _ninja_on_path():
+    """torch runs ``ninja`` from PATH; the ``ninja`` package (a dependency) installs it beside
+    this Python, which is not on PATH when the environment is used without activation."""
+    path = os.environ.get("PATH", "")
+    scripts = sysconfig.get_path("scripts")
+    if shutil.which("ninja") is None and scripts:
+        os.environ["PATH"] = scripts + os.pathsep + path
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = path
 
 
 def _register_fakes() -> None:
