@@ -198,7 +198,7 @@ class TrainConfig(_Serializable):
             updating weights and counts it in the history (``skipped_steps``).
         compile: train through ``torch.compile`` (inductor). Each process pays a compile
             (seconds to tens of seconds, once per batch shape) for faster steps, so it pays
-            off on long runs only (see docs/benchmarks/README.md). Without a C++ compiler
+            off on long runs only (see docs/benchmarks/census_throughput.md). Without a C++ compiler
             training stays eager, with a warning.
     """
 

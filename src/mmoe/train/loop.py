@@ -37,7 +37,7 @@ from .distributed import DistContext, all_reduce_sum, barrier, gather_rows, setu
 
 EVAL_BATCH = 16384
 SMALL_MODEL_PARAMS = 1_000_000  # below this, train on one intra-op thread by default
-#: settings that may change between a run and its resume: they do not change the result
+#: settings that may change between a run and its resume: they change at most float rounding
 RESUMABLE_CHANGES = ("checkpoint_every", "threads", "on_nonfinite", "compile")
 
 
