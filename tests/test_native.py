@@ -80,3 +80,24 @@ def test_the_build_is_keyed_on_source_flags_and_cpu(monkeypatch):
     name = native._build_name()
     monkeypatch.setattr(native, "_CFLAGS", [*native._CFLAGS, "-DX"])
     assert native._build_name() != name and name.startswith("mmoe_native_")
+
+
+@pytest.mark.parametrize("n_num,with_bias", [(3, True), (0, False)])
+def test_fold_linear_equals_the_dense_layer_in_value_and_gradients(native_built, n_num,
+                                                                   with_bias):
+    cards = (3, 6, 2)
+    column = torch.repeat_interleave(torch.arange(3), torch.tensor(cards))
+    rows = _rows(9, cards)
+    emb = torch.randn(sum(cards), 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(n_num + 3 * 4, 5, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, dtype=torch.float64, requires_grad=True) if with_bias else None
+    numeric = torch.randn(9, n_num, dtype=torch.float64) if n_num else None
+
+    def folded(e, w, *b):
+        return native.FoldLinear.apply(numeric, rows, e, w, b[0] if b else None, column)
+
+    dense_x = torch.cat([*([numeric] if n_num else []), emb[rows].flatten(1)], 1)
+    expected = dense_x @ weight + (bias if with_bias else 0)
+    args = (emb, weight, *([bias] if with_bias else []))
+    torch.testing.assert_close(folded(*args), expected)
+    assert torch.autograd.gradcheck(folded, args)

@@ -20,6 +20,9 @@ Ops (all CPU, float32/float64):
   gradient of :func:`~mmoe.nn.gather_sum` w.r.t. its table;
 - ``fold_table(emb (V, D), weight (C, D, N), column (V,)) -> (V, N)``: row v is
   emb[v] @ weight[column[v]], the folded first-layer table of :meth:`FeatureEncoder.linear`;
+- ``fold_linear(numeric (B, n) | None, rows (B, C), emb (V, D), weight (n + C·D, N),
+  bias (N,) | None, column (V,)) -> (B, N)``: the whole folded first layer (table, lookups,
+  numeric product, bias) in one call, forward and backward;
 - ``mix(gates (G, B, E), experts (E, B, H)) -> (G, B, H)``: the gate mixing of eq. 5.
 """
 
@@ -115,6 +118,12 @@ def _register_fakes() -> None:
         lambda emb, weight, column: emb.new_empty(emb.shape[0], weight.shape[2]))
     torch.library.register_fake(lib + "fold_table_backward")(
         lambda grad, emb, weight, column: (torch.empty_like(emb), torch.empty_like(weight)))
+    torch.library.register_fake(lib + "fold_linear")(
+        lambda numeric, rows, emb, weight, bias, column: emb.new_empty(rows.shape[0],
+                                                                       weight.shape[1]))
+    torch.library.register_fake(lib + "fold_linear_backward")(
+        lambda grad, numeric, rows, emb, weight, column: (
+            torch.empty_like(emb), torch.empty_like(weight), weight.new_empty(weight.shape[1])))
     torch.library.register_fake(lib + "mix")(
         lambda gates, experts: gates.new_empty(gates.shape[0], gates.shape[1],
                                                experts.shape[2]))
@@ -154,6 +163,24 @@ class FoldTable(torch.autograd.Function):
         emb, weight, column = ctx.saved_tensors
         d_emb, d_weight = _ops().fold_table_backward(grad, emb, weight, column)
         return d_emb, d_weight, None
+
+
+class FoldLinear(torch.autograd.Function):
+    """x @ weight + bias with x = [numeric, emb[rows[:, 0]], ..., emb[rows[:, C-1]]] never
+    materialised: (B, n) | None, (B, C), (V, D), (n + C·D, N), (N,) | None, (V,) -> (B, N)."""
+
+    @staticmethod
+    def forward(ctx, numeric, rows, emb, weight, bias, column):
+        ctx.save_for_backward(numeric, rows, emb, weight, column)
+        ctx.has_bias = bias is not None
+        return _ops().fold_linear(numeric, rows, emb, weight, bias, column)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        numeric, rows, emb, weight, column = ctx.saved_tensors
+        d_emb, d_weight, d_bias = _ops().fold_linear_backward(grad, numeric, rows, emb, weight,
+                                                              column)
+        return None, None, d_emb, d_weight, d_bias if ctx.has_bias else None, None
 
 
 class Mix(torch.autograd.Function):

@@ -180,6 +180,44 @@ std::tuple<at::Tensor, at::Tensor> mix_backward(const at::Tensor& grad, const at
   return {d_gates, d_experts};
 }
 
+// The folded first layer in one call: out (B, N) = numeric @ weight[:n_num] + bias +
+// sum_c table[rows[b, c]], table = fold_table(emb, weight[n_num:] as (C, D, N), column).
+// numeric (B, n_num) or undefined when n_num == 0; rows (B, C) rows of the table.
+at::Tensor fold_linear(const c10::optional<at::Tensor>& numeric, const at::Tensor& rows,
+                       const at::Tensor& emb, const at::Tensor& weight,
+                       const c10::optional<at::Tensor>& bias, const at::Tensor& column) {
+  const int64_t B = rows.size(0), C = rows.size(1), D = emb.size(1), N = weight.size(1);
+  const int64_t n_num = weight.size(0) - C * D;
+  TORCH_CHECK(n_num >= 0 && (n_num == 0 || (numeric.has_value() && numeric->size(1) == n_num)),
+              "fold_linear: weight rows must be n_num + C * D");
+  const auto table = fold_table(emb, weight.narrow(0, n_num, C * D).view({C, D, N}), column);
+  const auto flat = rows.to(at::kLong).reshape({-1});
+  const auto offsets = at::arange(0, B * C, C, flat.options());
+  auto out = std::get<0>(at::embedding_bag(table, flat, offsets));  // (B, N) sums
+  if (n_num) out.addmm_(*numeric, weight.narrow(0, 0, n_num));
+  if (bias.has_value()) out.add_(*bias);
+  return out;
+}
+
+// Gradients of fold_linear: d_emb (V, D), d_weight (n_num + C * D, N), d_bias (N,).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fold_linear_backward(
+    const at::Tensor& grad, const c10::optional<at::Tensor>& numeric, const at::Tensor& rows,
+    const at::Tensor& emb, const at::Tensor& weight, const at::Tensor& column) {
+  const int64_t C = rows.size(1), D = emb.size(1), N = weight.size(1);
+  const int64_t n_num = weight.size(0) - C * D;
+  const auto g = grad.contiguous();
+  const auto d_table = scatter_rows(g, rows, emb.size(0));
+  auto [d_emb, d_wcat] = fold_table_backward(
+      d_table, emb, weight.narrow(0, n_num, C * D).view({C, D, N}), column);
+  auto d_weight = at::empty_like(weight);
+  d_weight.narrow(0, n_num, C * D).copy_(d_wcat.view({C * D, N}));
+  if (n_num) {
+    auto d_num = d_weight.narrow(0, 0, n_num);
+    at::mm_out(d_num, numeric->t(), g);
+  }
+  return {d_emb, d_weight, g.sum(0)};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(mmoe_native, m) {
@@ -189,6 +227,10 @@ TORCH_LIBRARY(mmoe_native, m) {
         "-> (Tensor, Tensor)");
   m.def("mix(Tensor gates, Tensor experts) -> Tensor");
   m.def("mix_backward(Tensor grad, Tensor gates, Tensor experts) -> (Tensor, Tensor)");
+  m.def("fold_linear(Tensor? numeric, Tensor rows, Tensor emb, Tensor weight, Tensor? bias, "
+        "Tensor column) -> Tensor");
+  m.def("fold_linear_backward(Tensor grad, Tensor? numeric, Tensor rows, Tensor emb, "
+        "Tensor weight, Tensor column) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(mmoe_native, CPU, m) {
@@ -197,4 +239,6 @@ TORCH_LIBRARY_IMPL(mmoe_native, CPU, m) {
   m.impl("fold_table_backward", &fold_table_backward);
   m.impl("mix", &mix);
   m.impl("mix_backward", &mix_backward);
+  m.impl("fold_linear", &fold_linear);
+  m.impl("fold_linear_backward", &fold_linear_backward);
 }

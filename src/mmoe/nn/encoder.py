@@ -94,8 +94,9 @@ class FeatureEncoder(nn.Module):
                 and 2 * self.embedding.num_embeddings <= batch_rows * self.num_categorical)
 
     def linear(self, numeric: torch.Tensor | None, categorical: torch.Tensor | None,
-               weight: torch.Tensor) -> torch.Tensor:
-        """``forward(numeric, categorical) @ weight`` without materialising the encoding.
+               weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward(numeric, categorical) @ weight + bias`` without materialising the
+        encoding.
 
         With x = [x_num, e_1, ..., e_C] (e_c = E[c-th code]) and weight split into W_num and
         per-column blocks W_c (D, N):
@@ -107,16 +108,25 @@ class FeatureEncoder(nn.Module):
         gradients reach E and W through T (exactly the same values as the unfolded product,
         up to float rounding).
 
+        With the native kernels the whole layer is one op (:class:`mmoe.native.FoldLinear`).
+
         Args:
             numeric: (B, n_num) or ``None``.
             categorical: (B, n_cat) codes.
             weight: (n_num + n_cat·D, N).
+            bias: (N,) or ``None``.
 
         Returns:
             (B, N).
         """
         if not self.folds(categorical.shape[0] if categorical is not None else 0):
-            return self(numeric, categorical) @ weight
+            x = self(numeric, categorical)
+            return x @ weight if bias is None else torch.addmm(bias, x, weight)
+        emb = self.embedding.weight  # (V, D)
+        if native.usable(emb, weight):
+            return native.FoldLinear.apply(numeric if self.num_numeric else None,
+                                           categorical + self.offsets, emb, weight, bias,
+                                           self.column_of_row)
         n_num, d, c = self.num_numeric, self.embedding_dim, self.num_categorical
         w_cat = weight[n_num:].view(c, d, -1)  # (C, D, N)
         table = self._fold_table(w_cat)  # (V, N), row v = E[v] @ W_c(v)
@@ -127,7 +137,7 @@ class FeatureEncoder(nn.Module):
         out = gather_sum(table, rows, split)  # (V, N) -> (B, N)
         if n_num:
             out = torch.addmm(out, numeric, weight[:n_num])
-        return out
+        return out if bias is None else out + bias
 
     def _fold_table(self, w_cat: torch.Tensor) -> torch.Tensor:
         """T (V, N) with row v = E[v] @ W_c (c = v's column), from w_cat (C, D, N): one native
@@ -204,6 +214,6 @@ class EncodedInput:
                  categorical: torch.Tensor | None):
         self.encoder, self.numeric, self.categorical = encoder, numeric, categorical
 
-    def linear(self, weight: torch.Tensor) -> torch.Tensor:
-        """(B, d) @ weight (d, N) -> (B, N)."""
-        return self.encoder.linear(self.numeric, self.categorical, weight)
+    def linear(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, d) @ weight (d, N) + bias (N,) -> (B, N)."""
+        return self.encoder.linear(self.numeric, self.categorical, weight, bias)

@@ -87,13 +87,23 @@ def shared_input_linear(x: torch.Tensor | EncodedInput,
     """
     w = torch.cat([layer.flat_weight() for layer in layers], dim=1) if len(layers) > 1 \
         else layers[0].flat_weight()  # (I, N)
-    y = x.linear(w) if isinstance(x, EncodedInput) else x @ w  # (B, N)
-    outs = []
-    for layer, part in zip(layers, y.split([lay.groups * lay.out_features for lay in layers],
-                                           dim=1), strict=True):
-        out = part.view(part.shape[0], layer.groups, layer.out_features).transpose(0, 1)
-        outs.append(out if layer.bias is None else out + layer.bias.unsqueeze(1))  # (G, B, O)
-    return outs
+    b = _flat_bias(layers)  # (N,) or None
+    if isinstance(x, EncodedInput):
+        y = x.linear(w, b)  # (B, N)
+    else:
+        y = x @ w if b is None else torch.addmm(b, x, w)
+    widths = [layer.groups * layer.out_features for layer in layers]
+    return [part.view(part.shape[0], layer.groups, layer.out_features).transpose(0, 1)
+            for layer, part in zip(layers, y.split(widths, dim=1), strict=True)]  # (G, B, O)
+
+
+def _flat_bias(layers: list[StackedLinear]) -> torch.Tensor | None:
+    """The layers' biases side by side (N,), zeros for a layer without one; None if none has."""
+    if all(layer.bias is None for layer in layers):
+        return None
+    return torch.cat([layer.bias.flatten() if layer.bias is not None else
+                      layer.weight.new_zeros(layer.groups * layer.out_features)
+                      for layer in layers])
 
 
 class StackedMLP(nn.Module):
