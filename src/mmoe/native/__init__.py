@@ -1,4 +1,4 @@
-"""Native CPU kernels (``kernels.cpp``) for three hot spots of a training step, with
+"""Native CPU kernels (``kernels.cpp``) for the hot spots of a training step, with
 their autograd wrappers. The pure-torch formulas they replace stay with their callers in
 :mod:`mmoe.nn`, which use these ops only when :func:`usable` says so.
 
@@ -10,9 +10,9 @@ The C++ file is compiled on first use with :func:`torch.utils.cpp_extension.load
 30 s, once per machine; torch caches the build under ``TORCH_EXTENSIONS_DIR``). Where no
 compiler exists, the build fails, or ``MMOE_NATIVE=0`` is set, every caller keeps its
 pure-torch path, which gives the same values up to float rounding (tests compare both).
-Measured on the census MMoE at 1 thread, one training step went from 10.5 to 7.3 ms (1.45x,
-interleaved A/B; weights equal to 7e-7 after 540 steps); see
-docs/benchmarks/census_throughput.md.
+Measured on the census MMoE at 1 thread (interleaved A/B): one training step went from 10.5 to
+7.3 ms with scatter_rows, fold_table and mix (1.45x; weights equal to 7e-7 after 540 steps),
+and 5% further with fold_linear; see docs/benchmarks/census_throughput.md.
 
 Ops (all CPU, float32/float64):
 
