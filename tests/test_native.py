@@ -15,29 +15,6 @@ def _rows(b, cards, seed=0):
     return torch.stack([torch.randint(0, c, (b,), generator=g) for c in cards], 1) + offsets
 
 
-def test_scatter_rows_equals_index_add(native_built):
-    cards = (3, 40, 5, 17)
-    rows = _rows(50, cards)
-    grad = torch.randn(50, 7, dtype=torch.float64)
-    expected = torch.zeros(sum(cards), 7, dtype=torch.float64)
-    expected.index_add_(0, rows.flatten(), grad.repeat_interleave(len(cards), 0))
-    torch.testing.assert_close(native.scatter_rows(grad, rows, sum(cards)), expected)
-    out32 = native.scatter_rows(grad.float(), rows, sum(cards))
-    torch.testing.assert_close(out32, expected.float(), atol=1e-5, rtol=1e-5)
-
-
-def test_fold_table_values_and_gradients(native_built):
-    cards = (3, 6, 2)
-    column = torch.repeat_interleave(torch.arange(3), torch.tensor(cards))
-    emb = torch.randn(sum(cards), 4, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
-    table = native.FoldTable.apply(emb, weight, column)
-    expected = torch.einsum("vd,vdn->vn", emb, weight[column])
-    torch.testing.assert_close(table, expected)
-    assert torch.autograd.gradcheck(lambda e, w: native.FoldTable.apply(e, w, column),
-                                    (emb, weight))
-
-
 @pytest.mark.parametrize("gates_n", [1, 3])
 def test_mix_values_and_gradients_with_strided_experts(native_built, gates_n):
     g = torch.softmax(torch.randn(gates_n, 6, 4, dtype=torch.float64), -1).requires_grad_()

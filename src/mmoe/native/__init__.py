@@ -11,18 +11,17 @@ The C++ file is compiled on first use with :func:`torch.utils.cpp_extension.load
 compiler exists, the build fails, or ``MMOE_NATIVE=0`` is set, every caller keeps its
 pure-torch path, which gives the same values up to float rounding (tests compare both).
 Measured on the census MMoE at 1 thread (interleaved A/B): one training step went from 10.5 to
-7.3 ms with scatter_rows, fold_table and mix (1.45x; weights equal to 7e-7 after 540 steps),
-and 5% further with fold_linear; see docs/benchmarks/census_throughput.md.
+7.3 ms with the row scatter, the table and the mixing as kernels (1.45x; weights equal to 7e-7
+after 540 steps), and 5% further with the whole layer as one op; see
+docs/benchmarks/census_throughput.md.
 
 Ops (all CPU, float32/float64):
 
-- ``scatter_rows(grad (B, N), rows (B, C), V) -> (V, N)``: out[rows[b, c]] += grad[b], the
-  gradient of :func:`~mmoe.nn.gather_sum` w.r.t. its table;
-- ``fold_table(emb (V, D), weight (C, D, N), column (V,)) -> (V, N)``: row v is
-  emb[v] @ weight[column[v]], the folded first-layer table of :meth:`FeatureEncoder.linear`;
 - ``fold_linear(numeric (B, n) | None, rows (B, C), emb (V, D), weight (n + C·D, N),
-  bias (N,) | None, column (V,)) -> (B, N)``: the whole folded first layer (table, lookups,
-  numeric product, bias) in one call, forward and backward;
+  bias (N,) | None, column (V,)) -> (B, N)``: the whole folded first layer of
+  :meth:`FeatureEncoder.linear` (the table T[v] = emb[v] @ W_column[v], the lookups' sum, the
+  numeric product, the bias) in one call; its backward scatters the output gradient into the
+  table's rows in one loop;
 - ``mix(gates (G, B, E), experts (E, B, H)) -> (G, B, H)``: the gate mixing of eq. 5.
 """
 
@@ -112,12 +111,6 @@ def _ninja_on_path():
 def _register_fakes() -> None:
     """Shape-only versions so that torch.compile can trace through the ops."""
     lib = "mmoe_native::"
-    torch.library.register_fake(lib + "scatter_rows")(
-        lambda grad, rows, num_rows: grad.new_empty(num_rows, grad.shape[1]))
-    torch.library.register_fake(lib + "fold_table")(
-        lambda emb, weight, column: emb.new_empty(emb.shape[0], weight.shape[2]))
-    torch.library.register_fake(lib + "fold_table_backward")(
-        lambda grad, emb, weight, column: (torch.empty_like(emb), torch.empty_like(weight)))
     torch.library.register_fake(lib + "fold_linear")(
         lambda numeric, rows, emb, weight, bias, column: emb.new_empty(rows.shape[0],
                                                                        weight.shape[1]))
@@ -147,22 +140,6 @@ def usable(*tensors: torch.Tensor) -> bool:
 
 def _ops():
     return torch.ops.mmoe_native
-
-
-class FoldTable(torch.autograd.Function):
-    """table[v] = emb[v] @ weight[column[v]]: (V, D), (C, D, N), (V,) -> (V, N)."""
-
-    @staticmethod
-    def forward(ctx, emb: torch.Tensor, weight: torch.Tensor,
-                column: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(emb, weight, column)
-        return _ops().fold_table(emb, weight, column)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        emb, weight, column = ctx.saved_tensors
-        d_emb, d_weight = _ops().fold_table_backward(grad, emb, weight, column)
-        return d_emb, d_weight, None
 
 
 class FoldLinear(torch.autograd.Function):
@@ -195,8 +172,3 @@ class Mix(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         gates, experts = ctx.saved_tensors
         return _ops().mix_backward(grad, gates, experts)
-
-
-def scatter_rows(grad: torch.Tensor, rows: torch.Tensor, num_rows: int) -> torch.Tensor:
-    """out (V, N) with out[rows[b, c]] += grad[b] (no autograd: used inside a backward)."""
-    return _ops().scatter_rows(grad, rows, num_rows)

@@ -4,8 +4,10 @@
 // over the contiguous last dimension (dot products through `omp simd` reductions, which
 // reorder the sum like any BLAS does); float and double (double for gradcheck).
 //
-// Built at first use by mmoe/native/__init__.py (torch.utils.cpp_extension); every op has a
-// pure-torch twin in mmoe/nn, used when no C++ compiler is available; tests compare them.
+// Built at first use by mmoe/native/__init__.py (torch.utils.cpp_extension). Two ops are
+// registered, fold_linear and mix (each with its backward); the other functions are their
+// parts. Both have pure-torch twins in mmoe/nn, used when no C++ compiler is available;
+// tests compare them.
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -221,10 +223,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fold_linear_backward(
 }  // namespace
 
 TORCH_LIBRARY(mmoe_native, m) {
-  m.def("scatter_rows(Tensor grad, Tensor rows, int num_rows) -> Tensor");
-  m.def("fold_table(Tensor emb, Tensor weight, Tensor column) -> Tensor");
-  m.def("fold_table_backward(Tensor grad, Tensor emb, Tensor weight, Tensor column) "
-        "-> (Tensor, Tensor)");
   m.def("mix(Tensor gates, Tensor experts) -> Tensor");
   m.def("mix_backward(Tensor grad, Tensor gates, Tensor experts) -> (Tensor, Tensor)");
   m.def("fold_linear(Tensor? numeric, Tensor rows, Tensor emb, Tensor weight, Tensor? bias, "
@@ -234,9 +232,6 @@ TORCH_LIBRARY(mmoe_native, m) {
 }
 
 TORCH_LIBRARY_IMPL(mmoe_native, CPU, m) {
-  m.impl("scatter_rows", &scatter_rows);
-  m.impl("fold_table", &fold_table);
-  m.impl("fold_table_backward", &fold_table_backward);
   m.impl("mix", &mix);
   m.impl("mix_backward", &mix_backward);
   m.impl("fold_linear", &fold_linear);

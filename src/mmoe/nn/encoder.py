@@ -129,25 +129,16 @@ class FeatureEncoder(nn.Module):
                                            self.column_of_row)
         n_num, d, c = self.num_numeric, self.embedding_dim, self.num_categorical
         w_cat = weight[n_num:].view(c, d, -1)  # (C, D, N)
-        table = self._fold_table(w_cat)  # (V, N), row v = E[v] @ W_c(v)
+        # T_c = E_c @ W_c for every column in one bmm over the padded vocabulary
+        padded = emb.index_select(0, self.padded_rows).view(c, -1, d)
+        table = torch.bmm(padded, w_cat).flatten(0, 1).index_select(0, self.slot_of_row)
         rows = categorical + self.offsets  # (B, C) rows of the table
-        split = None if native.usable(table) else (  # the pure-torch backward's layout
-            categorical.index_select(1, self.small_cols) + self.small_offsets,
-            self.small_rows, rows.index_select(1, self.large_cols))
+        split = (categorical.index_select(1, self.small_cols) + self.small_offsets,
+                 self.small_rows, rows.index_select(1, self.large_cols))
         out = gather_sum(table, rows, split)  # (V, N) -> (B, N)
         if n_num:
             out = torch.addmm(out, numeric, weight[:n_num])
         return out if bias is None else out + bias
-
-    def _fold_table(self, w_cat: torch.Tensor) -> torch.Tensor:
-        """T (V, N) with row v = E[v] @ W_c (c = v's column), from w_cat (C, D, N): one native
-        kernel, or one bmm over the vocabulary padded per column."""
-        emb = self.embedding.weight  # (V, D)
-        if native.usable(emb, w_cat):
-            return native.FoldTable.apply(emb, w_cat, self.column_of_row)
-        padded = emb.index_select(0, self.padded_rows).view(self.num_categorical, -1,
-                                                            self.embedding_dim)
-        return torch.bmm(padded, w_cat).flatten(0, 1).index_select(0, self.slot_of_row)
 
 
 ONE_HOT_MAX_CODES = 16  # columns with at most this many codes: one-hot product in backward
@@ -155,9 +146,10 @@ ONE_HOT_MAX_CODES = 16  # columns with at most this many codes: one-hot product 
 
 class _GatherSum(torch.autograd.Function):
     """out[b] = sum_c table[rows[b, c]]. Backward: dtable = S^T grad with S (B, V) the
-    lookups' one-hot matrix, by the native row scatter, else by one index_add per column, or
-    (columns with few codes) one (V_small, B) x (B, N) product of their one-hot block: the
-    CPU backward of ``embedding_bag`` is several times slower than either."""
+    lookups' one-hot matrix, by one index_add per column, or (columns with few codes) one
+    (V_small, B) x (B, N) product of their one-hot block: the CPU backward of
+    ``embedding_bag`` is several times slower than either. (The native fold_linear does the
+    same scatter in one loop.)"""
 
     @staticmethod
     def forward(ctx, table: torch.Tensor, rows: torch.Tensor,
@@ -169,8 +161,6 @@ class _GatherSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         rows, *split = ctx.saved_tensors
-        if native.usable(grad):
-            return native.scatter_rows(grad, rows, ctx.num_rows), None, None
         grad = grad.contiguous()  # (B, N)
         out = grad.new_zeros(ctx.num_rows, grad.shape[1])  # (V, N)
         if split:
