@@ -59,22 +59,137 @@ def test_the_build_is_keyed_on_source_flags_and_cpu(monkeypatch):
     assert native._build_name() != name and name.startswith("mmoe_native_")
 
 
-@pytest.mark.parametrize("n_num,with_bias", [(3, True), (0, False)])
-def test_fold_linear_equals_the_dense_layer_in_value_and_gradients(native_built, n_num,
-                                                                   with_bias):
-    cards = (3, 6, 2)
-    column = torch.repeat_interleave(torch.arange(3), torch.tensor(cards))
-    rows = _rows(9, cards)
-    emb = torch.randn(sum(cards), 4, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(n_num + 3 * 4, 5, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(5, dtype=torch.float64, requires_grad=True) if with_bias else None
-    numeric = torch.randn(9, n_num, dtype=torch.float64) if n_num else None
 
-    def folded(e, w, *b):
-        return native.FoldLinear.apply(numeric, rows, e, w, b[0] if b else None, column)
 
-    dense_x = torch.cat([*([numeric] if n_num else []), emb[rows].flatten(1)], 1)
-    expected = dense_x @ weight + (bias if with_bias else 0)
-    args = (emb, weight, *([bias] if with_bias else []))
-    torch.testing.assert_close(folded(*args), expected)
-    assert torch.autograd.gradcheck(folded, args)
+CARDS = (3, 6, 2, 40)
+
+
+def _fold_inputs(dtype, b, layers, n_num=3, d=4, cards=CARDS, seed=0):
+    """numeric, codes, offsets, emb, column and [(weight, bias | None)] for FoldLinear;
+    layers = [(G, O, with_bias)]."""
+    g = torch.Generator().manual_seed(seed)
+    offsets = torch.tensor([0, *cards[:-1]]).cumsum(0)
+    codes = _rows(b, cards, seed) - offsets
+    column = torch.repeat_interleave(torch.arange(len(cards)), torch.tensor(cards))
+    emb = torch.randn(sum(cards), d, dtype=dtype, generator=g)
+    params = [(torch.randn(gr, n_num + len(cards) * d, o, dtype=dtype, generator=g),
+               torch.randn(gr, o, dtype=dtype, generator=g) if bias else None)
+              for gr, o, bias in layers]
+    numeric = torch.randn(b, n_num, dtype=dtype, generator=g) if n_num else None
+    return numeric, codes, offsets, emb, column, params
+
+
+def _fold(numeric, codes, offsets, emb, column, weights, biases):
+    return native.FoldLinear.apply(numeric, codes, offsets, emb, column, len(weights),
+                                   *weights, *biases)
+
+
+def _dense(numeric, codes, offsets, emb, weights, biases):
+    x = torch.cat([*([numeric] if numeric is not None else []),
+                   emb[codes + offsets].flatten(1)], 1)  # (B, I)
+    return [torch.einsum("bi,gio->gbo", x, w) + (0 if b is None else b[:, None])
+            for w, b in zip(weights, biases, strict=True)]
+
+
+@pytest.mark.parametrize("n_num", [3, 0])
+def test_fold_linear_equals_the_dense_layers_in_value_and_gradients(native_built, n_num):
+    numeric, codes, offsets, emb, column, params = _fold_inputs(
+        torch.float64, 9, [(3, 5, True), (2, 4, False)], n_num=n_num, cards=(3, 6, 2))
+    weights = [w.requires_grad_() for w, _ in params]
+    biases = [b if b is None else b.requires_grad_() for _, b in params]
+    emb.requires_grad_()
+    outs = _fold(numeric, codes, offsets, emb, column, weights, biases)
+    for got, want in zip(outs, _dense(numeric, codes, offsets, emb, weights, biases),
+                         strict=True):
+        torch.testing.assert_close(got, want)
+
+    def folded(e, w0, b0, w1):
+        return _fold(numeric, codes, offsets, e, column, [w0, w1], [b0, None])
+
+    assert torch.autograd.gradcheck(folded, (emb, weights[0], biases[0], weights[1]))
+
+
+def test_fold_linear_an_unused_output_gets_zero_gradients(native_built):
+    numeric, codes, offsets, emb, column, params = _fold_inputs(
+        torch.float32, 16, [(2, 8, True), (3, 4, True)])
+    weights = [w.requires_grad_() for w, _ in params]
+    biases = [b.requires_grad_() for _, b in params]
+    first, _ = _fold(numeric, codes, offsets, emb.requires_grad_(), column, weights, biases)
+    first.sum().backward()
+    assert not weights[1].grad.any() and not biases[1].grad.any()
+    want = _dense(numeric, codes, offsets, emb, weights[:1], biases[:1])[0]
+    grads = torch.autograd.grad(want.sum(), (emb, weights[0], biases[0]))
+    torch.testing.assert_close(emb.grad, grads[0])
+    torch.testing.assert_close(weights[0].grad, grads[1])
+    torch.testing.assert_close(biases[0].grad, grads[2])
+
+
+# Widths covering every vector block the kernels use (4, 2 and 1 vectors of 32 bytes, then
+# scalars): 8 floats or 4 doubles per vector.
+@pytest.mark.parametrize("dtype,width", [(torch.float32, 32 + 16 + 8 + 3),
+                                         (torch.float64, 16 + 8 + 4 + 3)])
+def test_fold_linear_and_mix_at_every_block_width(native_built, dtype, width):
+    numeric, codes, offsets, emb, column, params = _fold_inputs(
+        dtype, 37, [(2, width, True), (3, 8, False)])
+    weights = [w.requires_grad_() for w, _ in params]
+    biases = [b if b is None else b.requires_grad_() for _, b in params]
+    leaves = (emb.requires_grad_(), *weights, biases[0])
+    outs = _fold(numeric, codes, offsets, emb, column, weights, biases)
+    dense = _dense(numeric, codes, offsets, emb, weights, biases)
+    grads = [torch.randn_like(o) for o in outs]
+    for got, want in zip(outs, dense, strict=True):
+        torch.testing.assert_close(got, want)
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {}  # long float sums
+    for got, want in zip(torch.autograd.grad(outs, leaves, grads),
+                         torch.autograd.grad(dense, leaves, grads), strict=True):
+        torch.testing.assert_close(got, want, **tol)
+
+    gates = torch.softmax(torch.randn(2, 37, 5, dtype=dtype), -1).requires_grad_()
+    experts = torch.randn(37, 5, width, dtype=dtype).transpose(0, 1).requires_grad_()
+    mixed = native.Mix.apply(gates, experts)
+    expected = torch.einsum("gbe,ebh->gbh", gates, experts)
+    torch.testing.assert_close(mixed, expected)
+    grad = torch.randn_like(mixed)
+    for a, b in zip(torch.autograd.grad(mixed, (gates, experts), grad),
+                    torch.autograd.grad(expected, (gates, experts), grad), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_results_do_not_depend_on_the_thread_count(native_built):
+    """The kernels' threads split rows or column blocks, never one sum: bit-identical results
+    (the numeric columns' products are MKL's, whose threads may split the batch sum: equal
+    within rounding)."""
+    numeric, codes, offsets, emb, column, params = _fold_inputs(
+        torch.float32, 2048, [(8, 16, True), (2, 8, False)], n_num=7, d=8)
+    weights, biases = [w for w, _ in params], [b for _, b in params]
+    g = torch.Generator().manual_seed(1)
+    grads = [torch.randn(8, 2048, 16, generator=g), torch.randn(2, 2048, 8, generator=g)]
+    gates = torch.softmax(torch.randn(2, 2048, 8, generator=g), -1)
+    experts = torch.randn(8, 2048, 16, generator=g)
+    mix_grad = torch.randn(2, 2048, 16, generator=g)
+    ops = torch.ops.mmoe_native
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            *outs, wflat = ops.fold_linear(numeric, codes, offsets, emb, column, weights, biases)
+            d_emb, d_w, d_b = ops.fold_linear_backward(grads, numeric, codes, offsets, emb,
+                                                       column, wflat, [8, 2], [16, 8])
+            results.append(([*outs, *(w[:, :7] for w in d_w)],
+                            [d_emb, *(w[:, 7:] for w in d_w), *d_b, ops.mix(gates, experts),
+                             *ops.mix_backward(mix_grad, gates, experts)]))
+    finally:
+        torch.set_num_threads(threads)
+    (mkl_one, own_one), (mkl_two, own_two) = results
+    for one, two in zip(own_one, own_two, strict=True):
+        assert torch.equal(one, two)
+    for one, two in zip(mkl_one, mkl_two, strict=True):  # sums of 2048 terms of size ~1
+        torch.testing.assert_close(one, two, rtol=1e-4, atol=1e-3)
+
+
+def test_fold_linear_rejects_codes_outside_the_table(native_built):
+    numeric, codes, offsets, emb, column, params = _fold_inputs(torch.float32, 5, [(1, 8, True)])
+    codes[3, 3] = CARDS[3]  # one past the last column's codes: past the table's end
+    with pytest.raises(RuntimeError, match=f"row {sum(CARDS)} out of range"):
+        _fold(numeric, codes, offsets, emb, column, [params[0][0]], [params[0][1]])

@@ -17,11 +17,13 @@ docs/benchmarks/census_throughput.md.
 
 Ops (all CPU, float32/float64):
 
-- ``fold_linear(numeric (B, n) | None, rows (B, C), emb (V, D), weight (n + C·D, N),
-  bias (N,) | None, column (V,)) -> (B, N)``: the whole folded first layer of
-  :meth:`FeatureEncoder.linear` (the table T[v] = emb[v] @ W_column[v], the lookups' sum, the
-  numeric product, the bias) in one call; its backward scatters the output gradient into the
-  table's rows in one loop;
+- ``fold_linear(numeric (B, n) | None, codes (B, C), offsets (C,), emb (V, D), column (V,),
+  weights [(G_l, n + C·D, O_l)], biases [(G_l, O_l) | None]) -> [(G_l, B, O_l)] + [(I, N)]``:
+  the folded first layer of several stacked layers that read the encoder's output (the
+  experts' first layer and the gates: :meth:`FeatureEncoder.grouped_linear`), i.e. the table
+  T[v] = emb[v] @ W_column[v] over all their N columns, the lookups' sum, the numeric product
+  and the biases, written straight into each layer's (G, B, O) output; its backward scatters
+  the outputs' gradients into the table's rows in one loop;
 - ``mix(gates (G, B, E), experts (E, B, H)) -> (G, B, H)``: the gate mixing of eq. 5.
 """
 
@@ -40,22 +42,26 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("kernels.cpp")
-_CFLAGS = ["-O3", "-march=native", "-fopenmp-simd"]
+_CFLAGS = ["-O3", "-march=native"]
+# OpenMP lets at::parallel_for in the kernels use torch's intra-op threads (the library
+# resolves to the OpenMP runtime torch already loaded); a compiler without it builds the
+# kernels serial.
+_OPENMP = ["-fopenmp"]
 _state: dict[str, bool] = {}
 
 
-def _build_name() -> str:
+def _build_name(flags: list[str] | None = None) -> str:
     """Extension name keyed on the source, the flags and the CPU: the build uses
     -march=native, so a cache shared by machines of different CPUs must not hand one machine
     another's code."""
+    flags = _CFLAGS + _OPENMP if flags is None else flags
     cpu = platform.machine()
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith(("flags", "Features")))
-        cpu += flags
+        cpu += next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith(("flags", "Features")))
     except (OSError, StopIteration):
         pass
-    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_CFLAGS + [cpu]).encode()
+    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join(flags + [cpu]).encode()
                          ).hexdigest()[:12]
     return f"mmoe_native_{key}"
 
@@ -72,26 +78,34 @@ def available() -> bool:
 def _load() -> bool:
     if os.environ.get("MMOE_NATIVE", "1") == "0":
         return False
-    try:
-        from torch.utils import cpp_extension
-
-        name = _build_name()
-        built = Path(cpp_extension._get_build_directory(name, verbose=False), f"{name}.so")
-        if not built.exists():
-            print("mmoe: compiling the native CPU kernels (once per machine, about 30 s)",
-                  file=sys.stderr, flush=True)
-        with _ninja_on_path():
-            cpp_extension.load(name, [str(_SOURCE)], extra_cflags=_CFLAGS,
-                               is_python_module=False, verbose=False)
-    except Exception as err:  # no compiler, no ninja, a failed build: keep the torch path
-        lines = str(err).splitlines() or [""]
+    for openmp in (_OPENMP, []):  # parallel if the compiler has OpenMP, else serial
+        try:
+            _build(_CFLAGS + openmp, openmp)
+            break
+        except Exception as err:  # no compiler, no ninja, a failed build: keep the torch path
+            error = err
+    else:
+        lines = str(error).splitlines() or [""]
         why = next((line.strip() for line in lines if "error:" in line.lower()), lines[-1])
-        warnings.warn(f"mmoe: native CPU kernels unavailable ({type(err).__name__}: {why}); "
+        warnings.warn(f"mmoe: native CPU kernels unavailable ({type(error).__name__}: {why}); "
                       "using the pure-torch path (same results, slower). Set MMOE_NATIVE=0 to "
                       "skip the build.", RuntimeWarning, stacklevel=3)
         return False
     _register_fakes()
     return True
+
+
+def _build(cflags: list[str], ldflags: list[str]) -> None:
+    from torch.utils import cpp_extension
+
+    name = _build_name(cflags)
+    built = Path(cpp_extension._get_build_directory(name, verbose=False), f"{name}.so")
+    if not built.exists():
+        print("mmoe: compiling the native CPU kernels (once per machine, about 30 s)",
+              file=sys.stderr, flush=True)
+    with _ninja_on_path():
+        cpp_extension.load(name, [str(_SOURCE)], extra_cflags=cflags, extra_ldflags=ldflags,
+                           is_python_module=False, verbose=False)
 
 
 @contextlib.contextmanager
@@ -112,11 +126,14 @@ def _register_fakes() -> None:
     """Shape-only versions so that torch.compile can trace through the ops."""
     lib = "mmoe_native::"
     torch.library.register_fake(lib + "fold_linear")(
-        lambda numeric, rows, emb, weight, bias, column: emb.new_empty(rows.shape[0],
-                                                                       weight.shape[1]))
+        lambda numeric, codes, offsets, emb, column, weights, biases: [
+            *(emb.new_empty(w.shape[0], codes.shape[0], w.shape[2]) for w in weights),
+            emb.new_empty(weights[0].shape[1], sum(w.shape[0] * w.shape[2] for w in weights))])
     torch.library.register_fake(lib + "fold_linear_backward")(
-        lambda grad, numeric, rows, emb, weight, column: (
-            torch.empty_like(emb), torch.empty_like(weight), weight.new_empty(weight.shape[1])))
+        lambda grads, numeric, codes, offsets, emb, column, wflat, groups, widths: (
+            torch.empty_like(emb),
+            [wflat.new_empty(g, wflat.shape[0], o) for g, o in zip(groups, widths, strict=True)],
+            [wflat.new_empty(g, o) for g, o in zip(groups, widths, strict=True)]))
     torch.library.register_fake(lib + "mix")(
         lambda gates, experts: gates.new_empty(gates.shape[0], gates.shape[1],
                                                experts.shape[2]))
@@ -143,21 +160,32 @@ def _ops():
 
 
 class FoldLinear(torch.autograd.Function):
-    """x @ weight + bias with x = [numeric, emb[rows[:, 0]], ..., emb[rows[:, C-1]]] never
-    materialised: (B, n) | None, (B, C), (V, D), (n + C·D, N), (N,) | None, (V,) -> (B, N)."""
+    """The folded first layer of L stacked layers that read the same encoded input
+    x = [numeric, emb[codes[:, 0] + offsets[0]], ..., emb[codes[:, C-1] + offsets[C-1]]]
+    (never materialised): ``out_l[g] = x @ weights[l][g] + biases[l][g]``.
+
+    ``apply(numeric (B, n) | None, codes (B, C), offsets (C,), emb (V, D), column (V,), L,
+    *weights (G_l, n + C·D, O_l), *biases (G_l, O_l) | None) -> L outputs (G_l, B, O_l)``.
+    """
 
     @staticmethod
-    def forward(ctx, numeric, rows, emb, weight, bias, column):
-        ctx.save_for_backward(numeric, rows, emb, weight, column)
-        ctx.has_bias = bias is not None
-        return _ops().fold_linear(numeric, rows, emb, weight, bias, column)
+    def forward(ctx, numeric, codes, offsets, emb, column, num_layers, *params):
+        weights, biases = list(params[:num_layers]), list(params[num_layers:])
+        *outs, wflat = _ops().fold_linear(numeric, codes, offsets, emb, column, weights, biases)
+        ctx.save_for_backward(numeric, codes, offsets, emb, column, wflat)
+        ctx.groups = [w.shape[0] for w in weights]
+        ctx.widths = [w.shape[2] for w in weights]
+        ctx.has_bias = [b is not None for b in biases]
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None
+        return tuple(outs)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        numeric, rows, emb, weight, column = ctx.saved_tensors
-        d_emb, d_weight, d_bias = _ops().fold_linear_backward(grad, numeric, rows, emb, weight,
-                                                              column)
-        return None, None, d_emb, d_weight, d_bias if ctx.has_bias else None, None
+    def backward(ctx, *grads):
+        numeric, codes, offsets, emb, column, wflat = ctx.saved_tensors
+        d_emb, d_weights, d_biases = _ops().fold_linear_backward(
+            list(grads), numeric, codes, offsets, emb, column, wflat, ctx.groups, ctx.widths)
+        d_biases = [d if has else None for d, has in zip(d_biases, ctx.has_bias, strict=True)]
+        return None, None, None, d_emb, None, None, *d_weights, *d_biases
 
 
 class Mix(torch.autograd.Function):

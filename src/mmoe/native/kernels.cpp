@@ -1,8 +1,12 @@
-// CPU kernels for the three spots where a training step spends most of its time in many
-// tiny ATen calls: the gradient of a gather-sum (a row scatter), the folded first-layer
-// table, and the gate mixing of expert outputs. Plain loops that the compiler vectorises
-// over the contiguous last dimension (dot products through `omp simd` reductions, which
-// reorder the sum like any BLAS does); float and double (double for gradcheck).
+// CPU kernels for the spots where a training step spends most of its time in many tiny ATen
+// calls: the folded first layer (a gather-sum of table rows, forward; a row scatter and the
+// table's gradient, backward) and the gate mixing of expert outputs (eq. 5). float and double
+// (double for gradcheck).
+//
+// Loops run over the contiguous last dimension in blocks of 4, 2 or 1 SIMD vectors (GCC/Clang
+// vector extensions, 32 bytes: AVX2 on x86-64) whose accumulators stay in registers, then
+// scalars. at::parallel_for splits rows (or column blocks) over torch's intra-op threads, so
+// no output element is summed by two threads: results do not depend on the thread count.
 //
 // Built at first use by mmoe/native/__init__.py (torch.utils.cpp_extension). Two ops are
 // registered, fold_linear and mix (each with its backward); the other functions are their
@@ -10,105 +14,377 @@
 // tests compare them.
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
+#include <vector>
+#include <type_traits>
 
 namespace {
 
-// out (V, N): out[rows[b, c]] += grad[b] for every b, c (the transpose of a gather-sum).
-at::Tensor scatter_rows(const at::Tensor& grad, const at::Tensor& rows, int64_t num_rows) {
-  TORCH_CHECK(grad.dim() == 2 && rows.dim() == 2 && grad.size(0) == rows.size(0),
-              "scatter_rows: grad (B, N) and rows (B, C) expected");
-  const auto g = grad.contiguous();
-  const auto r = rows.to(at::kLong).contiguous();
-  if (r.numel()) {
-    const auto [lo, hi] = at::aminmax(r);
-    TORCH_CHECK(lo.item<int64_t>() >= 0 && hi.item<int64_t>() < num_rows,
-                "scatter_rows: rows out of range [0, ", num_rows, ")");
+// 32-byte vectors that may sit at any element boundary (alignment of one element). Loads and
+// stores go through these typed pointers, not memcpy: a char-typed copy may alias anything,
+// which makes the compiler reload every captured size and pointer inside the hot loops.
+template <typename T> struct VecOf { using type = T; };
+template <> struct VecOf<float> {
+  typedef float type __attribute__((vector_size(32), aligned(alignof(float))));
+};
+template <> struct VecOf<double> {
+  typedef double type __attribute__((vector_size(32), aligned(alignof(double))));
+};
+
+// Lanes of V over scalar T (1 when V is T itself).
+template <typename V, typename T> constexpr int64_t lanes = sizeof(V) / sizeof(T);
+
+// V, once deduced as a template argument, has lost the reduced alignment (as V{} values it
+// only lives in registers); memory is always reached through VecOf<T>::type itself.
+template <typename V, typename T> inline V load(const T* p) {
+  if constexpr (std::is_same_v<V, T>) return *p;
+  else return *reinterpret_cast<const typename VecOf<T>::type*>(p);
+}
+template <typename V, typename T> inline void store(T* p, const V& v) {
+  if constexpr (std::is_same_v<V, T>) *p = v;
+  else *reinterpret_cast<typename VecOf<T>::type*>(p) = v;
+}
+
+// Sum of a vector's lanes: log2(lanes) shuffle-and-add steps where the compiler has
+// __builtin_shufflevector (Clang, GCC >= 12), else lane by lane.
+template <typename T, typename V> inline T hsum(V v) {
+  if constexpr (std::is_same_v<T, V>) {
+    return v;
+  } else {
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+    if constexpr (lanes<V, T> == 8) {
+      v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+      v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+      v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+      return v[0];
+    } else if constexpr (lanes<V, T> == 4) {
+      v += __builtin_shufflevector(v, v, 2, 3, 0, 1);
+      v += __builtin_shufflevector(v, v, 1, 0, 3, 2);
+      return v[0];
+    }
+#endif
+    T s = v[0];
+    for (int64_t i = 1; i < lanes<V, T>; ++i) s += v[i];
+    return s;
   }
-  const int64_t B = g.size(0), N = g.size(1), C = r.size(1);
-  auto out = at::zeros({num_rows, N}, g.options());
-  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "scatter_rows", [&] {
-    const scalar_t* gp = g.data_ptr<scalar_t>();
-    const int64_t* rp = r.data_ptr<int64_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    for (int64_t b = 0; b < B; ++b) {
-      const scalar_t* __restrict__ src = gp + b * N;
-      for (int64_t c = 0; c < C; ++c) {
-        scalar_t* __restrict__ dst = op + rp[b * C + c] * N;
-        for (int64_t n = 0; n < N; ++n) dst[n] += src[n];
+}
+
+// sum_i a[i] * b[i] over n contiguous elements: two vector accumulators, one lane sum.
+template <typename T> inline T dot(const T* a, const T* b, int64_t n) {
+  using V = typename VecOf<T>::type;
+  constexpr int64_t L = lanes<V, T>;
+  V s0{}, s1{};
+  int64_t i = 0;
+  for (; i + 2 * L <= n; i += 2 * L) {
+    s0 += load<V>(a + i) * load<V>(b + i);
+    s1 += load<V>(a + i + L) * load<V>(b + i + L);
+  }
+  for (; i + L <= n; i += L) s0 += load<V>(a + i) * load<V>(b + i);
+  T s = hsum<T>(s0 + s1);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+template <int K> using Blocks = std::integral_constant<int, K>;
+
+// Covers columns [n0, n1) for a body called as body(Blocks<K>{}, V{}, n): K vectors of type V
+// starting at column n, in blocks of 4, 2, 1 vectors, then scalars (V = T).
+template <typename T, typename Body>
+inline void for_blocks(int64_t n0, int64_t n1, const Body& body) {
+  using V = typename VecOf<T>::type;
+  constexpr int64_t L = lanes<V, T>;
+  int64_t n = n0;
+  for (; n + 4 * L <= n1; n += 4 * L) body(Blocks<4>{}, V{}, n);
+  for (; n + 2 * L <= n1; n += 2 * L) body(Blocks<2>{}, V{}, n);
+  for (; n + L <= n1; n += L) body(Blocks<1>{}, V{}, n);
+  for (; n < n1; ++n) body(Blocks<1>{}, T{}, n);
+}
+
+// Items per thread chunk so that a chunk holds at least ~32k multiply-adds (ATen's grain).
+inline int64_t grain(int64_t work_per_item) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_item));
+}
+
+// The folded first layer of several stacked layers that read the same input x (experts and
+// gates: layer l holds G_l groups, weight (G_l, I, O_l), bias (G_l, O_l)). Their columns sit
+// side by side in a flat space of N = sum_l G_l * O_l columns: segment (l, g) is the O_l
+// columns from n0 on. Outputs and output gradients stay in the layers' (G_l, B, O_l) layout,
+// which segment (l, g) reads or writes at rows (g, b).
+struct Segment {
+  int64_t n0, width, layer, group;
+};
+
+std::vector<Segment> segments_of(at::IntArrayRef groups, at::IntArrayRef widths) {
+  std::vector<Segment> segs;
+  int64_t n0 = 0;
+  for (size_t l = 0; l < groups.size(); ++l)
+    for (int64_t g = 0; g < groups[l]; ++g, n0 += widths[l])
+      segs.push_back({n0, widths[l], static_cast<int64_t>(l), g});
+  return segs;
+}
+
+// out_l[g, b] = bias[seg] + sum_c table[rows[b, c], seg] for the segment seg of (l, g), from
+// the flat table (V, N) and bias (N,); outs[l] points at a contiguous (G_l, B, O_l) tensor.
+template <typename T>
+void gather_sum(const T* table, int64_t V_, const int64_t* rows, const T* bias, int64_t B,
+                int64_t C, int64_t N, const std::vector<Segment>& segs,
+                const std::vector<T*>& outs) {
+  at::parallel_for(0, B, grain(C * N), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t* r = rows + b * C;
+      for (int64_t c = 0; c < C; ++c)
+        TORCH_CHECK(r[c] >= 0 && r[c] < V_, "fold_linear: row ", r[c], " out of range [0, ",
+                    V_, ")");
+      for (const auto& s : segs) {
+        T* dst = outs[s.layer] + (s.group * B + b) * s.width;
+        for_blocks<T>(0, s.width, [&](auto k, auto v, int64_t o) {
+          using V = decltype(v);
+          constexpr int K = decltype(k)::value;
+          constexpr int64_t L = lanes<V, T>;
+          const int64_t n = s.n0 + o;
+          V acc[K], odd[K];  // two chains of adds per vector: latency, not loads, bounds one
+          for (int i = 0; i < K; ++i) acc[i] = load<V>(bias + n + i * L);
+          for (int i = 0; i < K; ++i) odd[i] = V{};
+          int64_t c = 0;
+          for (; c + 1 < C; c += 2) {
+            const T* src = table + r[c] * N + n;
+            const T* src2 = table + r[c + 1] * N + n;
+            for (int i = 0; i < K; ++i) acc[i] += load<V>(src + i * L);
+            for (int i = 0; i < K; ++i) odd[i] += load<V>(src2 + i * L);
+          }
+          if (c < C)
+            for (int i = 0; i < K; ++i) acc[i] += load<V>(table + r[c] * N + n + i * L);
+          for (int i = 0; i < K; ++i) store(dst + o + i * L, acc[i] + odd[i]);
+        });
       }
     }
   });
-  return out;
 }
 
-// table (V, N): table[v] = emb[v] @ weight[column[v]]; emb (V, D), weight (C, D, N).
-at::Tensor fold_table(const at::Tensor& emb, const at::Tensor& weight,
-                      const at::Tensor& column) {
-  TORCH_CHECK(emb.dim() == 2 && weight.dim() == 3 && weight.size(1) == emb.size(1),
-              "fold_table: emb (V, D) and weight (C, D, N) expected");
-  const auto e = emb.contiguous();
-  const auto w = weight.contiguous();
-  const auto col = column.to(at::kLong).contiguous();
-  const int64_t V = e.size(0), D = e.size(1), N = w.size(2);
-  auto out = at::zeros({V, N}, e.options());
-  AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "fold_table", [&] {
-    const scalar_t* ep = e.data_ptr<scalar_t>();
-    const scalar_t* wp = w.data_ptr<scalar_t>();
-    const int64_t* cp = col.data_ptr<int64_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    {
-      for (int64_t v = 0; v < V; ++v) {
-        scalar_t* __restrict__ dst = op + v * N;
+// The transpose of gather_sum: d_table (V, N, zero on entry) gets d_table[rows[b, c], seg] +=
+// grad_l[g, b] for every b, c, and d_bias_l[g] = sum_b grad_l[g, b], from the output
+// gradients grad_l (G_l, B, O_l) with strides (sg, sb, 1) (nullptr: that output took no part
+// in the loss). Threads split the segments (each owns its columns); a block of grad_l[g, b]
+// stays in registers across the C lookups.
+template <typename T>
+void scatter_rows(const std::vector<const T*>& grads, const std::vector<int64_t>& sg,
+                  const std::vector<int64_t>& sb, const int64_t* rows, int64_t B, int64_t C,
+                  int64_t N, const std::vector<Segment>& segs, T* d_table,
+                  const std::vector<T*>& d_bias) {
+  at::parallel_for(0, static_cast<int64_t>(segs.size()), grain(B * C * 16),
+                   [&](int64_t s0, int64_t s1) {
+    for (int64_t si = s0; si < s1; ++si) {
+      const auto& s = segs[si];
+      T* db = d_bias[s.layer] + s.group * s.width;
+      if (grads[s.layer] == nullptr) {
+        std::fill(db, db + s.width, T(0));
+        continue;
+      }
+      const T* grad = grads[s.layer] + s.group * sg[s.layer];
+      const int64_t stride = sb[s.layer];
+      for_blocks<T>(0, s.width, [&](auto k, auto v, int64_t o) {
+        using V = decltype(v);
+        constexpr int K = decltype(k)::value;
+        constexpr int64_t L = lanes<V, T>;
+        V sum[K];
+        for (int i = 0; i < K; ++i) sum[i] = V{};
+        for (int64_t b = 0; b < B; ++b) {
+          V g[K];
+          for (int i = 0; i < K; ++i) g[i] = load<V>(grad + b * stride + o + i * L);
+          for (int i = 0; i < K; ++i) sum[i] += g[i];
+          const int64_t* r = rows + b * C;
+          for (int64_t c = 0; c < C; ++c) {
+            T* dst = d_table + r[c] * N + s.n0 + o;
+            for (int i = 0; i < K; ++i) store(dst + i * L, load<V>(dst + i * L) + g[i]);
+          }
+        }
+        for (int i = 0; i < K; ++i) store(db + o + i * L, sum[i]);
+      });
+    }
+  });
+}
+
+// table (V, N): table[v] = emb[v] @ W_column[v], W_c[d] = wcat[c * D + d] (N,) being the
+// categorical rows of the flat weight.
+template <typename T>
+void fold_table(const T* emb, const T* wcat, const int64_t* column, int64_t V_, int64_t D,
+                int64_t N, T* out) {
+  at::parallel_for(0, V_, grain(D * N), [&](int64_t v0, int64_t v1) {
+    for (int64_t v = v0; v < v1; ++v) {
+      const T* w = wcat + column[v] * D * N;
+      for_blocks<T>(0, N, [&](auto k, auto vt, int64_t n) {
+        using V = decltype(vt);
+        constexpr int K = decltype(k)::value;
+        constexpr int64_t L = lanes<V, T>;
+        V acc[K];
+        for (int i = 0; i < K; ++i) acc[i] = V{};
         for (int64_t d = 0; d < D; ++d) {
-          const scalar_t x = ep[v * D + d];
-          const scalar_t* __restrict__ src = wp + (cp[v] * D + d) * N;
-          for (int64_t n = 0; n < N; ++n) dst[n] += x * src[n];
+          const T x = emb[v * D + d];
+          for (int i = 0; i < K; ++i) acc[i] += x * load<V>(w + d * N + n + i * L);
         }
-      }
+        for (int i = 0; i < K; ++i) store(out + v * N + n + i * L, acc[i]);
+      });
     }
   });
-  return out;
 }
 
-// Gradients of fold_table: d_emb (V, D), d_weight (C, D, N).
-std::tuple<at::Tensor, at::Tensor> fold_table_backward(const at::Tensor& grad,
-                                                       const at::Tensor& emb,
-                                                       const at::Tensor& weight,
-                                                       const at::Tensor& column) {
-  const auto g = grad.contiguous();
-  const auto e = emb.contiguous();
-  const auto w = weight.contiguous();
-  const auto col = column.to(at::kLong).contiguous();
-  const int64_t V = e.size(0), D = e.size(1), N = w.size(2);
-  auto d_emb = at::empty_like(e);
-  auto d_weight = at::zeros_like(w);
-  AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "fold_table_backward", [&] {
-    const scalar_t* gp = g.data_ptr<scalar_t>();
-    const scalar_t* ep = e.data_ptr<scalar_t>();
-    const scalar_t* wp = w.data_ptr<scalar_t>();
-    const int64_t* cp = col.data_ptr<int64_t>();
-    scalar_t* dep = d_emb.data_ptr<scalar_t>();
-    scalar_t* dwp = d_weight.data_ptr<scalar_t>();
-    for (int64_t v = 0; v < V; ++v) {  // serial: rows of one column share d_weight[c]
-      const scalar_t* __restrict__ gv = gp + v * N;
-      for (int64_t d = 0; d < D; ++d) {
-        const scalar_t* __restrict__ wcd = wp + (cp[v] * D + d) * N;
-        scalar_t* __restrict__ dw = dwp + (cp[v] * D + d) * N;
-        const scalar_t x = ep[v * D + d];
-        scalar_t acc = 0;
-        _Pragma("omp simd reduction(+ : acc)")
-        for (int64_t n = 0; n < N; ++n) {
-          acc += gv[n] * wcd[n];
-          dw[n] += x * gv[n];
-        }
-        dep[v * D + d] = acc;
-      }
+// Gradients of fold_table given d_table (V, N): d_emb (V, D), and into each layer's weight
+// gradient d_w_l (G_l, I, O_l), rows n_num + c * D + d (zero on entry), the sum over the
+// vocabulary rows v of column c of emb[v, d] * d_table[v, seg]. Threads split the rows v for
+// d_emb and the segments for d_w (rows of one column add into the same rows of d_w).
+template <typename T>
+void fold_table_backward(const T* d_table, const T* emb, const T* wcat, const int64_t* column,
+                         int64_t V_, int64_t D, int64_t N, int64_t n_num, int64_t I,
+                         const std::vector<Segment>& segs, T* d_emb,
+                         const std::vector<T*>& d_weights) {
+  at::parallel_for(0, V_, grain(D * N), [&](int64_t v0, int64_t v1) {
+    for (int64_t v = v0; v < v1; ++v) {
+      const T* w = wcat + column[v] * D * N;
+      for (int64_t d = 0; d < D; ++d) d_emb[v * D + d] = dot(d_table + v * N, w + d * N, N);
     }
   });
-  return {d_emb, d_weight};
+  at::parallel_for(0, static_cast<int64_t>(segs.size()), grain(V_ * D * 16),
+                   [&](int64_t s0, int64_t s1) {
+    for (int64_t si = s0; si < s1; ++si) {
+      const auto& s = segs[si];
+      T* dw = d_weights[s.layer] + (s.group * I + n_num) * s.width;
+      for_blocks<T>(0, s.width, [&](auto k, auto vt, int64_t o) {
+        using V = decltype(vt);
+        constexpr int K = decltype(k)::value;
+        constexpr int64_t L = lanes<V, T>;
+        for (int64_t v = 0; v < V_; ++v) {
+          V g[K];
+          for (int i = 0; i < K; ++i) g[i] = load<V>(d_table + v * N + s.n0 + o + i * L);
+          T* dst = dw + column[v] * D * s.width + o;
+          for (int64_t d = 0; d < D; ++d) {
+            const T x = emb[v * D + d];
+            for (int i = 0; i < K; ++i)
+              store(dst + d * s.width + i * L, load<V>(dst + d * s.width + i * L) + x * g[i]);
+          }
+        }
+      });
+    }
+  });
+}
+
+// The folded first layer of several stacked layers in one call. With x the encoder's output
+// [numeric, emb[rows[:, 0]], ..., emb[rows[:, C-1]]] (never materialised), rows = codes +
+// offsets, for each layer l:
+//   out_l[g] = x @ weights[l][g] + biases[l][g]      (G_l, B, O_l)
+// computed as sum_c T[rows[:, c]] + bias + numeric @ W_num, with the folded table
+// T[v] = emb[v] @ W_column[v] (V, N) over the flat columns of all layers. Returns the outputs
+// and, last, the flat weight (I, N) that the backward reads.
+std::vector<at::Tensor> fold_linear(const c10::optional<at::Tensor>& numeric,
+                                    const at::Tensor& codes, const at::Tensor& offsets,
+                                    const at::Tensor& emb, const at::Tensor& column,
+                                    at::TensorList weights,
+                                    const c10::List<c10::optional<at::Tensor>>& biases) {
+  const int64_t B = codes.size(0), C = codes.size(1), V_ = emb.size(0), D = emb.size(1);
+  TORCH_CHECK(!weights.empty() && biases.size() == weights.size(),
+              "fold_linear: one bias (or None) per weight expected");
+  const int64_t I = weights[0].size(1), n_num = I - C * D;
+  TORCH_CHECK(n_num >= 0 && (n_num == 0 || (numeric.has_value() && numeric->size(1) == n_num)),
+              "fold_linear: weights must have n_num + C * D input rows");
+  TORCH_CHECK(column.numel() == V_ && offsets.numel() == C,
+              "fold_linear: column (V,) and offsets (C,) expected");
+  std::vector<int64_t> groups, widths;
+  for (const auto& w : weights) {
+    TORCH_CHECK(w.dim() == 3 && w.size(1) == I && w.scalar_type() == emb.scalar_type(),
+                "fold_linear: weights (G, I, O) of one input width and emb's dtype expected");
+    groups.push_back(w.size(0));
+    widths.push_back(w.size(2));
+  }
+  const auto segs = segments_of(groups, widths);
+  const int64_t N = segs.back().n0 + segs.back().width;
+  auto wflat = at::empty({I, N}, emb.options());  // layer l at columns [start, start + G*O)
+  auto bias = at::zeros({N}, emb.options());
+  std::vector<at::Tensor> outs;
+  for (size_t l = 0, start = 0; l < weights.size(); start += groups[l] * widths[l], ++l) {
+    wflat.narrow(1, start, groups[l] * widths[l]).view({I, groups[l], widths[l]})
+        .copy_(weights[l].transpose(0, 1));
+    if (const auto& b = biases.get(l); b.has_value())
+      bias.narrow(0, start, groups[l] * widths[l]).copy_(b->reshape({-1}));
+    outs.push_back(at::empty({groups[l], B, widths[l]}, emb.options()));
+  }
+  const auto rows = (codes.to(at::kLong) + offsets.to(at::kLong)).contiguous();  // (B, C)
+  const auto col = column.to(at::kLong).contiguous();
+  const auto e = emb.contiguous();
+  auto table = at::empty({V_, N}, e.options());
+  AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "fold_linear", [&] {
+    using T = scalar_t;
+    std::vector<T*> out_ptrs;
+    for (auto& o : outs) out_ptrs.push_back(o.data_ptr<T>());
+    fold_table(e.data_ptr<T>(), wflat.data_ptr<T>() + n_num * N, col.data_ptr<int64_t>(), V_,
+               D, N, table.data_ptr<T>());
+    gather_sum(table.data_ptr<T>(), V_, rows.data_ptr<int64_t>(), bias.data_ptr<T>(), B, C, N,
+               segs, out_ptrs);
+  });
+  if (n_num) {  // out_l += numeric @ W_l[:, :n_num]: one batched product per layer
+    for (size_t l = 0; l < weights.size(); ++l)
+      outs[l].baddbmm_(numeric->unsqueeze(0).expand({groups[l], B, n_num}),
+                       weights[l].narrow(1, 0, n_num));
+  }
+  outs.push_back(wflat);
+  return outs;
+}
+
+// Gradients of fold_linear: d_emb (V, D), d_weights (G_l, I, O_l), d_biases (G_l, O_l), from
+// the outputs' gradients (None for an output the loss did not use). wflat is the forward's
+// flat weight, groups and widths the layers' G_l and O_l; the forward checked the rows.
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> fold_linear_backward(
+    const c10::List<c10::optional<at::Tensor>>& grads, const c10::optional<at::Tensor>& numeric,
+    const at::Tensor& codes, const at::Tensor& offsets, const at::Tensor& emb,
+    const at::Tensor& column, const at::Tensor& wflat, at::IntArrayRef groups,
+    at::IntArrayRef widths) {
+  const int64_t B = codes.size(0), C = codes.size(1), V_ = emb.size(0), D = emb.size(1);
+  const int64_t I = wflat.size(0), N = wflat.size(1), n_num = I - C * D;
+  TORCH_CHECK(grads.size() == groups.size() && widths.size() == groups.size(),
+              "fold_linear_backward: one gradient, group count and width per layer expected");
+  const auto segs = segments_of(groups, widths);
+  const auto rows = (codes.to(at::kLong) + offsets.to(at::kLong)).contiguous();
+  const auto col = column.to(at::kLong).contiguous();
+  const auto e = emb.contiguous();
+  const auto w = wflat.contiguous();
+  auto d_table = at::zeros({V_, N}, e.options());
+  auto d_emb = at::empty_like(e);
+  std::vector<at::Tensor> g_kept, d_weights, d_biases;
+  std::vector<int64_t> sg, sb;
+  for (size_t l = 0; l < groups.size(); ++l) {
+    const auto& g = grads.get(l);
+    auto gl = g.has_value() && g->defined() ? (g->stride(2) == 1 ? *g : g->contiguous())
+                                            : at::Tensor();
+    sg.push_back(gl.defined() ? gl.stride(0) : 0);
+    sb.push_back(gl.defined() ? gl.stride(1) : 0);
+    g_kept.push_back(gl);
+    d_weights.push_back(at::zeros({groups[l], I, widths[l]}, e.options()));
+    d_biases.push_back(at::empty({groups[l], widths[l]}, e.options()));
+  }
+  AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "fold_linear_backward", [&] {
+    using T = scalar_t;
+    std::vector<const T*> g_ptrs;
+    std::vector<T*> dw_ptrs, db_ptrs;
+    for (size_t l = 0; l < groups.size(); ++l) {
+      g_ptrs.push_back(g_kept[l].defined() ? g_kept[l].data_ptr<T>() : nullptr);
+      dw_ptrs.push_back(d_weights[l].data_ptr<T>());
+      db_ptrs.push_back(d_biases[l].data_ptr<T>());
+    }
+    scatter_rows(g_ptrs, sg, sb, rows.data_ptr<int64_t>(), B, C, N, segs,
+                 d_table.data_ptr<T>(), db_ptrs);
+    fold_table_backward(d_table.data_ptr<T>(), e.data_ptr<T>(), w.data_ptr<T>() + n_num * N,
+                        col.data_ptr<int64_t>(), V_, D, N, n_num, I, segs, d_emb.data_ptr<T>(),
+                        dw_ptrs);
+  });
+  if (n_num) {  // d_W_l[:, :n_num] = numeric^T @ grad_l
+    for (size_t l = 0; l < groups.size(); ++l)
+      if (g_kept[l].defined())
+        d_weights[l].narrow(1, 0, n_num).copy_(at::bmm(
+            numeric->t().unsqueeze(0).expand({groups[l], n_num, B}), g_kept[l]));
+  }
+  return {d_emb, d_weights, d_biases};
 }
 
 // out (G, B, H): out[g, b] = sum_e gates[g, b, e] * experts[e, b]; any strides with a
@@ -121,24 +397,31 @@ at::Tensor mix(const at::Tensor& gates, const at::Tensor& experts) {
   const auto ex = experts.stride(2) == 1 ? experts : experts.contiguous();
   const int64_t G = gt.size(0), B = gt.size(1), E = gt.size(2), H = ex.size(2);
   const int64_t se = ex.stride(0), sb = ex.stride(1);
-  auto out = at::zeros({G, B, H}, gt.options());
+  auto out = at::empty({G, B, H}, gt.options());
   AT_DISPATCH_FLOATING_TYPES(gt.scalar_type(), "mix", [&] {
-    const scalar_t* gp = gt.data_ptr<scalar_t>();
-    const scalar_t* xp = ex.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    {
-      for (int64_t g = 0; g < G; ++g) {
-        for (int64_t b = 0; b < B; ++b) {
-          scalar_t* __restrict__ dst = op + (g * B + b) * H;
-          const scalar_t* gate = gp + (g * B + b) * E;
-          for (int64_t e = 0; e < E; ++e) {
-            const scalar_t* __restrict__ src = xp + e * se + b * sb;
-            const scalar_t a = gate[e];
-            for (int64_t h = 0; h < H; ++h) dst[h] += a * src[h];
-          }
+    using T = scalar_t;
+    const T* gp = gt.data_ptr<T>();
+    const T* xp = ex.data_ptr<T>();
+    T* op = out.data_ptr<T>();
+    at::parallel_for(0, B, grain(G * E * H), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t g = 0; g < G; ++g) {
+          const T* gate = gp + (g * B + b) * E;
+          for_blocks<T>(0, H, [&](auto k, auto v, int64_t h) {
+            using V = decltype(v);
+            constexpr int K = decltype(k)::value;
+            constexpr int64_t L = lanes<V, T>;
+            V acc[K];
+            for (int i = 0; i < K; ++i) acc[i] = V{};
+            for (int64_t e = 0; e < E; ++e) {
+              const T* src = xp + e * se + b * sb + h;
+              for (int i = 0; i < K; ++i) acc[i] += gate[e] * load<V>(src + i * L);
+            }
+            for (int i = 0; i < K; ++i) store(op + (g * B + b) * H + h + i * L, acc[i]);
+          });
         }
       }
-    }
+    });
   });
   return out;
 }
@@ -152,72 +435,38 @@ std::tuple<at::Tensor, at::Tensor> mix_backward(const at::Tensor& grad, const at
   const int64_t G = gt.size(0), B = gt.size(1), E = gt.size(2), H = ex.size(2);
   const int64_t se = ex.stride(0), sb = ex.stride(1);
   auto d_gates = at::empty_like(gt);
-  auto d_experts = at::zeros({E, B, H}, gt.options());
+  auto d_experts = at::empty({E, B, H}, gt.options());
   AT_DISPATCH_FLOATING_TYPES(gt.scalar_type(), "mix_backward", [&] {
-    const scalar_t* rp = gr.data_ptr<scalar_t>();
-    const scalar_t* gp = gt.data_ptr<scalar_t>();
-    const scalar_t* xp = ex.data_ptr<scalar_t>();
-    scalar_t* dgp = d_gates.data_ptr<scalar_t>();
-    scalar_t* dxp = d_experts.data_ptr<scalar_t>();
-    {
-      for (int64_t b = 0; b < B; ++b) {
-        for (int64_t g = 0; g < G; ++g) {
-          const scalar_t* __restrict__ gb = rp + (g * B + b) * H;
-          for (int64_t e = 0; e < E; ++e) {
-            const scalar_t* __restrict__ src = xp + e * se + b * sb;
-            scalar_t* __restrict__ dx = dxp + (e * B + b) * H;
-            const scalar_t a = gp[(g * B + b) * E + e];
-            scalar_t acc = 0;
-        _Pragma("omp simd reduction(+ : acc)")
-            for (int64_t h = 0; h < H; ++h) {
-              acc += gb[h] * src[h];
-              dx[h] += a * gb[h];
+    using T = scalar_t;
+    const T* rp = gr.data_ptr<T>();
+    const T* gp = gt.data_ptr<T>();
+    const T* xp = ex.data_ptr<T>();
+    T* dgp = d_gates.data_ptr<T>();
+    T* dxp = d_experts.data_ptr<T>();
+    at::parallel_for(0, B, grain(2 * G * E * H), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int64_t e = 0; e < E; ++e) {  // d_experts[e, b] = sum_g gates[g, b, e] grad[g, b]
+          for_blocks<T>(0, H, [&](auto k, auto v, int64_t h) {
+            using V = decltype(v);
+            constexpr int K = decltype(k)::value;
+            constexpr int64_t L = lanes<V, T>;
+            V acc[K];
+            for (int i = 0; i < K; ++i) acc[i] = V{};
+            for (int64_t g = 0; g < G; ++g) {
+              const T a = gp[(g * B + b) * E + e];
+              for (int i = 0; i < K; ++i) acc[i] += a * load<V>(rp + (g * B + b) * H + h + i * L);
             }
-            dgp[(g * B + b) * E + e] = acc;
-          }
+            for (int i = 0; i < K; ++i) store(dxp + (e * B + b) * H + h + i * L, acc[i]);
+          });
+        }
+        for (int64_t g = 0; g < G; ++g) {  // d_gates[g, b, e] = <grad[g, b], experts[e, b]>
+          for (int64_t e = 0; e < E; ++e)
+            dgp[(g * B + b) * E + e] = dot(rp + (g * B + b) * H, xp + e * se + b * sb, H);
         }
       }
-    }
+    });
   });
   return {d_gates, d_experts};
-}
-
-// The folded first layer in one call: out (B, N) = numeric @ weight[:n_num] + bias +
-// sum_c table[rows[b, c]], table = fold_table(emb, weight[n_num:] as (C, D, N), column).
-// numeric (B, n_num) or undefined when n_num == 0; rows (B, C) rows of the table.
-at::Tensor fold_linear(const c10::optional<at::Tensor>& numeric, const at::Tensor& rows,
-                       const at::Tensor& emb, const at::Tensor& weight,
-                       const c10::optional<at::Tensor>& bias, const at::Tensor& column) {
-  const int64_t B = rows.size(0), C = rows.size(1), D = emb.size(1), N = weight.size(1);
-  const int64_t n_num = weight.size(0) - C * D;
-  TORCH_CHECK(n_num >= 0 && (n_num == 0 || (numeric.has_value() && numeric->size(1) == n_num)),
-              "fold_linear: weight rows must be n_num + C * D");
-  const auto table = fold_table(emb, weight.narrow(0, n_num, C * D).view({C, D, N}), column);
-  const auto flat = rows.to(at::kLong).reshape({-1});
-  const auto offsets = at::arange(0, B * C, C, flat.options());
-  auto out = std::get<0>(at::embedding_bag(table, flat, offsets));  // (B, N) sums
-  if (n_num) out.addmm_(*numeric, weight.narrow(0, 0, n_num));
-  if (bias.has_value()) out.add_(*bias);
-  return out;
-}
-
-// Gradients of fold_linear: d_emb (V, D), d_weight (n_num + C * D, N), d_bias (N,).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fold_linear_backward(
-    const at::Tensor& grad, const c10::optional<at::Tensor>& numeric, const at::Tensor& rows,
-    const at::Tensor& emb, const at::Tensor& weight, const at::Tensor& column) {
-  const int64_t C = rows.size(1), D = emb.size(1), N = weight.size(1);
-  const int64_t n_num = weight.size(0) - C * D;
-  const auto g = grad.contiguous();
-  const auto d_table = scatter_rows(g, rows, emb.size(0));
-  auto [d_emb, d_wcat] = fold_table_backward(
-      d_table, emb, weight.narrow(0, n_num, C * D).view({C, D, N}), column);
-  auto d_weight = at::empty_like(weight);
-  d_weight.narrow(0, n_num, C * D).copy_(d_wcat.view({C * D, N}));
-  if (n_num) {
-    auto d_num = d_weight.narrow(0, 0, n_num);
-    at::mm_out(d_num, numeric->t(), g);
-  }
-  return {d_emb, d_weight, g.sum(0)};
 }
 
 }  // namespace
@@ -225,10 +474,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fold_linear_backward(
 TORCH_LIBRARY(mmoe_native, m) {
   m.def("mix(Tensor gates, Tensor experts) -> Tensor");
   m.def("mix_backward(Tensor grad, Tensor gates, Tensor experts) -> (Tensor, Tensor)");
-  m.def("fold_linear(Tensor? numeric, Tensor rows, Tensor emb, Tensor weight, Tensor? bias, "
-        "Tensor column) -> Tensor");
-  m.def("fold_linear_backward(Tensor grad, Tensor? numeric, Tensor rows, Tensor emb, "
-        "Tensor weight, Tensor column) -> (Tensor, Tensor, Tensor)");
+  m.def("fold_linear(Tensor? numeric, Tensor codes, Tensor offsets, Tensor emb, Tensor column, "
+        "Tensor[] weights, Tensor?[] biases) -> Tensor[]");
+  m.def("fold_linear_backward(Tensor?[] grads, Tensor? numeric, Tensor codes, Tensor offsets, "
+        "Tensor emb, Tensor column, Tensor wflat, int[] groups, int[] widths) "
+        "-> (Tensor, Tensor[], Tensor[])");
 }
 
 TORCH_LIBRARY_IMPL(mmoe_native, CPU, m) {

@@ -108,8 +108,6 @@ class FeatureEncoder(nn.Module):
         gradients reach E and W through T (exactly the same values as the unfolded product,
         up to float rounding).
 
-        With the native kernels the whole layer is one op (:class:`mmoe.native.FoldLinear`).
-
         Args:
             numeric: (B, n_num) or ``None``.
             categorical: (B, n_cat) codes.
@@ -123,10 +121,6 @@ class FeatureEncoder(nn.Module):
             x = self(numeric, categorical)
             return x @ weight if bias is None else torch.addmm(bias, x, weight)
         emb = self.embedding.weight  # (V, D)
-        if native.usable(emb, weight):
-            return native.FoldLinear.apply(numeric if self.num_numeric else None,
-                                           categorical + self.offsets, emb, weight, bias,
-                                           self.column_of_row)
         n_num, d, c = self.num_numeric, self.embedding_dim, self.num_categorical
         w_cat = weight[n_num:].view(c, d, -1)  # (C, D, N)
         # T_c = E_c @ W_c for every column in one bmm over the padded vocabulary
@@ -139,6 +133,33 @@ class FeatureEncoder(nn.Module):
         if n_num:
             out = torch.addmm(out, numeric, weight[:n_num])
         return out if bias is None else out + bias
+
+
+    def grouped_linear(self, numeric: torch.Tensor | None, categorical: torch.Tensor,
+                       weights: list[torch.Tensor], biases: list[torch.Tensor | None]
+                       ) -> list[torch.Tensor] | None:
+        """Several stacked layers applied to x = ``forward(numeric, categorical)`` in one
+        native op (:class:`mmoe.native.FoldLinear`): ``x @ w[g] + b[g]`` for every group g of
+        every layer, folded as in :meth:`linear`, each output written in its layer's layout.
+        ``None`` where that op does not apply (no native kernels, or no folding for this
+        batch): the caller then uses :meth:`linear` on the layers' weights side by side.
+
+        Args:
+            numeric: (B, n_num) or ``None``.
+            categorical: (B, n_cat) codes.
+            weights: (G_l, n_num + n_cat·D, O_l) per layer.
+            biases: (G_l, O_l) or ``None`` per layer.
+
+        Returns:
+            (G_l, B, O_l) per layer, or ``None``.
+        """
+        emb = self.embedding.weight if self.embedding is not None else None
+        if (emb is None or not self.folds(categorical.shape[0])
+                or not native.usable(emb, *weights)):
+            return None
+        return list(native.FoldLinear.apply(numeric if self.num_numeric else None, categorical,
+                                            self.offsets, emb, self.column_of_row, len(weights),
+                                            *weights, *biases))
 
 
 ONE_HOT_MAX_CODES = 16  # columns with at most this many codes: one-hot product in backward
@@ -207,3 +228,9 @@ class EncodedInput:
     def linear(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """(B, d) @ weight (d, N) + bias (N,) -> (B, N)."""
         return self.encoder.linear(self.numeric, self.categorical, weight, bias)
+
+    def grouped_linear(self, weights: list[torch.Tensor], biases: list[torch.Tensor | None]
+                       ) -> list[torch.Tensor] | None:
+        """:meth:`FeatureEncoder.grouped_linear` of this batch: (G_l, B, O_l) per layer, or
+        ``None`` where the native op does not apply."""
+        return self.encoder.grouped_linear(self.numeric, self.categorical, weights, biases)
