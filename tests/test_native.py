@@ -178,7 +178,10 @@ def test_results_do_not_depend_on_the_thread_count(native_built):
                                                        column, wflat, [8, 2], [16, 8])
             results.append(([*outs, *(w[:, :7] for w in d_w)],
                             [d_emb, *(w[:, 7:] for w in d_w), *d_b, ops.mix(gates, experts),
-                             *ops.mix_backward(mix_grad, gates, experts)]))
+                             *ops.mix_backward(mix_grad, gates, experts),
+                             ops.grouped_linear(experts, weights[0][:, :16], biases[0]),
+                             *ops.grouped_linear_backward(grads[0], experts,
+                                                          weights[0][:, :16])]))
     finally:
         torch.set_num_threads(threads)
     (mkl_one, own_one), (mkl_two, own_two) = results
@@ -193,3 +196,27 @@ def test_fold_linear_rejects_codes_outside_the_table(native_built):
     codes[3, 3] = CARDS[3]  # one past the last column's codes: past the table's end
     with pytest.raises(RuntimeError, match=f"row {sum(CARDS)} out of range"):
         _fold(numeric, codes, offsets, emb, column, [params[0][0]], [params[0][1]])
+
+
+@pytest.mark.parametrize("dtype,width", [(torch.float32, 32 + 16 + 8 + 3),
+                                         (torch.float64, 16 + 8 + 4 + 3), (torch.float64, 1)])
+def test_grouped_linear_equals_bmm_in_value_and_gradients(native_built, dtype, width):
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(3, 6, width, dtype=dtype, generator=g, requires_grad=True)
+    bias = torch.randn(3, width, dtype=dtype, generator=g, requires_grad=True)
+    block = torch.randn(11, 3, 6, dtype=dtype, generator=g)  # (B, G, I)
+    for x in (block.transpose(0, 1).requires_grad_(),  # strided, as stacked inputs arrive
+              torch.randn(1, 11, 6, dtype=dtype, generator=g).expand(3, -1, -1)):  # shared
+        out = native.GroupedLinear.apply(x, weight, bias)
+        want = torch.bmm(x, weight) + bias[:, None]
+        torch.testing.assert_close(out, want)
+        leaves = [t for t in (x, weight, bias) if t.requires_grad]
+        grad = torch.randn_like(out)
+        tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {}
+        for a, b in zip(torch.autograd.grad(out, leaves, grad),
+                        torch.autograd.grad(want, leaves, grad), strict=True):
+            torch.testing.assert_close(a, b, **tol)
+    if dtype == torch.float64:
+        x = block.transpose(0, 1).requires_grad_()
+        assert torch.autograd.gradcheck(native.GroupedLinear.apply, (x, weight, bias))
+        assert torch.autograd.gradcheck(native.GroupedLinear.apply, (x, weight, None))

@@ -24,6 +24,9 @@ Ops (all CPU, float32/float64):
   T[v] = emb[v] @ W_column[v] over all their N columns, the lookups' sum, the numeric product
   and the biases, written straight into each layer's (G, B, O) output; its backward scatters
   the outputs' gradients into the table's rows in one loop;
+- ``grouped_linear(x (G, B, I), weight (G, I, O), bias (G, O) | None) -> (G, B, O)``: G small
+  independent layers (towers, deeper expert layers: :class:`StackedLinear` on a stacked
+  input), where MKL's batched GEMM is slow for thin matrices;
 - ``mix(gates (G, B, E), experts (E, B, H)) -> (G, B, H)``: the gate mixing of eq. 5.
 """
 
@@ -134,6 +137,11 @@ def _register_fakes() -> None:
             torch.empty_like(emb),
             [wflat.new_empty(g, wflat.shape[0], o) for g, o in zip(groups, widths, strict=True)],
             [wflat.new_empty(g, o) for g, o in zip(groups, widths, strict=True)]))
+    torch.library.register_fake(lib + "grouped_linear")(
+        lambda x, weight, bias: x.new_empty(x.shape[0], x.shape[1], weight.shape[2]))
+    torch.library.register_fake(lib + "grouped_linear_backward")(
+        lambda grad, x, weight: (x.new_empty(x.shape), torch.empty_like(weight),
+                                 weight.new_empty(weight.shape[0], weight.shape[2])))
     torch.library.register_fake(lib + "mix")(
         lambda gates, experts: gates.new_empty(gates.shape[0], gates.shape[1],
                                                experts.shape[2]))
@@ -186,6 +194,22 @@ class FoldLinear(torch.autograd.Function):
             list(grads), numeric, codes, offsets, emb, column, wflat, ctx.groups, ctx.widths)
         d_biases = [d if has else None for d, has in zip(d_biases, ctx.has_bias, strict=True)]
         return None, None, None, d_emb, None, None, *d_weights, *d_biases
+
+
+class GroupedLinear(torch.autograd.Function):
+    """out[g] = x[g] @ weight[g] + bias[g]: (G, B, I), (G, I, O), (G, O) | None -> (G, B, O)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _ops().grouped_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        d_x, d_weight, d_bias = _ops().grouped_linear_backward(grad, x, weight)
+        return d_x, d_weight, d_bias if ctx.has_bias else None
 
 
 class Mix(torch.autograd.Function):

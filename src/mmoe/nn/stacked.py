@@ -11,6 +11,7 @@ import math
 import torch
 from torch import nn
 
+from .. import native
 from .encoder import EncodedInput
 
 
@@ -58,8 +59,11 @@ class StackedLinear(nn.Module):
     def forward(self, x: torch.Tensor | EncodedInput) -> torch.Tensor:
         if isinstance(x, EncodedInput) or x.dim() == 2:
             return shared_input_linear(x, [self])[0]
-        y = torch.bmm(x, self.weight)  # (G, B, I) @ (G, I, O) -> (G, B, O)
-        return y if self.bias is None else y + self.bias.unsqueeze(1)  # (G, 1, O)
+        if native.usable(x, self.weight):
+            return native.GroupedLinear.apply(x, self.weight, self.bias)
+        if self.bias is None:
+            return torch.bmm(x, self.weight)  # (G, B, I) @ (G, I, O) -> (G, B, O)
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight)  # + bias (G, 1, O)
 
     def flat_weight(self) -> torch.Tensor:
         """The G weights side by side, (I, G*O): column block g is group g's weight."""

@@ -324,7 +324,7 @@ class Trainer:
 
     def _step(self, batch: TensorTable) -> torch.Tensor | None:
         """One optimisation step on a batch already on the device (the in-memory and the
-        streaming trainer share it). Returns the per-task losses (T,) as float64 on the CPU,
+        streaming trainer share it). Returns the per-task losses (T,) on the CPU,
         or ``None`` when the step had a non-finite loss or gradient and was skipped."""
         model = self.model
         saved = [b.clone() for b in self._buffers]  # only for skip with batch norm
@@ -336,11 +336,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.weighting.backward(task_losses, model.penalty())  # static: sum λ_t L_t
         # Non-finite check with one host read per step (the losses were read anyway): the
-        # task losses (T,) and the total gradient norm (one foreach norm over all grads).
+        # task losses (T,) and the total gradient norm are all finite exactly when their sum
+        # is (none is negative, so nothing cancels; a sum past the float range counts too).
         grads = [p.grad for p in self._params if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else task_losses.new_zeros(())
-        values = torch.cat([task_losses.detach(), norm.reshape(1)]).double().cpu()  # (T+1,)
-        finite = bool(torch.isfinite(values).all())
+        values = torch.cat([task_losses.detach(), norm.reshape(1)])  # (T+1,)
+        finite = math.isfinite(values.sum().item())
         if self.ctx.distributed:  # every rank takes the same decision
             flag = torch.tensor([0.0 if finite else 1.0], device=self.ctx.device)
             finite = float(all_reduce_sum(flag, self.ctx)) == 0.0
@@ -349,7 +350,7 @@ class Trainer:
             return None
         self.optimizer.step()
         self.weighting.after_step()
-        return values[:-1]
+        return values[:-1].cpu()
 
     def _nonfinite(self, values: torch.Tensor, saved: list[torch.Tensor]) -> None:
         """Stop with an error naming the task(s), or skip the step (no weight update)."""
