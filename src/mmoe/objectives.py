@@ -65,7 +65,7 @@ class MultiTaskLoss(nn.Module):
         Data-parallel training sums the denominators over ranks so that every rank's share
         of the loss is normalised by the global batch, which makes it exact.
         """
-        mask = ~torch.isnan(labels)  # (B, T)
+        mask = labels == labels  # (B, T) m_it: the label is not NaN
         y = torch.nan_to_num(labels, nan=0.0)  # finite everywhere; masked rows never count
         if self.one_kind == "binary":
             per_row = F.binary_cross_entropy_with_logits(logits, y, reduction="none")  # (B, T)
@@ -97,5 +97,6 @@ class MultiTaskLoss(nn.Module):
 
 
 def safe_denominator(total: torch.Tensor) -> torch.Tensor:
-    """L_t = numerator / total with an all-missing batch giving 0 / 1 = 0, never NaN."""
-    return torch.where(total > 0, total, torch.ones_like(total))
+    """L_t = numerator / total with an all-missing batch giving 0 / tiny = 0, never NaN
+    (totals are sums of non-negative weights: only 0 and denormals change)."""
+    return total.clamp_min(torch.finfo(total.dtype).tiny)

@@ -50,7 +50,8 @@ def test_onnx_parity_every_model(tmp_path, name):
 
 def test_torchscript_and_categorical_only_inputs(tmp_path):
     directory, model, enc = _model_dir(tmp_path, "mmoe", numeric=False)
-    assert export_model(directory, "torchscript", tmp_path / "m.pt") == 0.0
+    # the eager model may run the native CPU kernels, the trace runs torch ops: rounding only
+    assert export_model(directory, "torchscript", tmp_path / "m.pt") <= 1e-6
     assert export_model(directory, "onnx", tmp_path / "m.onnx") <= 1e-5
     loaded = torch.jit.load(str(tmp_path / "m.pt"))
     codes = torch.tensor([[1], [2], [0]])

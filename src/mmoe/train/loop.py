@@ -332,7 +332,9 @@ class Trainer:
         # Normalise by the global batch's label mass; DDP averages the ranks' gradients,
         # hence the factor world: the step equals a single process's on the whole batch.
         den = all_reduce_sum(den.detach(), self.ctx)
-        task_losses = num / safe_denominator(den) * self.ctx.world
+        task_losses = num / safe_denominator(den)
+        if self.ctx.world > 1:
+            task_losses = task_losses * self.ctx.world
         self.optimizer.zero_grad(set_to_none=True)
         self.weighting.backward(task_losses, model.penalty())  # static: sum λ_t L_t
         # Non-finite check with one host read per step (the losses were read anyway): the
