@@ -220,3 +220,24 @@ def test_grouped_linear_equals_bmm_in_value_and_gradients(native_built, dtype, w
         x = block.transpose(0, 1).requires_grad_()
         assert torch.autograd.gradcheck(native.GroupedLinear.apply, (x, weight, bias))
         assert torch.autograd.gradcheck(native.GroupedLinear.apply, (x, weight, None))
+
+
+def test_a_compiler_without_openmp_gets_the_serial_build(monkeypatch):
+    from torch.utils import cpp_extension
+
+    tried = []
+
+    def load(name, sources, extra_cflags, extra_ldflags, **kwargs):
+        tried.append((name, "-fopenmp" in extra_cflags + extra_ldflags))
+        if "-fopenmp" in extra_cflags:
+            raise RuntimeError("c++: error: unsupported option '-fopenmp'")
+
+    monkeypatch.setattr(cpp_extension, "load", load)
+    monkeypatch.setattr(native, "_register_fakes", lambda: None)
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.delenv("MMOE_NATIVE", raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the serial build is fine: no warning
+        assert native.available()
+    assert [openmp for _, openmp in tried] == [True, False]
+    assert tried[0][0] != tried[1][0]  # separate build names for the two flag sets

@@ -76,7 +76,7 @@ template <typename T, typename V> inline T hsum(V v) {
 // sum_i a[i] * b[i] over n contiguous elements: two vector accumulators, one lane sum.
 template <typename T> inline T dot(const T* a, const T* b, int64_t n) {
   using V = typename VecOf<T>::type;
-  constexpr int64_t L = lanes<V, T>;
+  constexpr int64_t L = sizeof(V) / sizeof(T);  // not lanes<V, T>: V keeps its attributes
   V s0{}, s1{};
   int64_t i = 0;
   for (; i + 2 * L <= n; i += 2 * L) {
@@ -96,7 +96,7 @@ template <int K> using Blocks = std::integral_constant<int, K>;
 template <typename T, typename Body>
 inline void for_blocks(int64_t n0, int64_t n1, const Body& body) {
   using V = typename VecOf<T>::type;
-  constexpr int64_t L = lanes<V, T>;
+  constexpr int64_t L = sizeof(V) / sizeof(T);
   int64_t n = n0;
   for (; n + 4 * L <= n1; n += 4 * L) body(Blocks<4>{}, V{}, n);
   for (; n + 2 * L <= n1; n += 2 * L) body(Blocks<2>{}, V{}, n);
