@@ -10,10 +10,11 @@ The C++ file is compiled on first use with :func:`torch.utils.cpp_extension.load
 30 s, once per machine; torch caches the build under ``TORCH_EXTENSIONS_DIR``). Where no
 compiler exists, the build fails, or ``MMOE_NATIVE=0`` is set, every caller keeps its
 pure-torch path, which gives the same values up to float rounding (tests compare both).
-Measured on the census MMoE at 1 thread (interleaved A/B): one training step went from 10.5 to
-7.3 ms with the row scatter, the table and the mixing as kernels (1.45x; weights equal to 7e-7
-after 540 steps), and 5% further with the whole layer as one op; see
-docs/benchmarks/census_throughput.md.
+Built with OpenMP, the kernels split rows or column blocks over torch's intra-op threads
+(never one sum, so results do not depend on the thread count); a compiler without OpenMP
+builds them serial. Measured on the census MMoE at 1 thread (interleaved A/B in one process,
+medians of 11 rounds, three runs): one training step is 1.8-2.1x faster than on the
+pure-torch path; see docs/benchmarks/census_throughput.md.
 
 Ops (all CPU, float32/float64):
 
