@@ -104,6 +104,25 @@ inline void for_blocks(int64_t n0, int64_t n1, const Body& body) {
   for (; n < n1; ++n) body(Blocks<1>{}, T{}, n);
 }
 
+// dst[0:width] = sum_j a(j) * src(j)[0:width] over rows j < n (src(j) points at row j's first
+// column): each block of vectors is accumulated in registers over all the rows.
+template <typename T, typename A, typename S>
+inline void weighted_rows(int64_t n, const A& a, const S& src, int64_t width, T* dst) {
+  for_blocks<T>(0, width, [&](auto k, auto v, int64_t o) {
+    using V = decltype(v);
+    constexpr int K = decltype(k)::value;
+    constexpr int64_t L = lanes<V, T>;
+    V acc[K];
+    for (int i = 0; i < K; ++i) acc[i] = V{};
+    for (int64_t j = 0; j < n; ++j) {
+      const T c = a(j);
+      const T* row = src(j) + o;
+      for (int i = 0; i < K; ++i) acc[i] += c * load<V>(row + i * L);
+    }
+    for (int i = 0; i < K; ++i) store(dst + o + i * L, acc[i]);
+  });
+}
+
 // Items per thread chunk so that a chunk holds at least ~32k multiply-adds (ATen's grain).
 inline int64_t grain(int64_t work_per_item) {
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_item));
@@ -216,18 +235,8 @@ void fold_table(const T* emb, const T* wcat, const int64_t* column, int64_t V_, 
   at::parallel_for(0, V_, grain(D * N), [&](int64_t v0, int64_t v1) {
     for (int64_t v = v0; v < v1; ++v) {
       const T* w = wcat + column[v] * D * N;
-      for_blocks<T>(0, N, [&](auto k, auto vt, int64_t n) {
-        using V = decltype(vt);
-        constexpr int K = decltype(k)::value;
-        constexpr int64_t L = lanes<V, T>;
-        V acc[K];
-        for (int i = 0; i < K; ++i) acc[i] = V{};
-        for (int64_t d = 0; d < D; ++d) {
-          const T x = emb[v * D + d];
-          for (int i = 0; i < K; ++i) acc[i] += x * load<V>(w + d * N + n + i * L);
-        }
-        for (int i = 0; i < K; ++i) store(out + v * N + n + i * L, acc[i]);
-      });
+      weighted_rows(D, [&](int64_t d) { return emb[v * D + d]; },
+                    [&](int64_t d) { return w + d * N; }, N, out + v * N);
     }
   });
 }
@@ -514,18 +523,9 @@ at::Tensor mix(const at::Tensor& gates, const at::Tensor& experts) {
       for (int64_t b = b0; b < b1; ++b) {
         for (int64_t g = 0; g < G; ++g) {
           const T* gate = gp + (g * B + b) * E;
-          for_blocks<T>(0, H, [&](auto k, auto v, int64_t h) {
-            using V = decltype(v);
-            constexpr int K = decltype(k)::value;
-            constexpr int64_t L = lanes<V, T>;
-            V acc[K];
-            for (int i = 0; i < K; ++i) acc[i] = V{};
-            for (int64_t e = 0; e < E; ++e) {
-              const T* src = xp + e * se + b * sb + h;
-              for (int i = 0; i < K; ++i) acc[i] += gate[e] * load<V>(src + i * L);
-            }
-            for (int i = 0; i < K; ++i) store(op + (g * B + b) * H + h + i * L, acc[i]);
-          });
+          weighted_rows(E, [&](int64_t e) { return gate[e]; },
+                        [&](int64_t e) { return xp + e * se + b * sb; }, H,
+                        op + (g * B + b) * H);
         }
       }
     });
@@ -552,20 +552,10 @@ std::tuple<at::Tensor, at::Tensor> mix_backward(const at::Tensor& grad, const at
     T* dxp = d_experts.data_ptr<T>();
     at::parallel_for(0, B, grain(2 * G * E * H), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
-        for (int64_t e = 0; e < E; ++e) {  // d_experts[e, b] = sum_g gates[g, b, e] grad[g, b]
-          for_blocks<T>(0, H, [&](auto k, auto v, int64_t h) {
-            using V = decltype(v);
-            constexpr int K = decltype(k)::value;
-            constexpr int64_t L = lanes<V, T>;
-            V acc[K];
-            for (int i = 0; i < K; ++i) acc[i] = V{};
-            for (int64_t g = 0; g < G; ++g) {
-              const T a = gp[(g * B + b) * E + e];
-              for (int i = 0; i < K; ++i) acc[i] += a * load<V>(rp + (g * B + b) * H + h + i * L);
-            }
-            for (int i = 0; i < K; ++i) store(dxp + (e * B + b) * H + h + i * L, acc[i]);
-          });
-        }
+        for (int64_t e = 0; e < E; ++e)  // d_experts[e, b] = sum_g gates[g, b, e] grad[g, b]
+          weighted_rows(G, [&](int64_t g) { return gp[(g * B + b) * E + e]; },
+                        [&](int64_t g) { return rp + (g * B + b) * H; }, H,
+                        dxp + (e * B + b) * H);
         for (int64_t g = 0; g < G; ++g) {  // d_gates[g, b, e] = <grad[g, b], experts[e, b]>
           for (int64_t e = 0; e < E; ++e)
             dgp[(g * B + b) * E + e] = dot(rp + (g * B + b) * H, xp + e * se + b * sb, H);
