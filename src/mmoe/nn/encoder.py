@@ -134,7 +134,6 @@ class FeatureEncoder(nn.Module):
             out = torch.addmm(out, numeric, weight[:n_num])
         return out if bias is None else out + bias
 
-
     def grouped_linear(self, numeric: torch.Tensor | None, categorical: torch.Tensor,
                        weights: list[torch.Tensor], biases: list[torch.Tensor | None]
                        ) -> list[torch.Tensor] | None:
