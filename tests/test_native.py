@@ -24,8 +24,10 @@ def test_mix_values_and_gradients_with_strided_experts(native_built, gates_n):
     assert torch.autograd.gradcheck(native.Mix.apply, (g, x))
 
 
-def test_a_failed_build_warns_once_and_keeps_the_torch_path(monkeypatch):
+def test_a_failed_build_warns_once_and_keeps_the_torch_path(monkeypatch, tmp_path):
     from torch.utils import cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # build folders land here
 
     def no_compiler(*args, **kwargs):
         raise RuntimeError("Error building extension\nc++: error: command not found")
@@ -222,8 +224,10 @@ def test_grouped_linear_equals_bmm_in_value_and_gradients(native_built, dtype, w
         assert torch.autograd.gradcheck(native.GroupedLinear.apply, (x, weight, None))
 
 
-def test_a_compiler_without_openmp_gets_the_serial_build(monkeypatch):
+def test_a_compiler_without_openmp_gets_the_serial_build(monkeypatch, tmp_path):
     from torch.utils import cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # build folders land here
 
     tried = []
 
