@@ -2,6 +2,7 @@
 machine without a compiler keeps working on the pure-torch path."""
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -245,3 +246,15 @@ def test_a_compiler_without_openmp_gets_the_serial_build(monkeypatch, tmp_path):
         assert native.available()
     assert [openmp for _, openmp in tried] == [True, False]
     assert tried[0][0] != tried[1][0]  # separate build names for the two flag sets
+
+
+def test_the_kernels_link_torchs_openmp_runtime(native_built):
+    """The kernels link the libgomp that torch loaded, not another package's copy (scikit-learn
+    brings one): torch.set_num_threads governs them and no second thread pool spins."""
+    import sklearn.metrics  # noqa: F401  (loads scikit-learn's own libgomp)
+
+    cflags, ldflags = native._openmp_flags()
+    torch_dir = Path(torch.__file__).resolve().parent
+    lib_dir = Path(next(f for f in ldflags if f.startswith("-L"))[2:]).resolve()
+    assert cflags == ["-fopenmp"]
+    assert lib_dir in (torch_dir / "lib", torch_dir.parent / "torch.libs"), ldflags

@@ -47,18 +47,37 @@ import torch
 
 _SOURCE = Path(__file__).with_name("kernels.cpp")
 _CFLAGS = ["-O3", "-march=native"]
-# OpenMP lets at::parallel_for in the kernels use torch's intra-op threads (the library
-# resolves to the OpenMP runtime torch already loaded); a compiler without it builds the
-# kernels serial.
-_OPENMP = ["-fopenmp"]
 _state: dict[str, bool] = {}
+
+
+def _openmp_flags() -> tuple[list[str], list[str]] | None:
+    """Compile and link flags for at::parallel_for in the kernels to run on torch's own
+    OpenMP runtime (the libgomp torch loaded, whatever its file is called: wheels may carry a
+    renamed copy), so that ``torch.set_num_threads`` governs the kernels too and no second
+    thread pool competes for the cores. Other packages may load their own copy (scikit-learn
+    does): torch's is the one inside its installation, or the only one loaded. ``None`` where
+    none qualifies (then the kernels are built serial)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    libs = {Path(line.split()[-1]) for line in maps.splitlines()
+            if line.rsplit("/", 1)[-1].startswith("libgomp")}
+    root = Path(torch.__file__).resolve().parent  # .../torch; wheels may use ../torch.libs
+    own = [p for p in libs
+           if root in p.resolve().parents or p.resolve().parent == root.parent / "torch.libs"]
+    lib = own[0] if len(own) == 1 else libs.pop() if len(libs) == 1 else None
+    if lib is None:
+        return None
+    return ["-fopenmp"], [f"-L{lib.parent}", f"-l:{lib.name}", f"-Wl,-rpath,{lib.parent}"]
 
 
 def _build_name(flags: list[str] | None = None) -> str:
     """Extension name keyed on the source, the flags and the CPU: the build uses
     -march=native, so a cache shared by machines of different CPUs must not hand one machine
     another's code."""
-    flags = _CFLAGS + _OPENMP if flags is None else flags
+    openmp = _openmp_flags() or ([], [])
+    flags = _CFLAGS + openmp[0] + openmp[1] if flags is None else flags
     cpu = platform.machine()
     try:
         cpu += next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -82,9 +101,10 @@ def available() -> bool:
 def _load() -> bool:
     if os.environ.get("MMOE_NATIVE", "1") == "0":
         return False
-    for openmp in (_OPENMP, []):  # parallel if the compiler has OpenMP, else serial
+    openmp = _openmp_flags()
+    for cflags, ldflags in ([openmp] if openmp else []) + [([], [])]:  # parallel, else serial
         try:
-            _build(_CFLAGS + openmp, openmp)
+            _build(_CFLAGS + cflags, ldflags)
             break
         except Exception as err:  # no compiler, no ninja, a failed build: keep the torch path
             error = err
@@ -102,7 +122,7 @@ def _load() -> bool:
 def _build(cflags: list[str], ldflags: list[str]) -> None:
     from torch.utils import cpp_extension
 
-    name = _build_name(cflags)
+    name = _build_name(cflags + ldflags)
     built = Path(cpp_extension._get_build_directory(name, verbose=False), f"{name}.so")
     if not built.exists():
         print("mmoe: compiling the native CPU kernels (once per machine, about 30 s)",
