@@ -176,9 +176,10 @@ def test_results_do_not_depend_on_the_thread_count(native_built):
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            *outs, wflat = ops.fold_linear(numeric, codes, offsets, emb, column, weights, biases)
-            d_emb, d_w, d_b = ops.fold_linear_backward(grads, numeric, codes, offsets, emb,
-                                                       column, wflat, [8, 2], [16, 8])
+            *outs, wflat, rows = ops.fold_linear(numeric, codes, offsets, emb, column, weights,
+                                                 biases)
+            d_emb, d_w, d_b = ops.fold_linear_backward(grads, numeric, rows, emb, column, wflat,
+                                                       [8, 2], [16, 8])
             results.append(([*outs, *(w[:, :7] for w in d_w)],
                             [d_emb, *(w[:, 7:] for w in d_w), *d_b, ops.mix(gates, experts),
                              *ops.mix_backward(mix_grad, gates, experts),

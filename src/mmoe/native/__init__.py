@@ -19,7 +19,8 @@ pure-torch path; see docs/benchmarks/census_throughput.md.
 Ops (all CPU, float32/float64):
 
 - ``fold_linear(numeric (B, n) | None, codes (B, C), offsets (C,), emb (V, D), column (V,),
-  weights [(G_l, n + C·D, O_l)], biases [(G_l, O_l) | None]) -> [(G_l, B, O_l)] + [(I, N)]``:
+  weights [(G_l, n + C·D, O_l)], biases [(G_l, O_l) | None]) -> [(G_l, B, O_l)] + [(I, N),
+  (B, C)]``:
   the folded first layer of several stacked layers that read the encoder's output (the
   experts' first layer and the gates: :meth:`FeatureEncoder.grouped_linear`), i.e. the table
   T[v] = emb[v] @ W_column[v] over all their N columns, the lookups' sum, the numeric product
@@ -152,9 +153,10 @@ def _register_fakes() -> None:
     torch.library.register_fake(lib + "fold_linear")(
         lambda numeric, codes, offsets, emb, column, weights, biases: [
             *(emb.new_empty(w.shape[0], codes.shape[0], w.shape[2]) for w in weights),
-            emb.new_empty(weights[0].shape[1], sum(w.shape[0] * w.shape[2] for w in weights))])
+            emb.new_empty(weights[0].shape[1], sum(w.shape[0] * w.shape[2] for w in weights)),
+            codes.new_empty(codes.shape, dtype=torch.long)])
     torch.library.register_fake(lib + "fold_linear_backward")(
-        lambda grads, numeric, codes, offsets, emb, column, wflat, groups, widths: (
+        lambda grads, numeric, rows, emb, column, wflat, groups, widths: (
             torch.empty_like(emb),
             [wflat.new_empty(g, wflat.shape[0], o) for g, o in zip(groups, widths, strict=True)],
             [wflat.new_empty(g, o) for g, o in zip(groups, widths, strict=True)]))
@@ -200,8 +202,9 @@ class FoldLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, numeric, codes, offsets, emb, column, num_layers, *params):
         weights, biases = list(params[:num_layers]), list(params[num_layers:])
-        *outs, wflat = _ops().fold_linear(numeric, codes, offsets, emb, column, weights, biases)
-        ctx.save_for_backward(numeric, codes, offsets, emb, column, wflat)
+        *outs, wflat, rows = _ops().fold_linear(numeric, codes, offsets, emb, column, weights,
+                                                biases)
+        ctx.save_for_backward(numeric, rows, emb, column, wflat)
         ctx.groups = [w.shape[0] for w in weights]
         ctx.widths = [w.shape[2] for w in weights]
         ctx.has_bias = [b is not None for b in biases]
@@ -210,9 +213,9 @@ class FoldLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        numeric, codes, offsets, emb, column, wflat = ctx.saved_tensors
+        numeric, rows, emb, column, wflat = ctx.saved_tensors
         d_emb, d_weights, d_biases = _ops().fold_linear_backward(
-            list(grads), numeric, codes, offsets, emb, column, wflat, ctx.groups, ctx.widths)
+            list(grads), numeric, rows, emb, column, wflat, ctx.groups, ctx.widths)
         d_biases = [d if has else None for d, has in zip(d_biases, ctx.has_bias, strict=True)]
         return None, None, None, d_emb, None, None, *d_weights, *d_biases
 

@@ -286,7 +286,7 @@ void fold_table_backward(const T* d_table, const T* emb, const T* wcat, const in
 //   out_l[g] = x @ weights[l][g] + biases[l][g]      (G_l, B, O_l)
 // computed as sum_c T[rows[:, c]] + bias + numeric @ W_num, with the folded table
 // T[v] = emb[v] @ W_column[v] (V, N) over the flat columns of all layers. Returns the outputs
-// and, last, the flat weight (I, N) that the backward reads.
+// and, last, the flat weight (I, N) and the checked rows (B, C) that the backward reads.
 std::vector<at::Tensor> fold_linear(const c10::optional<at::Tensor>& numeric,
                                     const at::Tensor& codes, const at::Tensor& offsets,
                                     const at::Tensor& emb, const at::Tensor& column,
@@ -338,23 +338,22 @@ std::vector<at::Tensor> fold_linear(const c10::optional<at::Tensor>& numeric,
                        weights[l].narrow(1, 0, n_num));
   }
   outs.push_back(wflat);
+  outs.push_back(rows);
   return outs;
 }
 
 // Gradients of fold_linear: d_emb (V, D), d_weights (G_l, I, O_l), d_biases (G_l, O_l), from
-// the outputs' gradients (None for an output the loss did not use). wflat is the forward's
-// flat weight, groups and widths the layers' G_l and O_l; the forward checked the rows.
+// the outputs' gradients (None for an output the loss did not use). wflat and rows are the
+// forward's flat weight and checked rows, groups and widths the layers' G_l and O_l.
 std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> fold_linear_backward(
     const c10::List<c10::optional<at::Tensor>>& grads, const c10::optional<at::Tensor>& numeric,
-    const at::Tensor& codes, const at::Tensor& offsets, const at::Tensor& emb,
-    const at::Tensor& column, const at::Tensor& wflat, at::IntArrayRef groups,
-    at::IntArrayRef widths) {
-  const int64_t B = codes.size(0), C = codes.size(1), V_ = emb.size(0), D = emb.size(1);
+    const at::Tensor& rows, const at::Tensor& emb, const at::Tensor& column,
+    const at::Tensor& wflat, at::IntArrayRef groups, at::IntArrayRef widths) {
+  const int64_t B = rows.size(0), C = rows.size(1), V_ = emb.size(0), D = emb.size(1);
   const int64_t I = wflat.size(0), N = wflat.size(1), n_num = I - C * D;
   TORCH_CHECK(grads.size() == groups.size() && widths.size() == groups.size(),
               "fold_linear_backward: one gradient, group count and width per layer expected");
   const auto segs = segments_of(groups, widths);
-  const auto rows = (codes.to(at::kLong) + offsets.to(at::kLong)).contiguous();
   const auto col = column.to(at::kLong).contiguous();
   const auto e = emb.contiguous();
   const auto w = wflat.contiguous();
@@ -575,8 +574,8 @@ TORCH_LIBRARY(mmoe_native, m) {
   m.def("mix_backward(Tensor grad, Tensor gates, Tensor experts) -> (Tensor, Tensor)");
   m.def("fold_linear(Tensor? numeric, Tensor codes, Tensor offsets, Tensor emb, Tensor column, "
         "Tensor[] weights, Tensor?[] biases) -> Tensor[]");
-  m.def("fold_linear_backward(Tensor?[] grads, Tensor? numeric, Tensor codes, Tensor offsets, "
-        "Tensor emb, Tensor column, Tensor wflat, int[] groups, int[] widths) "
+  m.def("fold_linear_backward(Tensor?[] grads, Tensor? numeric, Tensor rows, Tensor emb, "
+        "Tensor column, Tensor wflat, int[] groups, int[] widths) "
         "-> (Tensor, Tensor[], Tensor[])");
 }
 

@@ -89,15 +89,14 @@ def shared_input_linear(x: torch.Tensor | EncodedInput,
     Returns:
         One (G_l, B, O_l) output per layer, as each layer alone would give it.
     """
-    if isinstance(x, EncodedInput):  # the native op writes each layer's output directly
-        outs = x.grouped_linear([layer.weight for layer in layers],
-                                [layer.bias for layer in layers])
-        if outs is not None:
-            return outs
+    encoded = isinstance(x, EncodedInput)
+    if encoded and (outs := x.grouped_linear([layer.weight for layer in layers],
+                                             [layer.bias for layer in layers])) is not None:
+        return outs  # the native op wrote each layer's output directly
     w = torch.cat([layer.flat_weight() for layer in layers], dim=1) if len(layers) > 1 \
         else layers[0].flat_weight()  # (I, N)
     b = _flat_bias(layers)  # (N,) or None
-    if isinstance(x, EncodedInput):
+    if encoded:
         y = x.linear(w, b)  # (B, N)
     else:
         y = x @ w if b is None else torch.addmm(b, x, w)
