@@ -19,13 +19,13 @@ pure-torch path; see docs/benchmarks/census_throughput.md.
 Ops (all CPU, float32/float64):
 
 - ``fold_linear(numeric (B, n) | None, codes (B, C), offsets (C,), emb (V, D), column (V,),
-  weights [(G_l, n + C·D, O_l)], biases [(G_l, O_l) | None]) -> [(G_l, B, O_l)] + [(I, N),
-  (B, C)]``:
+  weights [(G_l, n + C·D, O_l)], biases [(G_l, O_l) | None]) -> [(G_l, B, O_l)] + [rows
+  (B, C) int32]``:
   the folded first layer of several stacked layers that read the encoder's output (the
-  experts' first layer and the gates: :meth:`FeatureEncoder.grouped_linear`), i.e. the table
-  T[v] = emb[v] @ W_column[v] over all their N columns, the lookups' sum, the numeric product
-  and the biases, written straight into each layer's (G, B, O) output; its backward scatters
-  the outputs' gradients into the table's rows in one loop;
+  experts' first layer and the gates: :meth:`FeatureEncoder.grouped_linear`), i.e. for each
+  group the table T[v] = emb[v] @ W_column[v] (V, O), the lookups' sum, the numeric product
+  and the bias, written straight into each layer's (G, B, O) output; its backward scatters
+  the outputs' gradients into the tables' rows in one loop;
 - ``grouped_linear(x (G, B, I), weight (G, I, O), bias (G, O) | None) -> (G, B, O)``: G small
   independent layers (towers, deeper expert layers: :class:`StackedLinear` on a stacked
   input), where MKL's batched GEMM is slow for thin matrices;
@@ -153,13 +153,11 @@ def _register_fakes() -> None:
     torch.library.register_fake(lib + "fold_linear")(
         lambda numeric, codes, offsets, emb, column, weights, biases: [
             *(emb.new_empty(w.shape[0], codes.shape[0], w.shape[2]) for w in weights),
-            emb.new_empty(weights[0].shape[1], sum(w.shape[0] * w.shape[2] for w in weights)),
-            codes.new_empty(codes.shape, dtype=torch.long)])
+            codes.new_empty(codes.shape, dtype=torch.int32)])
     torch.library.register_fake(lib + "fold_linear_backward")(
-        lambda grads, numeric, rows, emb, column, wflat, groups, widths: (
-            torch.empty_like(emb),
-            [wflat.new_empty(g, wflat.shape[0], o) for g, o in zip(groups, widths, strict=True)],
-            [wflat.new_empty(g, o) for g, o in zip(groups, widths, strict=True)]))
+        lambda grads, numeric, rows, emb, column, weights: (
+            torch.empty_like(emb), [torch.empty_like(w) for w in weights],
+            [w.new_empty(w.shape[0], w.shape[2]) for w in weights]))
     torch.library.register_fake(lib + "grouped_linear")(
         lambda x, weight, bias: x.new_empty(x.shape[0], x.shape[1], weight.shape[2]))
     torch.library.register_fake(lib + "grouped_linear_backward")(
@@ -202,20 +200,17 @@ class FoldLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, numeric, codes, offsets, emb, column, num_layers, *params):
         weights, biases = list(params[:num_layers]), list(params[num_layers:])
-        *outs, wflat, rows = _ops().fold_linear(numeric, codes, offsets, emb, column, weights,
-                                                biases)
-        ctx.save_for_backward(numeric, rows, emb, column, wflat)
-        ctx.groups = [w.shape[0] for w in weights]
-        ctx.widths = [w.shape[2] for w in weights]
+        *outs, rows = _ops().fold_linear(numeric, codes, offsets, emb, column, weights, biases)
+        ctx.save_for_backward(numeric, rows, emb, column, *weights)
         ctx.has_bias = [b is not None for b in biases]
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads):
-        numeric, rows, emb, column, wflat = ctx.saved_tensors
+        numeric, rows, emb, column, *weights = ctx.saved_tensors
         d_emb, d_weights, d_biases = _ops().fold_linear_backward(
-            list(grads), numeric, rows, emb, column, wflat, ctx.groups, ctx.widths)
+            list(grads), numeric, rows, emb, column, weights)
         d_biases = [d if has else None for d, has in zip(d_biases, ctx.has_bias, strict=True)]
         return None, None, None, d_emb, None, None, *d_weights, *d_biases
 
@@ -248,3 +243,4 @@ class Mix(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         gates, experts = ctx.saved_tensors
         return _ops().mix_backward(grad, gates, experts)
+

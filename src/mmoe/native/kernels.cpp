@@ -129,83 +129,136 @@ inline int64_t grain(int64_t work_per_item) {
 }
 
 // The folded first layer of several stacked layers that read the same input x (experts and
-// gates: layer l holds G_l groups, weight (G_l, I, O_l), bias (G_l, O_l)). Their columns sit
-// side by side in a flat space of N = sum_l G_l * O_l columns: segment (l, g) is the O_l
-// columns from n0 on. Outputs and output gradients stay in the layers' (G_l, B, O_l) layout,
-// which segment (l, g) reads or writes at rows (g, b).
+// gates: layer l holds G_l groups, weight (G_l, I, O_l), bias (G_l, O_l)). Each (layer, group)
+// is a segment of width O_l; n0 = the sum of the widths before it (N in all). The folded
+// table is kept segment by segment, T_s (V, O_l) at table + V * n0, so that the gather for
+// one segment reads a block small enough for the L1 cache (32 KB for V = 502, O = 16) instead
+// of one strided line per table row. Outputs and their gradients stay in the layers'
+// (G_l, B, O_l) layout.
 struct Segment {
   int64_t n0, width, layer, group;
 };
 
-std::vector<Segment> segments_of(at::IntArrayRef groups, at::IntArrayRef widths) {
+std::vector<Segment> segments_of(at::TensorList weights) {
   std::vector<Segment> segs;
   int64_t n0 = 0;
-  for (size_t l = 0; l < groups.size(); ++l)
-    for (int64_t g = 0; g < groups[l]; ++g, n0 += widths[l])
-      segs.push_back({n0, widths[l], static_cast<int64_t>(l), g});
+  for (size_t l = 0; l < weights.size(); ++l)
+    for (int64_t g = 0; g < weights[l].size(0); n0 += weights[l].size(2), ++g)
+      segs.push_back({n0, weights[l].size(2), static_cast<int64_t>(l), g});
   return segs;
 }
 
-// out_l[g, b] = bias[seg] + sum_c table[rows[b, c], seg] for the segment seg of (l, g), from
-// the flat table (V, N) and bias (N,); outs[l] points at a contiguous (G_l, B, O_l) tensor.
+// Calls fn(s, i0, i1) for each run of one segment s in the chunk [q0, q1) of the flattened
+// (segment, item) space of S * n items (how at::parallel_for splits segment-major loops).
+template <typename Fn>
+inline void segment_runs(int64_t q0, int64_t q1, int64_t n, const Fn& fn) {
+  for (int64_t q = q0; q < q1;) {
+    const int64_t s = q / n, i = q % n, len = std::min(q1 - q, n - i);
+    fn(s, i, i + len);
+    q += len;
+  }
+}
+
+// Pointers of the layers' tensors (nullptr for an undefined one), as scalar_t.
+template <typename T> std::vector<T*> pointers(const std::vector<at::Tensor>& ts) {
+  std::vector<T*> ps;
+  for (const auto& t : ts) ps.push_back(t.defined() ? t.data_ptr<T>() : nullptr);
+  return ps;
+}
+
+// T_s[v] = sum_d emb[v, d] * W_s[n_num + column[v] * D + d] for every segment s and row v.
 template <typename T>
-void gather_sum(const T* table, int64_t V_, const int64_t* rows, const T* bias, int64_t B,
-                int64_t C, int64_t N, const std::vector<Segment>& segs,
+void fold_table(const T* emb, int64_t V_, int64_t D, const int64_t* column, int64_t I,
+                int64_t n_num, const std::vector<Segment>& segs, const std::vector<T*>& w,
+                T* table) {
+  const int64_t S = static_cast<int64_t>(segs.size());
+  at::parallel_for(0, S * V_, grain(D * segs[0].width), [&](int64_t q0, int64_t q1) {
+    segment_runs(q0, q1, V_, [&](int64_t s, int64_t v0, int64_t v1) {
+      const auto& sg = segs[s];
+      const T* ws = w[sg.layer] + (sg.group * I + n_num) * sg.width;
+      for (int64_t v = v0; v < v1; ++v) {
+        const T* rows = ws + column[v] * D * sg.width;
+        weighted_rows(D, [&](int64_t d) { return emb[v * D + d]; },
+                      [&](int64_t d) { return rows + d * sg.width; }, sg.width,
+                      table + V_ * sg.n0 + v * sg.width);
+      }
+    });
+  });
+}
+
+// out_l[g, b] = bias_s + numeric[b] @ W_s[:n_num] + sum_c T_s[rows[b, c]] for segment s of
+// (l, g): threads split the flattened (segment, row) space; each block of output vectors is
+// summed in registers over the numeric columns and the C lookups (two chains of adds).
+template <typename T>
+void gather_sum(const T* table, int64_t V_, const int32_t* rows, const T* numeric,
+                int64_t n_num, int64_t B, int64_t C, int64_t I, const std::vector<Segment>& segs,
+                const std::vector<T*>& w, const std::vector<T*>& bias,
                 const std::vector<T*>& outs) {
-  at::parallel_for(0, B, grain(C * N), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t* r = rows + b * C;
-      for (int64_t c = 0; c < C; ++c)
-        TORCH_CHECK(r[c] >= 0 && r[c] < V_, "fold_linear: row ", r[c], " out of range [0, ",
-                    V_, ")");
-      for (const auto& s : segs) {
-        T* dst = outs[s.layer] + (s.group * B + b) * s.width;
-        for_blocks<T>(0, s.width, [&](auto k, auto v, int64_t o) {
+  const int64_t S = static_cast<int64_t>(segs.size());
+  at::parallel_for(0, S * B, grain((C + n_num) * segs[0].width), [&](int64_t q0, int64_t q1) {
+    segment_runs(q0, q1, B, [&](int64_t s, int64_t b0, int64_t b1) {
+      const auto& sg = segs[s];
+      const int64_t O = sg.width;
+      const T* tab = table + V_ * sg.n0;
+      const T* wn = w[sg.layer] + sg.group * I * O;  // its numeric rows
+      const T* bs = bias[sg.layer] ? bias[sg.layer] + sg.group * O : nullptr;
+      for (int64_t b = b0; b < b1; ++b) {
+        const int32_t* r = rows + b * C;
+        const T* x = numeric + b * n_num;
+        T* dst = outs[sg.layer] + (sg.group * B + b) * O;
+        for_blocks<T>(0, O, [&](auto k, auto v, int64_t o) {
           using V = decltype(v);
           constexpr int K = decltype(k)::value;
           constexpr int64_t L = lanes<V, T>;
-          const int64_t n = s.n0 + o;
           V acc[K], odd[K];  // two chains of adds per vector: latency, not loads, bounds one
-          for (int i = 0; i < K; ++i) acc[i] = load<V>(bias + n + i * L);
+          for (int i = 0; i < K; ++i) acc[i] = bs ? load<V>(bs + o + i * L) : V{};
           for (int i = 0; i < K; ++i) odd[i] = V{};
+          for (int64_t j = 0; j < n_num; ++j)
+            for (int i = 0; i < K; ++i) odd[i] += x[j] * load<V>(wn + j * O + o + i * L);
           int64_t c = 0;
           for (; c + 1 < C; c += 2) {
-            const T* src = table + r[c] * N + n;
-            const T* src2 = table + r[c + 1] * N + n;
+            const T* src = tab + r[c] * O + o;
+            const T* src2 = tab + r[c + 1] * O + o;
             for (int i = 0; i < K; ++i) acc[i] += load<V>(src + i * L);
             for (int i = 0; i < K; ++i) odd[i] += load<V>(src2 + i * L);
           }
           if (c < C)
-            for (int i = 0; i < K; ++i) acc[i] += load<V>(table + r[c] * N + n + i * L);
+            for (int i = 0; i < K; ++i) acc[i] += load<V>(tab + r[c] * O + o + i * L);
           for (int i = 0; i < K; ++i) store(dst + o + i * L, acc[i] + odd[i]);
         });
       }
-    }
+    });
   });
 }
 
-// The transpose of gather_sum: d_table (V, N, zero on entry) gets d_table[rows[b, c], seg] +=
-// grad_l[g, b] for every b, c, and d_bias_l[g] = sum_b grad_l[g, b], from the output
-// gradients grad_l (G_l, B, O_l) with strides (sg, sb, 1) (nullptr: that output took no part
-// in the loss). Threads split the segments (each owns its columns); a block of grad_l[g, b]
-// stays in registers across the C lookups.
+// The output gradients' part of the backward, one segment per thread item: the table's
+// gradient dT_s[rows[b, c]] += grad_s[b] (zeroed here; a block of grad_s[b] stays in
+// registers across the C lookups), d_bias_s = sum_b grad_s[b] and the numeric rows of the
+// weight's gradient dW_s[j] = sum_b numeric[b, j] grad_s[b]. grad_l (G_l, B, O_l) has strides
+// (sg, sb, 1), or is nullptr when that output took no part in the loss (zero gradients).
 template <typename T>
 void scatter_rows(const std::vector<const T*>& grads, const std::vector<int64_t>& sg,
-                  const std::vector<int64_t>& sb, const int64_t* rows, int64_t B, int64_t C,
-                  int64_t N, const std::vector<Segment>& segs, T* d_table,
+                  const std::vector<int64_t>& sb, const int32_t* rows, const T* numeric,
+                  int64_t n_num, int64_t B, int64_t C, int64_t V_, int64_t I,
+                  const std::vector<Segment>& segs, T* d_table, const std::vector<T*>& d_w,
                   const std::vector<T*>& d_bias) {
-  at::parallel_for(0, static_cast<int64_t>(segs.size()), grain(B * C * 16),
-                   [&](int64_t s0, int64_t s1) {
-    for (int64_t si = s0; si < s1; ++si) {
-      const auto& s = segs[si];
-      T* db = d_bias[s.layer] + s.group * s.width;
-      if (grads[s.layer] == nullptr) {
-        std::fill(db, db + s.width, T(0));
+  at::parallel_for(0, static_cast<int64_t>(segs.size()), 1, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) {
+      const auto& seg = segs[s];
+      const int64_t O = seg.width;
+      T* dtab = d_table + V_ * seg.n0;
+      T* db = d_bias[seg.layer] + seg.group * O;
+      T* dwn = d_w[seg.layer] + seg.group * I * O;  // numeric rows
+      std::fill(dtab, dtab + V_ * O, T(0));
+      const T* grad = grads[seg.layer];
+      if (grad == nullptr) {
+        std::fill(db, db + O, T(0));
+        std::fill(dwn, dwn + n_num * O, T(0));
         continue;
       }
-      const T* grad = grads[s.layer] + s.group * sg[s.layer];
-      const int64_t stride = sb[s.layer];
-      for_blocks<T>(0, s.width, [&](auto k, auto v, int64_t o) {
+      grad += seg.group * sg[seg.layer];
+      const int64_t stride = sb[seg.layer];
+      for_blocks<T>(0, O, [&](auto k, auto v, int64_t o) {
         using V = decltype(v);
         constexpr int K = decltype(k)::value;
         constexpr int64_t L = lanes<V, T>;
@@ -215,183 +268,208 @@ void scatter_rows(const std::vector<const T*>& grads, const std::vector<int64_t>
           V g[K];
           for (int i = 0; i < K; ++i) g[i] = load<V>(grad + b * stride + o + i * L);
           for (int i = 0; i < K; ++i) sum[i] += g[i];
-          const int64_t* r = rows + b * C;
+          const int32_t* r = rows + b * C;
           for (int64_t c = 0; c < C; ++c) {
-            T* dst = d_table + r[c] * N + s.n0 + o;
+            T* dst = dtab + r[c] * O + o;
             for (int i = 0; i < K; ++i) store(dst + i * L, load<V>(dst + i * L) + g[i]);
           }
         }
         for (int i = 0; i < K; ++i) store(db + o + i * L, sum[i]);
       });
+      for (int64_t j = 0; j < n_num; ++j)
+        weighted_rows(B, [&](int64_t b) { return numeric[b * n_num + j]; },
+                      [&](int64_t b) { return grad + b * stride; }, O, dwn + j * O);
     }
   });
 }
 
-// table (V, N): table[v] = emb[v] @ W_column[v], W_c[d] = wcat[c * D + d] (N,) being the
-// categorical rows of the flat weight.
+// The table's part of the backward, from dT: d_emb[v, d] = sum_s <dT_s[v], W_s[row(v, d)]>
+// with row(v, d) = n_num + column[v] * D + d (threads split v; up to four d share each load
+// of dT_s[v]), and the categorical rows of each weight gradient,
+// dW_s[n_num + c * D + d] = sum over column c's rows v of emb[v, d] * dT_s[v] (threads split
+// the segments). A column's rows are the contiguous range [start[c], start[c + 1]).
 template <typename T>
-void fold_table(const T* emb, const T* wcat, const int64_t* column, int64_t V_, int64_t D,
-                int64_t N, T* out) {
-  at::parallel_for(0, V_, grain(D * N), [&](int64_t v0, int64_t v1) {
+void fold_table_backward(const T* d_table, const T* emb, const int64_t* column,
+                         const std::vector<int64_t>& start, int64_t V_, int64_t D, int64_t I,
+                         int64_t n_num, const std::vector<Segment>& segs,
+                         const std::vector<T*>& w, T* d_emb, const std::vector<T*>& d_w) {
+  using VT = typename VecOf<T>::type;
+  constexpr int64_t L = sizeof(VT) / sizeof(T);
+  at::parallel_for(0, V_, grain(D * segs.size() * segs[0].width), [&](int64_t v0, int64_t v1) {
     for (int64_t v = v0; v < v1; ++v) {
-      const T* w = wcat + column[v] * D * N;
-      weighted_rows(D, [&](int64_t d) { return emb[v * D + d]; },
-                    [&](int64_t d) { return w + d * N; }, N, out + v * N);
-    }
-  });
-}
-
-// Gradients of fold_table given d_table (V, N): d_emb (V, D), and into each layer's weight
-// gradient d_w_l (G_l, I, O_l), rows n_num + c * D + d (zero on entry), the sum over the
-// vocabulary rows v of column c of emb[v, d] * d_table[v, seg]. Threads split the rows v for
-// d_emb and the segments for d_w (rows of one column add into the same rows of d_w).
-template <typename T>
-void fold_table_backward(const T* d_table, const T* emb, const T* wcat, const int64_t* column,
-                         int64_t V_, int64_t D, int64_t N, int64_t n_num, int64_t I,
-                         const std::vector<Segment>& segs, T* d_emb,
-                         const std::vector<T*>& d_weights) {
-  at::parallel_for(0, V_, grain(D * N), [&](int64_t v0, int64_t v1) {
-    for (int64_t v = v0; v < v1; ++v) {
-      const T* w = wcat + column[v] * D * N;
-      for (int64_t d = 0; d < D; ++d) d_emb[v * D + d] = dot(d_table + v * N, w + d * N, N);
-    }
-  });
-  at::parallel_for(0, static_cast<int64_t>(segs.size()), grain(V_ * D * 16),
-                   [&](int64_t s0, int64_t s1) {
-    for (int64_t si = s0; si < s1; ++si) {
-      const auto& s = segs[si];
-      T* dw = d_weights[s.layer] + (s.group * I + n_num) * s.width;
-      for_blocks<T>(0, s.width, [&](auto k, auto vt, int64_t o) {
-        using V = decltype(vt);
-        constexpr int K = decltype(k)::value;
-        constexpr int64_t L = lanes<V, T>;
-        for (int64_t v = 0; v < V_; ++v) {
-          V g[K];
-          for (int i = 0; i < K; ++i) g[i] = load<V>(d_table + v * N + s.n0 + o + i * L);
-          T* dst = dw + column[v] * D * s.width + o;
-          for (int64_t d = 0; d < D; ++d) {
-            const T x = emb[v * D + d];
-            for (int i = 0; i < K; ++i)
-              store(dst + d * s.width + i * L, load<V>(dst + d * s.width + i * L) + x * g[i]);
+      auto rows_of = [&](auto nd, int64_t d0) {
+        constexpr int ND = decltype(nd)::value;
+        VT acc[ND];
+        T tail[ND];
+        for (int i = 0; i < ND; ++i) acc[i] = VT{}, tail[i] = T(0);
+        for (const auto& sg : segs) {
+          const int64_t O = sg.width;
+          const T* a = d_table + V_ * sg.n0 + v * O;
+          const T* wr = w[sg.layer] + (sg.group * I + n_num + column[v] * D + d0) * O;
+          int64_t o = 0;
+          for (; o + L <= O; o += L) {
+            const VT av = load<VT>(a + o);
+            for (int i = 0; i < ND; ++i) acc[i] += av * load<VT>(wr + i * O + o);
           }
+          for (; o < O; ++o)
+            for (int i = 0; i < ND; ++i) tail[i] += a[o] * wr[i * O + o];
         }
-      });
+        for (int i = 0; i < ND; ++i) d_emb[v * D + d0 + i] = hsum<T>(acc[i]) + tail[i];
+      };
+      int64_t d = 0;
+      for (; d + 4 <= D; d += 4) rows_of(Blocks<4>{}, d);
+      for (; d < D; ++d) rows_of(Blocks<1>{}, d);
     }
   });
+  const int64_t C = static_cast<int64_t>(start.size()) - 1;
+  at::parallel_for(0, static_cast<int64_t>(segs.size()), 1, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) {
+      const auto& sg = segs[s];
+      const int64_t O = sg.width;
+      const T* dtab = d_table + V_ * sg.n0;
+      T* dw = d_w[sg.layer] + (sg.group * I + n_num) * O;
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t d = 0; d < D; ++d)
+          weighted_rows(start[c + 1] - start[c],
+                        [&](int64_t j) { return emb[(start[c] + j) * D + d]; },
+                        [&](int64_t j) { return dtab + (start[c] + j) * O; }, O,
+                        dw + (c * D + d) * O);
+    }
+  });
+}
+
+// First row of each column's vocabulary, and V at the end: column (V,) must list the columns
+// 0..C-1 in order, each over a contiguous range of rows (as FeatureEncoder lays them out).
+std::vector<int64_t> column_starts(const at::Tensor& column, int64_t C) {
+  const int64_t* col = column.data_ptr<int64_t>();
+  const int64_t V_ = column.numel();
+  std::vector<int64_t> start{0};
+  for (int64_t v = 1; v < V_; ++v) {
+    TORCH_CHECK(col[v] == col[v - 1] || col[v] == col[v - 1] + 1,
+                "fold_linear: column (V,) must number the columns in order");
+    if (col[v] != col[v - 1]) start.push_back(v);
+  }
+  TORCH_CHECK(V_ > 0 && col[0] == 0 && static_cast<int64_t>(start.size()) == C,
+              "fold_linear: column (V,) must cover the ", C, " columns");
+  start.push_back(V_);
+  return start;
+}
+
+// Checks weights (G_l, I, O_l) of one input width and emb's dtype; returns I.
+int64_t check_weights(at::TensorList weights, const at::Tensor& emb) {
+  TORCH_CHECK(!weights.empty(), "fold_linear: at least one layer expected");
+  const int64_t I = weights[0].size(1);
+  for (const auto& w : weights)
+    TORCH_CHECK(w.dim() == 3 && w.size(1) == I && w.scalar_type() == emb.scalar_type(),
+                "fold_linear: weights (G, I, O) of one input width and emb's dtype expected");
+  return I;
+}
+
+std::vector<at::Tensor> contiguous(at::TensorList ts) {
+  std::vector<at::Tensor> out;
+  for (const auto& t : ts) out.push_back(t.contiguous());
+  return out;
 }
 
 // The folded first layer of several stacked layers in one call. With x the encoder's output
 // [numeric, emb[rows[:, 0]], ..., emb[rows[:, C-1]]] (never materialised), rows = codes +
 // offsets, for each layer l:
 //   out_l[g] = x @ weights[l][g] + biases[l][g]      (G_l, B, O_l)
-// computed as sum_c T[rows[:, c]] + bias + numeric @ W_num, with the folded table
-// T[v] = emb[v] @ W_column[v] (V, N) over the flat columns of all layers. Returns the outputs
-// and, last, the flat weight (I, N) and the checked rows (B, C) that the backward reads.
+// computed per segment s = (l, g) as bias + numeric @ W_s[:n_num] + sum_c T_s[rows[:, c]],
+// with the folded table T_s[v] = emb[v] @ W_s[rows of column[v]] (V, O_l). Returns the outputs
+// and, last, the checked rows (B, C) (int32) that the backward reads.
 std::vector<at::Tensor> fold_linear(const c10::optional<at::Tensor>& numeric,
                                     const at::Tensor& codes, const at::Tensor& offsets,
                                     const at::Tensor& emb, const at::Tensor& column,
                                     at::TensorList weights,
                                     const c10::List<c10::optional<at::Tensor>>& biases) {
   const int64_t B = codes.size(0), C = codes.size(1), V_ = emb.size(0), D = emb.size(1);
-  TORCH_CHECK(!weights.empty() && biases.size() == weights.size(),
-              "fold_linear: one bias (or None) per weight expected");
-  const int64_t I = weights[0].size(1), n_num = I - C * D;
-  TORCH_CHECK(n_num >= 0 && (n_num == 0 || (numeric.has_value() && numeric->size(1) == n_num)),
+  const int64_t I = check_weights(weights, emb), n_num = I - C * D;
+  TORCH_CHECK(biases.size() == weights.size(), "fold_linear: one bias (or None) per weight");
+  TORCH_CHECK(n_num >= 0 && (n_num == 0 || (numeric.has_value() && numeric->size(1) == n_num &&
+                                            numeric->size(0) == B)),
               "fold_linear: weights must have n_num + C * D input rows");
   TORCH_CHECK(column.numel() == V_ && offsets.numel() == C,
               "fold_linear: column (V,) and offsets (C,) expected");
-  std::vector<int64_t> groups, widths;
-  for (const auto& w : weights) {
-    TORCH_CHECK(w.dim() == 3 && w.size(1) == I && w.scalar_type() == emb.scalar_type(),
-                "fold_linear: weights (G, I, O) of one input width and emb's dtype expected");
-    groups.push_back(w.size(0));
-    widths.push_back(w.size(2));
+  const auto segs = segments_of(weights);
+  const auto ws = contiguous(weights);
+  std::vector<at::Tensor> bs, outs;
+  for (size_t l = 0; l < weights.size(); ++l) {
+    const auto& b = biases.get(l);
+    bs.push_back(b.has_value() ? b->contiguous() : at::Tensor());
+    outs.push_back(at::empty({weights[l].size(0), B, weights[l].size(2)}, emb.options()));
   }
-  const auto segs = segments_of(groups, widths);
-  const int64_t N = segs.back().n0 + segs.back().width;
-  auto wflat = at::empty({I, N}, emb.options());  // layer l at columns [start, start + G*O)
-  auto bias = at::zeros({N}, emb.options());
-  std::vector<at::Tensor> outs;
-  for (size_t l = 0, start = 0; l < weights.size(); start += groups[l] * widths[l], ++l) {
-    wflat.narrow(1, start, groups[l] * widths[l]).view({I, groups[l], widths[l]})
-        .copy_(weights[l].transpose(0, 1));
-    if (const auto& b = biases.get(l); b.has_value())
-      bias.narrow(0, start, groups[l] * widths[l]).copy_(b->reshape({-1}));
-    outs.push_back(at::empty({groups[l], B, widths[l]}, emb.options()));
+  auto rows = at::empty({B, C}, codes.options().dtype(at::kInt));
+  {
+    const auto cd = codes.to(at::kLong).contiguous();
+    const auto off = offsets.to(at::kLong).contiguous();
+    const int64_t* cp = cd.data_ptr<int64_t>();
+    const int64_t* op = off.data_ptr<int64_t>();
+    int32_t* rp = rows.data_ptr<int32_t>();
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t r = cp[b * C + c] + op[c];
+        TORCH_CHECK(r >= 0 && r < V_, "fold_linear: row ", r, " out of range [0, ", V_, ")");
+        rp[b * C + c] = static_cast<int32_t>(r);
+      }
   }
-  const auto rows = (codes.to(at::kLong) + offsets.to(at::kLong)).contiguous();  // (B, C)
   const auto col = column.to(at::kLong).contiguous();
   const auto e = emb.contiguous();
-  auto table = at::empty({V_, N}, e.options());
+  const auto x = n_num ? numeric->to(e.scalar_type()).contiguous() : at::Tensor();
+  auto table = at::empty({V_ * (segs.back().n0 + segs.back().width)}, e.options());
   AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "fold_linear", [&] {
     using T = scalar_t;
-    std::vector<T*> out_ptrs;
-    for (auto& o : outs) out_ptrs.push_back(o.data_ptr<T>());
-    fold_table(e.data_ptr<T>(), wflat.data_ptr<T>() + n_num * N, col.data_ptr<int64_t>(), V_,
-               D, N, table.data_ptr<T>());
-    gather_sum(table.data_ptr<T>(), V_, rows.data_ptr<int64_t>(), bias.data_ptr<T>(), B, C, N,
-               segs, out_ptrs);
+    const auto w = pointers<T>(ws);
+    fold_table(e.data_ptr<T>(), V_, D, col.data_ptr<int64_t>(), I, n_num, segs, w,
+               table.data_ptr<T>());
+    gather_sum(table.data_ptr<T>(), V_, rows.data_ptr<int32_t>(),
+               n_num ? x.data_ptr<T>() : nullptr, n_num, B, C, I, segs, w, pointers<T>(bs),
+               pointers<T>(outs));
   });
-  if (n_num) {  // out_l += numeric @ W_l[:, :n_num]: one batched product per layer
-    for (size_t l = 0; l < weights.size(); ++l)
-      outs[l].baddbmm_(numeric->unsqueeze(0).expand({groups[l], B, n_num}),
-                       weights[l].narrow(1, 0, n_num));
-  }
-  outs.push_back(wflat);
   outs.push_back(rows);
   return outs;
 }
 
 // Gradients of fold_linear: d_emb (V, D), d_weights (G_l, I, O_l), d_biases (G_l, O_l), from
-// the outputs' gradients (None for an output the loss did not use). wflat and rows are the
-// forward's flat weight and checked rows, groups and widths the layers' G_l and O_l.
+// the outputs' gradients (None for an output the loss did not use) and the forward's rows.
 std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> fold_linear_backward(
     const c10::List<c10::optional<at::Tensor>>& grads, const c10::optional<at::Tensor>& numeric,
     const at::Tensor& rows, const at::Tensor& emb, const at::Tensor& column,
-    const at::Tensor& wflat, at::IntArrayRef groups, at::IntArrayRef widths) {
+    at::TensorList weights) {
   const int64_t B = rows.size(0), C = rows.size(1), V_ = emb.size(0), D = emb.size(1);
-  const int64_t I = wflat.size(0), N = wflat.size(1), n_num = I - C * D;
-  TORCH_CHECK(grads.size() == groups.size() && widths.size() == groups.size(),
-              "fold_linear_backward: one gradient, group count and width per layer expected");
-  const auto segs = segments_of(groups, widths);
+  const int64_t I = check_weights(weights, emb), n_num = I - C * D;
+  TORCH_CHECK(grads.size() == weights.size() && rows.scalar_type() == at::kInt,
+              "fold_linear_backward: one gradient per layer and fold_linear's rows expected");
+  const auto segs = segments_of(weights);
+  const auto ws = contiguous(weights);
   const auto col = column.to(at::kLong).contiguous();
+  const auto start = column_starts(col, C);
   const auto e = emb.contiguous();
-  const auto w = wflat.contiguous();
-  auto d_table = at::zeros({V_, N}, e.options());
+  const auto x = n_num ? numeric->to(e.scalar_type()).contiguous() : at::Tensor();
+  auto d_table = at::empty({V_ * (segs.back().n0 + segs.back().width)}, e.options());
   auto d_emb = at::empty_like(e);
   std::vector<at::Tensor> g_kept, d_weights, d_biases;
   std::vector<int64_t> sg, sb;
-  for (size_t l = 0; l < groups.size(); ++l) {
+  for (size_t l = 0; l < weights.size(); ++l) {
     const auto& g = grads.get(l);
     auto gl = g.has_value() && g->defined() ? (g->stride(2) == 1 ? *g : g->contiguous())
                                             : at::Tensor();
     sg.push_back(gl.defined() ? gl.stride(0) : 0);
     sb.push_back(gl.defined() ? gl.stride(1) : 0);
     g_kept.push_back(gl);
-    d_weights.push_back(at::zeros({groups[l], I, widths[l]}, e.options()));
-    d_biases.push_back(at::empty({groups[l], widths[l]}, e.options()));
+    d_weights.push_back(at::empty_like(ws[l]));  // every row is written below
+    d_biases.push_back(at::empty({weights[l].size(0), weights[l].size(2)}, e.options()));
   }
   AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "fold_linear_backward", [&] {
     using T = scalar_t;
     std::vector<const T*> g_ptrs;
-    std::vector<T*> dw_ptrs, db_ptrs;
-    for (size_t l = 0; l < groups.size(); ++l) {
-      g_ptrs.push_back(g_kept[l].defined() ? g_kept[l].data_ptr<T>() : nullptr);
-      dw_ptrs.push_back(d_weights[l].data_ptr<T>());
-      db_ptrs.push_back(d_biases[l].data_ptr<T>());
-    }
-    scatter_rows(g_ptrs, sg, sb, rows.data_ptr<int64_t>(), B, C, N, segs,
-                 d_table.data_ptr<T>(), db_ptrs);
-    fold_table_backward(d_table.data_ptr<T>(), e.data_ptr<T>(), w.data_ptr<T>() + n_num * N,
-                        col.data_ptr<int64_t>(), V_, D, N, n_num, I, segs, d_emb.data_ptr<T>(),
-                        dw_ptrs);
+    for (const auto& g : g_kept) g_ptrs.push_back(g.defined() ? g.data_ptr<T>() : nullptr);
+    const auto dw = pointers<T>(d_weights);
+    scatter_rows(g_ptrs, sg, sb, rows.data_ptr<int32_t>(), n_num ? x.data_ptr<T>() : nullptr,
+                 n_num, B, C, V_, I, segs, d_table.data_ptr<T>(), dw, pointers<T>(d_biases));
+    fold_table_backward(d_table.data_ptr<T>(), e.data_ptr<T>(), col.data_ptr<int64_t>(), start,
+                        V_, D, I, n_num, segs, pointers<T>(ws), d_emb.data_ptr<T>(), dw);
   });
-  if (n_num) {  // d_W_l[:, :n_num] = numeric^T @ grad_l
-    for (size_t l = 0; l < groups.size(); ++l)
-      if (g_kept[l].defined())
-        d_weights[l].narrow(1, 0, n_num).copy_(at::bmm(
-            numeric->t().unsqueeze(0).expand({groups[l], n_num, B}), g_kept[l]));
-  }
   return {d_emb, d_weights, d_biases};
 }
 
@@ -575,8 +653,7 @@ TORCH_LIBRARY(mmoe_native, m) {
   m.def("fold_linear(Tensor? numeric, Tensor codes, Tensor offsets, Tensor emb, Tensor column, "
         "Tensor[] weights, Tensor?[] biases) -> Tensor[]");
   m.def("fold_linear_backward(Tensor?[] grads, Tensor? numeric, Tensor rows, Tensor emb, "
-        "Tensor column, Tensor wflat, int[] groups, int[] widths) "
-        "-> (Tensor, Tensor[], Tensor[])");
+        "Tensor column, Tensor[] weights) -> (Tensor, Tensor[], Tensor[])");
 }
 
 TORCH_LIBRARY_IMPL(mmoe_native, CPU, m) {
