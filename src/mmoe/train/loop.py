@@ -34,6 +34,7 @@ from ..objectives import MultiTaskLoss, safe_denominator
 from ..weighting import make_weighting
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext, all_reduce_sum, barrier, gather_rows, setup, shard, wrap
+from .optim import LeanAdam
 
 EVAL_BATCH = 16384
 SMALL_MODEL_PARAMS = 1_000_000  # below this, train on one intra-op thread by default
@@ -166,10 +167,10 @@ class Trainer:
                                               else progress)
         self.loss_fn = MultiTaskLoss(model.tasks, model.task_slices)
         self.weighting = make_weighting(config, model)  # static, uncertainty, gradnorm, pcgrad
-        # fused=True: one kernel for all parameters instead of several ops per tensor.
-        self.optimizer = torch.optim.Adam([*model.parameters(), *self.weighting.parameters()],
-                                          lr=config.lr, weight_decay=config.weight_decay,
-                                          fused=True)
+        # torch's fused Adam (one kernel for all parameters), called without the per-step
+        # regrouping once every parameter has its state
+        self.optimizer = LeanAdam([*model.parameters(), *self.weighting.parameters()],
+                                  lr=config.lr, weight_decay=config.weight_decay)
         names = [t.name for t in model.tasks]
         monitor = config.monitor or names[0]
         _checks.check(monitor in names, f"monitor task '{monitor}' is not one of {names}")
