@@ -338,30 +338,34 @@ class Trainer:
             task_losses = task_losses * self.ctx.world
         self.optimizer.zero_grad(set_to_none=True)
         self.weighting.backward(task_losses, model.penalty())  # static: sum λ_t L_t
-        # Non-finite check with one host read per step (the losses were read anyway): the
-        # task losses (T,) and the total gradient norm are all finite exactly when their sum
-        # is (none is negative, so nothing cancels; a sum past the float range counts too).
+        # Non-finite check with one host read per step (the losses are read anyway): one
+        # kernel flags a non-finite element in any gradient (GradScaler's check, at scale 1).
         grads = [p.grad for p in self._params if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else task_losses.new_zeros(())
-        values = torch.cat([task_losses.detach(), norm.reshape(1)])  # (T+1,)
-        finite = math.isfinite(values.sum().item())
+        flag = torch.zeros(1, device=task_losses.device)
+        if grads:
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, flag, flag + 1.0)
+        values = torch.cat([task_losses.detach(), flag.to(task_losses.dtype)])  # (T+1,)
+        *losses, flagged = values.tolist()
+        finite = not flagged and all(math.isfinite(v) for v in losses)
         if self.ctx.distributed:  # every rank takes the same decision
             flag = torch.tensor([0.0 if finite else 1.0], device=self.ctx.device)
             finite = float(all_reduce_sum(flag, self.ctx)) == 0.0
         if not finite:
-            self._nonfinite(values, saved)
+            self._nonfinite(losses, grads, saved)
             return None
         self.optimizer.step()
         self.weighting.after_step()
         return values[:-1].cpu()
 
-    def _nonfinite(self, values: torch.Tensor, saved: list[torch.Tensor]) -> None:
+    def _nonfinite(self, losses: list[float], grads: list[torch.Tensor],
+                   saved: list[torch.Tensor]) -> None:
         """Stop with an error naming the task(s), or skip the step (no weight update)."""
         st, names = self.state, [t.name for t in self.model.tasks]
-        bad = [f"'{n}' ({v})" for n, v in zip(names, values[:-1].tolist(), strict=True)
+        bad = [f"'{n}' ({v})" for n, v in zip(names, losses, strict=True)
                if not math.isfinite(v)]
+        norm = torch.nn.utils.get_total_norm(grads).item() if grads else 0.0
         what = (f"loss of task {', '.join(bad)}" if bad else
-                f"gradient (norm {values[-1].item()}; every task loss is finite)")
+                f"gradient (norm {norm}; every task loss is finite)")
         where = f"non-finite {what} at step {st['global_step'] + 1} (epoch {st['epoch'] + 1})"
         self.optimizer.zero_grad(set_to_none=True)
         if self.config.on_nonfinite == "skip":
