@@ -91,3 +91,22 @@ def test_zero_grad_drops_or_zeroes_every_gradient():
     assert all(p.grad is not None and not p.grad.any() for p in params)
     opt.zero_grad()
     assert all(p.grad is None for p in params)
+
+
+def test_step_hooks_run_on_torchs_step():
+    """With a step hook registered, the step is torch's (with its hooks), still the same
+    trajectory."""
+    mine, theirs = _params(), _params()
+    seen = []
+    lean = LeanAdam(mine, lr=0.1)
+    lean.register_step_post_hook(lambda opt, args, kwargs: seen.append(1))
+    torch_opt = torch.optim.Adam(theirs, lr=0.1, fused=True)
+    for opt, params in ((lean, mine), (torch_opt, theirs)):
+        for i in range(3):
+            opt.zero_grad()
+            for p, g in zip(params, _grads(i, params), strict=True):
+                p.grad = g
+            opt.step()
+    assert seen == [1, 1, 1]
+    for a, b in zip(mine, theirs, strict=True):
+        assert torch.equal(a, b)
