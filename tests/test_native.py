@@ -147,8 +147,9 @@ def test_fold_linear_and_mix_at_every_block_width(native_built, dtype, width):
                          torch.autograd.grad(dense, leaves, grads), strict=True):
         torch.testing.assert_close(got, want, **tol)
 
-    gates = torch.softmax(torch.randn(2, 37, 5, dtype=dtype), -1).requires_grad_()
-    experts = torch.randn(37, 5, width, dtype=dtype).transpose(0, 1).requires_grad_()
+    # 13 experts: more than a vector has lanes, in float32 and float64
+    gates = torch.softmax(torch.randn(2, 37, 13, dtype=dtype), -1).requires_grad_()
+    experts = torch.randn(37, 13, width, dtype=dtype).transpose(0, 1).requires_grad_()
     mixed = native.Mix.apply(gates, experts)
     expected = torch.einsum("gbe,ebh->gbh", gates, experts)
     torch.testing.assert_close(mixed, expected)
