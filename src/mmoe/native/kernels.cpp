@@ -202,31 +202,45 @@ void gather_sum(const T* table, int64_t V_, const int32_t* rows, const T* numeri
       const T* tab = table + V_ * sg.n0;
       const T* wn = w[sg.layer] + sg.group * I * O;  // its numeric rows
       const T* bs = bias[sg.layer] ? bias[sg.layer] + sg.group * O : nullptr;
-      for (int64_t b = b0; b < b1; ++b) {
-        const int32_t* r = rows + b * C;
-        const T* x = numeric + b * n_num;
-        T* dst = outs[sg.layer] + (sg.group * B + b) * O;
+      // R rows at a time share each load of the numeric weight rows (R = 4, then 1).
+      auto rows_of = [&](auto r_, int64_t b) {
+        constexpr int R = decltype(r_)::value;
         for_blocks<T>(0, O, [&](auto k, auto v, int64_t o) {
           using V = decltype(v);
           constexpr int K = decltype(k)::value;
           constexpr int64_t L = lanes<V, T>;
-          V acc[K], odd[K];  // two chains of adds per vector: latency, not loads, bounds one
-          for (int i = 0; i < K; ++i) acc[i] = bs ? load<V>(bs + o + i * L) : V{};
-          for (int i = 0; i < K; ++i) odd[i] = V{};
-          for (int64_t j = 0; j < n_num; ++j)
-            for (int i = 0; i < K; ++i) odd[i] += x[j] * load<V>(wn + j * O + o + i * L);
-          int64_t c = 0;
-          for (; c + 1 < C; c += 2) {
-            const T* src = tab + r[c] * O + o;
-            const T* src2 = tab + r[c + 1] * O + o;
-            for (int i = 0; i < K; ++i) acc[i] += load<V>(src + i * L);
-            for (int i = 0; i < K; ++i) odd[i] += load<V>(src2 + i * L);
+          V acc[R][K];
+          for (int q = 0; q < R; ++q)
+            for (int i = 0; i < K; ++i) acc[q][i] = bs ? load<V>(bs + o + i * L) : V{};
+          for (int64_t j = 0; j < n_num; ++j) {
+            V wv[K];
+            for (int i = 0; i < K; ++i) wv[i] = load<V>(wn + j * O + o + i * L);
+            for (int q = 0; q < R; ++q) {
+              const T xj = numeric[(b + q) * n_num + j];
+              for (int i = 0; i < K; ++i) acc[q][i] += xj * wv[i];
+            }
           }
-          if (c < C)
-            for (int i = 0; i < K; ++i) acc[i] += load<V>(tab + r[c] * O + o + i * L);
-          for (int i = 0; i < K; ++i) store(dst + o + i * L, acc[i] + odd[i]);
+          for (int q = 0; q < R; ++q) {
+            const int32_t* r = rows + (b + q) * C;
+            V odd[K];  // two chains of adds per vector: latency, not loads, bounds one
+            for (int i = 0; i < K; ++i) odd[i] = V{};
+            int64_t c = 0;
+            for (; c + 1 < C; c += 2) {
+              const T* src = tab + r[c] * O + o;
+              const T* src2 = tab + r[c + 1] * O + o;
+              for (int i = 0; i < K; ++i) acc[q][i] += load<V>(src + i * L);
+              for (int i = 0; i < K; ++i) odd[i] += load<V>(src2 + i * L);
+            }
+            if (c < C)
+              for (int i = 0; i < K; ++i) acc[q][i] += load<V>(tab + r[c] * O + o + i * L);
+            T* dst = outs[sg.layer] + (sg.group * B + b + q) * O;
+            for (int i = 0; i < K; ++i) store(dst + o + i * L, acc[q][i] + odd[i]);
+          }
         });
-      }
+      };
+      int64_t b = b0;
+      for (; b + 4 <= b1; b += 4) rows_of(Blocks<4>{}, b);
+      for (; b < b1; ++b) rows_of(Blocks<1>{}, b);
     });
   });
 }
@@ -276,9 +290,31 @@ void scatter_rows(const std::vector<const T*>& grads, const std::vector<int64_t>
         }
         for (int i = 0; i < K; ++i) store(db + o + i * L, sum[i]);
       });
-      for (int64_t j = 0; j < n_num; ++j)
-        weighted_rows(B, [&](int64_t b) { return numeric[b * n_num + j]; },
-                      [&](int64_t b) { return grad + b * stride; }, O, dwn + j * O);
+      // dW_s[j] = sum_b numeric[b, j] grad_s[b]: J = 4 (then 1) rows j share each grad load
+      auto numeric_rows = [&](auto j_, int64_t j0) {
+        constexpr int J = decltype(j_)::value;
+        for_blocks<T>(0, O, [&](auto k, auto v, int64_t o) {
+          using V = decltype(v);
+          constexpr int K = decltype(k)::value;
+          constexpr int64_t L = lanes<V, T>;
+          V acc[J][K];
+          for (int q = 0; q < J; ++q)
+            for (int i = 0; i < K; ++i) acc[q][i] = V{};
+          for (int64_t b = 0; b < B; ++b) {
+            V g[K];
+            for (int i = 0; i < K; ++i) g[i] = load<V>(grad + b * stride + o + i * L);
+            for (int q = 0; q < J; ++q) {
+              const T xq = numeric[b * n_num + j0 + q];
+              for (int i = 0; i < K; ++i) acc[q][i] += xq * g[i];
+            }
+          }
+          for (int q = 0; q < J; ++q)
+            for (int i = 0; i < K; ++i) store(dwn + (j0 + q) * O + o + i * L, acc[q][i]);
+        });
+      };
+      int64_t j = 0;
+      for (; j + 4 <= n_num; j += 4) numeric_rows(Blocks<4>{}, j);
+      for (; j < n_num; ++j) numeric_rows(Blocks<1>{}, j);
     }
   });
 }
