@@ -2,14 +2,17 @@
 ``Adam(fused=True)``: the same batches, the two arms interleaved in one process, medians of
 repeats, and the weights compared at the end (they must be equal bit for bit).
 
-    python benchmarks/optimizer_step.py --data-dir ../shared/data/census-income
+    python benchmarks/optimizer_step.py --data-dir ../shared/data/census-income \
+        --out results/optimizer_step.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from census_throughput import _model, _tables
@@ -23,6 +26,7 @@ def main() -> None:
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--batches", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=11)
+    ap.add_argument("--out", default=None, help="also write the numbers to this JSON file")
     args = ap.parse_args()
     torch.set_num_threads(1)
     enc, train, _ = _tables(args.data_dir)
@@ -57,6 +61,11 @@ def main() -> None:
     (a, _), (b, _) = arms.values()
     same = all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     print("weights equal bit for bit:", same)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(
+            {"ms_per_step": times, "speedup_median": statistics.median(ratios),
+             "speedups": ratios, "weights_equal": same}, indent=2))
 
 
 if __name__ == "__main__":
