@@ -243,4 +243,3 @@ class Mix(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         gates, experts = ctx.saved_tensors
         return _ops().mix_backward(grad, gates, experts)
-
