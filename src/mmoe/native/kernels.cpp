@@ -1,17 +1,17 @@
 // CPU kernels for the spots where a training step spends most of its time in many tiny ATen
 // calls: the folded first layer (a gather-sum of table rows, forward; a row scatter and the
-// table's gradient, backward) and the gate mixing of expert outputs (eq. 5). float and double
-// (double for gradcheck).
+// table's gradient, backward), small grouped linear layers and the gate mixing of expert
+// outputs (eq. 5). float and double (double for gradcheck).
 //
 // Loops run over the contiguous last dimension in blocks of 4, 2 or 1 SIMD vectors (GCC/Clang
 // vector extensions, 32 bytes: AVX2 on x86-64) whose accumulators stay in registers, then
-// scalars. at::parallel_for splits rows (or column blocks) over torch's intra-op threads, so
+// scalars. at::parallel_for splits rows, groups or segments over torch's intra-op threads, so
 // no output element is summed by two threads: results do not depend on the thread count.
 //
-// Built at first use by mmoe/native/__init__.py (torch.utils.cpp_extension). Two ops are
-// registered, fold_linear and mix (each with its backward); the other functions are their
-// parts. Both have pure-torch twins in mmoe/nn, used when no C++ compiler is available;
-// tests compare them.
+// Built at first use by mmoe/native/__init__.py (torch.utils.cpp_extension). Three ops are
+// registered, fold_linear, grouped_linear and mix (each with its backward); the other
+// functions are their parts. All have pure-torch twins in mmoe/nn, used when no C++ compiler
+// is available; tests compare them.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
