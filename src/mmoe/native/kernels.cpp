@@ -104,23 +104,37 @@ inline void for_blocks(int64_t n0, int64_t n1, const Body& body) {
   for (; n < n1; ++n) body(Blocks<1>{}, T{}, n);
 }
 
-// dst[0:width] = sum_j a(j) * src(j)[0:width] over rows j < n (src(j) points at row j's first
-// column): each block of vectors is accumulated in registers over all the rows.
-template <typename T, typename A, typename S>
-inline void weighted_rows(int64_t n, const A& a, const S& src, int64_t width, T* dst) {
+// dst(q)[0:width] = sum_j a(q, j) * src(j)[0:width] for q < Q over rows j < n (src(j) points
+// at row j's first column): each block of vectors is accumulated in registers over all the
+// rows, and the Q outputs share each load of a row block.
+template <int Q, typename T, typename A, typename S, typename D>
+inline void weighted_rows_q(int64_t n, const A& a, const S& src, int64_t width, const D& dst) {
   for_blocks<T>(0, width, [&](auto k, auto v, int64_t o) {
     using V = decltype(v);
     constexpr int K = decltype(k)::value;
     constexpr int64_t L = lanes<V, T>;
-    V acc[K];
-    for (int i = 0; i < K; ++i) acc[i] = V{};
+    V acc[Q][K];
+    for (int q = 0; q < Q; ++q)
+      for (int i = 0; i < K; ++i) acc[q][i] = V{};
     for (int64_t j = 0; j < n; ++j) {
-      const T c = a(j);
       const T* row = src(j) + o;
-      for (int i = 0; i < K; ++i) acc[i] += c * load<V>(row + i * L);
+      V r[K];
+      for (int i = 0; i < K; ++i) r[i] = load<V>(row + i * L);
+      for (int q = 0; q < Q; ++q) {
+        const T c = a(q, j);
+        for (int i = 0; i < K; ++i) acc[q][i] += c * r[i];
+      }
     }
-    for (int i = 0; i < K; ++i) store(dst + o + i * L, acc[i]);
+    for (int q = 0; q < Q; ++q)
+      for (int i = 0; i < K; ++i) store(dst(q) + o + i * L, acc[q][i]);
   });
+}
+
+// dst[0:width] = sum_j a(j) * src(j)[0:width] over rows j < n.
+template <typename T, typename A, typename S>
+inline void weighted_rows(int64_t n, const A& a, const S& src, int64_t width, T* dst) {
+  weighted_rows_q<1, T>(n, [&](int, int64_t j) { return a(j); }, src, width,
+                        [&](int) { return dst; });
 }
 
 // Items per thread chunk so that a chunk holds at least ~32k multiply-adds (ATen's grain).
@@ -292,25 +306,10 @@ void scatter_rows(const std::vector<const T*>& grads, const std::vector<int64_t>
       });
       // dW_s[j] = sum_b numeric[b, j] grad_s[b]: J = 4 (then 1) rows j share each grad load
       auto numeric_rows = [&](auto j_, int64_t j0) {
-        constexpr int J = decltype(j_)::value;
-        for_blocks<T>(0, O, [&](auto k, auto v, int64_t o) {
-          using V = decltype(v);
-          constexpr int K = decltype(k)::value;
-          constexpr int64_t L = lanes<V, T>;
-          V acc[J][K];
-          for (int q = 0; q < J; ++q)
-            for (int i = 0; i < K; ++i) acc[q][i] = V{};
-          for (int64_t b = 0; b < B; ++b) {
-            V g[K];
-            for (int i = 0; i < K; ++i) g[i] = load<V>(grad + b * stride + o + i * L);
-            for (int q = 0; q < J; ++q) {
-              const T xq = numeric[b * n_num + j0 + q];
-              for (int i = 0; i < K; ++i) acc[q][i] += xq * g[i];
-            }
-          }
-          for (int q = 0; q < J; ++q)
-            for (int i = 0; i < K; ++i) store(dwn + (j0 + q) * O + o + i * L, acc[q][i]);
-        });
+        weighted_rows_q<decltype(j_)::value, T>(
+            B, [&](int q, int64_t b) { return numeric[b * n_num + j0 + q]; },
+            [&](int64_t b) { return grad + b * stride; }, O,
+            [&](int q) { return dwn + (j0 + q) * O; });
       };
       int64_t j = 0;
       for (; j + 4 <= n_num; j += 4) numeric_rows(Blocks<4>{}, j);
