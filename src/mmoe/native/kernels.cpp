@@ -142,6 +142,23 @@ inline int64_t grain(int64_t work_per_item) {
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work_per_item));
 }
 
+// acc[r] += sum_j x(r, j) * w[j * O + o : + K vectors] for R rows r: each load of a weight
+// row block serves all R rows (the small products of grouped_matmul and of the folded layer's
+// numeric columns).
+template <int R, int K, typename V, typename T, typename X>
+inline void rows_times_weight(V (&acc)[R][K], const X& x, const T* w, int64_t I, int64_t O,
+                              int64_t o) {
+  constexpr int64_t L = lanes<V, T>;
+  for (int64_t j = 0; j < I; ++j) {
+    V wv[K];
+    for (int i = 0; i < K; ++i) wv[i] = load<V>(w + j * O + o + i * L);
+    for (int r = 0; r < R; ++r) {
+      const T a = x(r, j);
+      for (int i = 0; i < K; ++i) acc[r][i] += a * wv[i];
+    }
+  }
+}
+
 // The folded first layer of several stacked layers that read the same input x (experts and
 // gates: layer l holds G_l groups, weight (G_l, I, O_l), bias (G_l, O_l)). Each (layer, group)
 // is a segment of width O_l; n0 = the sum of the widths before it (N in all). The folded
@@ -162,8 +179,8 @@ std::vector<Segment> segments_of(at::TensorList weights) {
   return segs;
 }
 
-// Calls fn(s, i0, i1) for each run of one segment s in the chunk [q0, q1) of the flattened
-// (segment, item) space of S * n items (how at::parallel_for splits segment-major loops).
+// Calls fn(s, i0, i1) for each run of one segment (or group) s in the chunk [q0, q1) of the
+// flattened (segment, item) space of S * n items (how at::parallel_for splits such loops).
 template <typename Fn>
 inline void segment_runs(int64_t q0, int64_t q1, int64_t n, const Fn& fn) {
   for (int64_t q = q0; q < q1;) {
@@ -226,14 +243,9 @@ void gather_sum(const T* table, int64_t V_, const int32_t* rows, const T* numeri
           V acc[R][K];
           for (int q = 0; q < R; ++q)
             for (int i = 0; i < K; ++i) acc[q][i] = bs ? load<V>(bs + o + i * L) : V{};
-          for (int64_t j = 0; j < n_num; ++j) {
-            V wv[K];
-            for (int i = 0; i < K; ++i) wv[i] = load<V>(wn + j * O + o + i * L);
-            for (int q = 0; q < R; ++q) {
-              const T xj = numeric[(b + q) * n_num + j];
-              for (int i = 0; i < K; ++i) acc[q][i] += xj * wv[i];
-            }
-          }
+          rows_times_weight<R, K>(
+              acc, [&](int q, int64_t j) { return numeric[(b + q) * n_num + j]; }, wn, n_num, O,
+              o);
           for (int q = 0; q < R; ++q) {
             const int32_t* r = rows + (b + q) * C;
             V odd[K];  // two chains of adds per vector: latency, not loads, bounds one
@@ -516,12 +528,10 @@ template <typename T>
 void grouped_matmul(const T* x, int64_t sg, int64_t sb, const T* weight, const T* bias,
                     int64_t G, int64_t B, int64_t I, int64_t O, T* out) {
   at::parallel_for(0, G * B, grain(I * O), [&](int64_t q0, int64_t q1) {
-    for (int64_t q = q0; q < q1;) {
-      const int64_t g = q / B, b = q % B;
-      const int64_t rows = std::min(q1 - q, B - b);  // rows of group g in this chunk
+    segment_runs(q0, q1, B, [&](int64_t g, int64_t b0, int64_t b1) {  // rows of group g
       const T* xg = x + g * sg;
       const T* w = weight + g * I * O;
-      auto run = [&](auto r_, int64_t b0) {
+      auto run = [&](auto r_, int64_t b) {
         constexpr int R = decltype(r_)::value;
         for_blocks<T>(0, O, [&](auto k, auto v, int64_t o) {
           using V = decltype(v);
@@ -530,23 +540,16 @@ void grouped_matmul(const T* x, int64_t sg, int64_t sb, const T* weight, const T
           V acc[R][K];
           for (int r = 0; r < R; ++r)
             for (int i = 0; i < K; ++i) acc[r][i] = bias ? load<V>(bias + g * O + o + i * L) : V{};
-          for (int64_t j = 0; j < I; ++j) {
-            V wv[K];
-            for (int i = 0; i < K; ++i) wv[i] = load<V>(w + j * O + o + i * L);
-            for (int r = 0; r < R; ++r) {
-              const T a = xg[(b0 + r) * sb + j];
-              for (int i = 0; i < K; ++i) acc[r][i] += a * wv[i];
-            }
-          }
+          rows_times_weight<R, K>(
+              acc, [&](int r, int64_t j) { return xg[(b + r) * sb + j]; }, w, I, O, o);
           for (int r = 0; r < R; ++r)
-            for (int i = 0; i < K; ++i) store(out + (g * B + b0 + r) * O + o + i * L, acc[r][i]);
+            for (int i = 0; i < K; ++i) store(out + (g * B + b + r) * O + o + i * L, acc[r][i]);
         });
       };
-      int64_t r = 0;
-      for (; r + 4 <= rows; r += 4) run(Blocks<4>{}, b + r);
-      for (; r < rows; ++r) run(Blocks<1>{}, b + r);
-      q += rows;
-    }
+      int64_t b = b0;
+      for (; b + 4 <= b1; b += 4) run(Blocks<4>{}, b);
+      for (; b < b1; ++b) run(Blocks<1>{}, b);
+    });
   });
 }
 
@@ -578,7 +581,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_linear_backward(
   const auto wt = weight.transpose(1, 2).contiguous();  // (G, O, I)
   const int64_t G = xs.size(0), B = xs.size(1), I = xs.size(2), O = wt.size(1);
   auto d_x = at::empty({G, B, I}, xs.options());
-  auto d_w = at::zeros({G, I, O}, xs.options());
+  auto d_w = at::empty({G, I, O}, xs.options());
   auto d_b = at::empty({G, O}, xs.options());
   AT_DISPATCH_FLOATING_TYPES(xs.scalar_type(), "grouped_linear_backward", [&] {
     using T = scalar_t;
@@ -591,24 +594,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_linear_backward(
                    d_x.data_ptr<T>());
     at::parallel_for(0, G, grain(B * I * O), [&](int64_t g0, int64_t g1) {
       for (int64_t g = g0; g < g1; ++g) {
-        for_blocks<T>(0, O, [&](auto k, auto v, int64_t o) {
-          using V = decltype(v);
-          constexpr int K = decltype(k)::value;
-          constexpr int64_t L = lanes<V, T>;
-          V sum[K];
-          for (int i = 0; i < K; ++i) sum[i] = V{};
-          T* dw = dwp + g * I * O + o;
-          for (int64_t b = 0; b < B; ++b) {
-            V gv[K];
-            for (int i = 0; i < K; ++i) gv[i] = load<V>(gp + (g * B + b) * O + o + i * L);
-            for (int i = 0; i < K; ++i) sum[i] += gv[i];
-            const T* xr = xp + g * sg + b * sb;
-            for (int64_t j = 0; j < I; ++j)
-              for (int i = 0; i < K; ++i)
-                store(dw + j * O + i * L, load<V>(dw + j * O + i * L) + xr[j] * gv[i]);
-          }
-          for (int i = 0; i < K; ++i) store(dbp + g * O + o + i * L, sum[i]);
-        });
+        const T* grad_g = gp + g * B * O;
+        auto src = [&](int64_t b) { return grad_g + b * O; };
+        weighted_rows(B, [](int64_t) { return T(1); }, src, O, dbp + g * O);
+        auto rows = [&](auto j_, int64_t j0) {  // four rows j of d_w share each grad load
+          weighted_rows_q<decltype(j_)::value, T>(
+              B, [&](int q, int64_t b) { return xp[g * sg + b * sb + j0 + q]; }, src, O,
+              [&](int q) { return dwp + (g * I + j0 + q) * O; });
+        };
+        int64_t j = 0;
+        for (; j + 4 <= I; j += 4) rows(Blocks<4>{}, j);
+        for (; j < I; ++j) rows(Blocks<1>{}, j);
       }
     });
   });
