@@ -67,12 +67,17 @@ def test_the_build_is_keyed_on_source_flags_and_cpu(monkeypatch):
 CARDS = (3, 6, 2, 40)
 
 
-def _fold_inputs(dtype, b, layers, n_num=3, d=4, cards=CARDS, seed=0):
+def _fold_inputs(dtype, b, layers, n_num=3, d=4, cards=CARDS, seed=0, skewed=False):
     """numeric, codes, offsets, emb, column and [(weight, bias | None)] for FoldLinear;
-    layers = [(G, O, with_bias)]."""
+    layers = [(G, O, with_bias)]. ``skewed``: like tabular data, most rows of a column share one
+    code (the last column: all of them)."""
     g = torch.Generator().manual_seed(seed)
     offsets = torch.tensor([0, *cards[:-1]]).cumsum(0)
     codes = _rows(b, cards, seed) - offsets
+    if skewed:
+        common = torch.rand(codes.shape, generator=g) < 0.8
+        common[:, -1] = True
+        codes = torch.where(common, torch.tensor(cards) // 2, codes)
     column = torch.repeat_interleave(torch.arange(len(cards)), torch.tensor(cards))
     emb = torch.randn(sum(cards), d, dtype=dtype, generator=g)
     params = [(torch.randn(gr, n_num + len(cards) * d, o, dtype=dtype, generator=g),
@@ -94,10 +99,11 @@ def _dense(numeric, codes, offsets, emb, weights, biases):
             for w, b in zip(weights, biases, strict=True)]
 
 
-@pytest.mark.parametrize("n_num", [3, 0])
-def test_fold_linear_equals_the_dense_layers_in_value_and_gradients(native_built, n_num):
+@pytest.mark.parametrize("n_num,skewed", [(3, False), (0, False), (3, True)])
+def test_fold_linear_equals_the_dense_layers_in_value_and_gradients(native_built, n_num, skewed):
     numeric, codes, offsets, emb, column, params = _fold_inputs(
-        torch.float64, 9, [(3, 5, True), (2, 4, False)], n_num=n_num, cards=(3, 6, 2))
+        torch.float64, 9, [(3, 5, True), (2, 4, False)], n_num=n_num, cards=(3, 6, 2),
+        skewed=skewed)
     weights = [w.requires_grad_() for w, _ in params]
     biases = [b if b is None else b.requires_grad_() for _, b in params]
     emb.requires_grad_()
@@ -133,7 +139,7 @@ def test_fold_linear_an_unused_output_gets_zero_gradients(native_built):
                                          (torch.float64, 16 + 8 + 4 + 3)])
 def test_fold_linear_and_mix_at_every_block_width(native_built, dtype, width):
     numeric, codes, offsets, emb, column, params = _fold_inputs(
-        dtype, 37, [(2, width, True), (3, 8, False)])
+        dtype, 37, [(2, width, True), (3, 8, False)], skewed=True)
     weights = [w.requires_grad_() for w, _ in params]
     biases = [b if b is None else b.requires_grad_() for _, b in params]
     leaves = (emb.requires_grad_(), *weights, biases[0])
@@ -163,7 +169,7 @@ def test_results_do_not_depend_on_the_thread_count(native_built):
     """The kernels' threads split rows, segments or column blocks, never one sum: results are
     bit-identical at any thread count."""
     numeric, codes, offsets, emb, column, params = _fold_inputs(
-        torch.float32, 2048, [(8, 16, True), (2, 8, False)], n_num=7, d=8)
+        torch.float32, 2048, [(8, 16, True), (2, 8, False)], n_num=7, d=8, skewed=True)
     weights, biases = [w for w, _ in params], [b for _, b in params]
     g = torch.Generator().manual_seed(1)
     grads = [torch.randn(8, 2048, 16, generator=g), torch.randn(2, 2048, 8, generator=g)]
@@ -176,8 +182,10 @@ def test_results_do_not_depend_on_the_thread_count(native_built):
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            *outs, rows = ops.fold_linear(numeric, codes, offsets, emb, column, weights, biases)
-            d_emb, d_w, d_b = ops.fold_linear_backward(grads, numeric, rows, emb, column, weights)
+            *outs, start, base, rows = ops.fold_linear(numeric, codes, offsets, emb, column,
+                                                       weights, biases)
+            d_emb, d_w, d_b = ops.fold_linear_backward(grads, numeric, start, base, rows, emb,
+                                                       column, weights)
             results.append([*outs, d_emb, *d_w, *d_b, ops.mix(gates, experts),
                             *ops.mix_backward(mix_grad, gates, experts),
                             ops.grouped_linear(experts, weights[0][:, :16], biases[0]),
@@ -186,13 +194,34 @@ def test_results_do_not_depend_on_the_thread_count(native_built):
         torch.set_num_threads(threads)
     for one, two in zip(*results, strict=True):
         assert torch.equal(one, two)
+    # and right, with most rows past the sample that picks each column's base row
+    for got, want in zip(results[0][:2], _dense(numeric, codes, offsets, emb, weights, biases),
+                         strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_fold_linear_rejects_codes_outside_the_table(native_built):
+@pytest.mark.parametrize("col", [3, 0])  # past the table's end; into the next column's rows
+def test_fold_linear_rejects_codes_outside_their_column(native_built, col):
     numeric, codes, offsets, emb, column, params = _fold_inputs(torch.float32, 5, [(1, 8, True)])
-    codes[3, 3] = CARDS[3]  # one past the last column's codes: past the table's end
-    with pytest.raises(RuntimeError, match=f"row {sum(CARDS)} out of range"):
+    codes[3, col] = CARDS[col]  # one past the column's codes
+    with pytest.raises(RuntimeError, match=f"code {CARDS[col]} of column {col} "
+                                           f"\\(row {offsets[col] + CARDS[col]}\\) is outside"):
         _fold(numeric, codes, offsets, emb, column, [params[0][0]], [params[0][1]])
+
+
+def test_fold_linear_lookups_skip_each_columns_most_frequent_row(native_built):
+    """Only the lookups other than each column's base row (its most frequent row among the
+    batch's first 128 rows, the first of equals) are gathered and scattered."""
+    codes = torch.tensor([[0, 1], [0, 0], [1, 1]])
+    offsets, column = torch.tensor([0, 2]), torch.tensor([0, 0, 1, 1])
+    emb, weight = torch.randn(4, 2), torch.randn(1, 4, 3)
+    *_, start, base, rows = torch.ops.mmoe_native.fold_linear(
+        None, codes, offsets, emb, column, [weight], [None])
+    assert base.tolist() == [0, 3]  # rows 0, 0, 1 and 3, 2, 3
+    assert start.tolist() == [0, 0, 1, 2] and rows[:2].tolist() == [2, 1]
+    *_, start, base, rows = torch.ops.mmoe_native.fold_linear(
+        None, codes[1:], offsets, emb, column, [weight], [None])
+    assert base.tolist() == [0, 2] and start.tolist() == [0, 0, 2]  # ties: the first row
 
 
 def test_fold_linear_backward_needs_each_columns_rows_together(native_built):
@@ -200,11 +229,11 @@ def test_fold_linear_backward_needs_each_columns_rows_together(native_built):
     layout); a column map in another order is refused, not silently mis-summed."""
     numeric, codes, offsets, emb, column, params = _fold_inputs(torch.float32, 5, [(1, 8, True)])
     ops = torch.ops.mmoe_native
-    *outs, rows = ops.fold_linear(numeric, codes, offsets, emb, column, [params[0][0]],
-                                  [params[0][1]])
+    *outs, start, base, rows = ops.fold_linear(numeric, codes, offsets, emb, column,
+                                               [params[0][0]], [params[0][1]])
     shuffled = column.flip(0)
     with pytest.raises(RuntimeError, match="number the columns in order"):
-        ops.fold_linear_backward(outs, numeric, rows, emb, shuffled, [params[0][0]])
+        ops.fold_linear_backward(outs, numeric, start, base, rows, emb, shuffled, [params[0][0]])
 
 
 @pytest.mark.parametrize("dtype,width", [(torch.float32, 32 + 16 + 8 + 3),

@@ -19,13 +19,15 @@ rounds ranged 1.5-3.2x on a noisy host); see docs/benchmarks/census_throughput.m
 Ops (all CPU, float32/float64):
 
 - ``fold_linear(numeric (B, n) | None, codes (B, C), offsets (C,), emb (V, D), column (V,),
-  weights [(G_l, n + C·D, O_l)], biases [(G_l, O_l) | None]) -> [(G_l, B, O_l)] + [rows
-  (B, C) int32]``:
+  weights [(G_l, n + C·D, O_l)], biases [(G_l, O_l) | None]) -> [(G_l, B, O_l)] + [start
+  (B + 1,), base (C,), rows (B·C,)]`` (the last three int32, read by the backward):
   the folded first layer of several stacked layers that read the encoder's output (the
   experts' first layer and the gates: :meth:`FeatureEncoder.grouped_linear`), i.e. for each
   group the table T[v] = emb[v] @ W_column[v] (V, O), the lookups' sum, the numeric product
   and the bias, written straight into each layer's (G, B, O) output; its backward scatters
-  the outputs' gradients into the tables' rows in one loop;
+  the outputs' gradients into the tables' rows in one loop. Lookups are taken relative to each
+  column's most frequent code (among the batch's first 128 rows: its base row, summed once
+  for all rows), so only the others are gathered and scattered: a third of census's lookups;
 - ``grouped_linear(x (G, B, I), weight (G, I, O), bias (G, O) | None) -> (G, B, O)``: G small
   independent layers (towers, deeper expert layers: :class:`StackedLinear` on a stacked
   input), where MKL's batched GEMM is slow for thin matrices;
@@ -153,9 +155,11 @@ def _register_fakes() -> None:
     torch.library.register_fake(lib + "fold_linear")(
         lambda numeric, codes, offsets, emb, column, weights, biases: [
             *(emb.new_empty(w.shape[0], codes.shape[0], w.shape[2]) for w in weights),
-            codes.new_empty(codes.shape, dtype=torch.int32)])
+            codes.new_empty(codes.shape[0] + 1, dtype=torch.int32),
+            codes.new_empty(codes.shape[1], dtype=torch.int32),
+            codes.new_empty(codes.numel(), dtype=torch.int32)])
     torch.library.register_fake(lib + "fold_linear_backward")(
-        lambda grads, numeric, rows, emb, column, weights: (
+        lambda grads, numeric, start, base, rows, emb, column, weights: (
             torch.empty_like(emb), [torch.empty_like(w) for w in weights],
             [w.new_empty(w.shape[0], w.shape[2]) for w in weights]))
     torch.library.register_fake(lib + "grouped_linear")(
@@ -200,17 +204,18 @@ class FoldLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, numeric, codes, offsets, emb, column, num_layers, *params):
         weights, biases = list(params[:num_layers]), list(params[num_layers:])
-        *outs, rows = _ops().fold_linear(numeric, codes, offsets, emb, column, weights, biases)
-        ctx.save_for_backward(numeric, rows, emb, column, *weights)
+        *outs, start, base, rows = _ops().fold_linear(numeric, codes, offsets, emb, column,
+                                                      weights, biases)
+        ctx.save_for_backward(numeric, start, base, rows, emb, column, *weights)
         ctx.has_bias = [b is not None for b in biases]
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads):
-        numeric, rows, emb, column, *weights = ctx.saved_tensors
+        numeric, start, base, rows, emb, column, *weights = ctx.saved_tensors
         d_emb, d_weights, d_biases = _ops().fold_linear_backward(
-            list(grads), numeric, rows, emb, column, weights)
+            list(grads), numeric, start, base, rows, emb, column, weights)
         d_biases = [d if has else None for d, has in zip(d_biases, ctx.has_bias, strict=True)]
         return None, None, None, d_emb, None, None, *d_weights, *d_biases
 
