@@ -294,3 +294,38 @@ def test_the_kernels_link_torchs_openmp_runtime(native_built):
     assert cflags == ["-fopenmp"]
     assert lib_dir in (torch_dir / "lib", torch_dir.parent / "torch.libs"), ldflags
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int64, torch.int16])
+def test_take_rows_equals_index_select(native_built, dtype):
+    g = torch.Generator().manual_seed(0)
+    columns = [(torch.randn(*shape, generator=g) * 100).to(dtype)
+               for shape in ((300, 7), (300,), (300, 3, 2))]
+    index = torch.randint(0, 300, (1000,), generator=g)  # repeats; several prefetch windows
+    for idx in (index, index[:0]):
+        for got, column in zip(native.take_rows(columns, idx), columns, strict=True):
+            assert torch.equal(got, column.index_select(0, idx))
+    with pytest.raises(RuntimeError, match="index 300 out of range for 300 rows"):
+        native.take_rows(columns, torch.tensor([0, 300]))
+
+
+def test_table_take_uses_the_native_gather_and_equals_the_torch_path(native_built, monkeypatch):
+    from mmoe.data.table import TensorTable
+
+    g = torch.Generator().manual_seed(0)
+    table = TensorTable(torch.randn(50, 3, generator=g), torch.randint(0, 9, (50, 4), generator=g),
+                        torch.rand(50, 2, generator=g), torch.rand(50, generator=g))
+    index = torch.randint(0, 50, (70,), generator=g)
+    taken = []  # what the native gather returned: rows, then None (the torch path's turn)
+
+    def spy(*args, take=native.take_rows):
+        taken.append(take(*args))
+        return taken[-1]
+
+    monkeypatch.setattr(native, "take_rows", spy)
+    fast = table.take(index)
+    monkeypatch.setitem(native._state, "ok", False)  # as without a compiler
+    plain = table.take(index)
+    assert taken[0] is not None and taken[1] is None
+    for name in ("numeric", "categorical", "labels", "weights"):
+        assert torch.equal(getattr(fast, name), getattr(plain, name))

@@ -1,6 +1,7 @@
 """Native CPU kernels (``kernels.cpp``) for the hot spots of a training step, with
 their autograd wrappers. The pure-torch formulas they replace stay with their callers in
-:mod:`mmoe.nn`, which use these ops only when :func:`usable` says so.
+:mod:`mmoe.nn` (and :meth:`TensorTable.take`), which use these ops only when :func:`usable`
+(or :func:`take_rows`) says so.
 
 A package of its own (torch and the standard library only) because building and loading a
 C++ extension needs the file system and the environment, which the torch-only ``nn`` layer
@@ -31,7 +32,9 @@ Ops (all CPU, float32/float64):
 - ``grouped_linear(x (G, B, I), weight (G, I, O), bias (G, O) | None) -> (G, B, O)``: G small
   independent layers (towers, deeper expert layers: :class:`StackedLinear` on a stacked
   input), where MKL's batched GEMM is slow for thin matrices;
-- ``mix(gates (G, B, E), experts (E, B, H)) -> (G, B, H)``: the gate mixing of eq. 5.
+- ``mix(gates (G, B, E), experts (E, B, H)) -> (G, B, H)``: the gate mixing of eq. 5;
+- ``take_rows(columns [(N, ...)], index (n,)) -> [(n, ...)]``: a batch's rows of every column
+  of a table (:meth:`TensorTable.take`), prefetching rows ahead.
 """
 
 from __future__ import annotations
@@ -170,6 +173,8 @@ def _register_fakes() -> None:
     torch.library.register_fake(lib + "mix")(
         lambda gates, experts: gates.new_empty(gates.shape[0], gates.shape[1],
                                                experts.shape[2]))
+    torch.library.register_fake(lib + "take_rows")(
+        lambda columns, index: [c.new_empty(index.shape[0], *c.shape[1:]) for c in columns])
     torch.library.register_fake(lib + "mix_backward")(
         lambda grad, gates, experts: (torch.empty_like(gates),
                                       experts.new_empty(experts.shape)))
@@ -190,6 +195,23 @@ def usable(*tensors: torch.Tensor) -> bool:
 
 def _ops():
     return torch.ops.mmoe_native
+
+
+def take_rows(columns: list[torch.Tensor], index: torch.Tensor) -> list[torch.Tensor] | None:
+    """``[c.index_select(0, index) for c in columns]`` in one native pass that prefetches rows
+    ahead (a batch's rows of a large table), or ``None`` where the native op does not apply
+    (not CPU, a gradient to track, a functorch transform, no kernels).
+
+    Example:
+        >>> take_rows([torch.arange(6).view(3, 2)], torch.tensor([2, 0]))[0].tolist()
+        [[4, 5], [0, 1]]
+    """
+    if (index.device.type != "cpu" or any(c.device.type != "cpu" or c.requires_grad
+                                          for c in columns)
+            or torch._C._are_functorch_transforms_active() or torch.jit.is_tracing()
+            or not available()):
+        return None
+    return _ops().take_rows(columns, index)
 
 
 class FoldLinear(torch.autograd.Function):

@@ -8,16 +8,18 @@
 // scalars. at::parallel_for splits rows, groups or segments over torch's intra-op threads, so
 // no output element is summed by two threads: results do not depend on the thread count.
 //
-// Built at first use by mmoe/native/__init__.py (torch.utils.cpp_extension). Three ops are
-// registered, fold_linear, grouped_linear and mix (each with its backward); the other
-// functions are their parts. All have pure-torch twins in mmoe/nn, used when no C++ compiler
-// is available; tests compare them.
+// Built at first use by mmoe/native/__init__.py (torch.utils.cpp_extension). Four ops are
+// registered, fold_linear, grouped_linear and mix (each with its backward) and take_rows (a
+// batch's rows of a table); the other functions are their parts. All have pure-torch twins
+// (in mmoe/nn and TensorTable.take), used when no C++ compiler is available; tests compare
+// them.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <tuple>
 #include <vector>
 #include <type_traits>
@@ -774,6 +776,43 @@ std::tuple<at::Tensor, at::Tensor> mix_backward(const at::Tensor& grad, const at
   return {d_gates, d_experts};
 }
 
+// out_k = columns_k.index_select(0, index) for every column of a table at once (any dtype,
+// rows of any width): a batch's rows are scattered over a table far larger than the caches,
+// so each copy first prefetches the row kAhead places ahead, keeping several memory reads in
+// flight (index_select waits for one row at a time: 1.8x slower on census's three columns).
+constexpr int64_t kAhead = 16;
+
+std::vector<at::Tensor> take_rows(at::TensorList columns, const at::Tensor& index) {
+  TORCH_CHECK(index.dim() == 1, "take_rows: index (n,) expected");
+  const auto idx = index.to(at::kLong).contiguous();
+  const int64_t n = idx.numel();
+  const int64_t* ip = idx.data_ptr<int64_t>();
+  std::vector<at::Tensor> outs;
+  for (const auto& column : columns) {
+    const auto col = column.contiguous();
+    TORCH_CHECK(col.dim() >= 1, "take_rows: columns of at least one dimension expected");
+    const int64_t N = col.size(0);
+    for (int64_t i = 0; i < n; ++i)
+      TORCH_CHECK(ip[i] >= 0 && ip[i] < N, "take_rows: index ", ip[i], " out of range for ", N,
+                  " rows");
+    auto sizes = col.sizes().vec();
+    sizes[0] = n;
+    auto out = at::empty(sizes, col.options());
+    const int64_t row = N ? col.numel() / N * col.element_size() : 0;  // bytes
+    const char* src = static_cast<const char*>(col.data_ptr());
+    char* dst = static_cast<char*>(out.data_ptr());
+    at::parallel_for(0, n, 256, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        if (i + kAhead < i1)
+          for (int64_t b = 0; b < row; b += 64) __builtin_prefetch(src + ip[i + kAhead] * row + b);
+        std::memcpy(dst + i * row, src + ip[i] * row, row);
+      }
+    });
+    outs.push_back(out);
+  }
+  return outs;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(mmoe_native, m) {
@@ -786,6 +825,7 @@ TORCH_LIBRARY(mmoe_native, m) {
   m.def("fold_linear_backward(Tensor?[] grads, Tensor? numeric, Tensor start, Tensor base, "
         "Tensor rows, Tensor emb, Tensor column, Tensor[] weights) -> (Tensor, Tensor[], "
         "Tensor[])");
+  m.def("take_rows(Tensor[] columns, Tensor index) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(mmoe_native, CPU, m) {
@@ -795,4 +835,5 @@ TORCH_LIBRARY_IMPL(mmoe_native, CPU, m) {
   m.impl("mix_backward", &mix_backward);
   m.impl("fold_linear", &fold_linear);
   m.impl("fold_linear_backward", &fold_linear_backward);
+  m.impl("take_rows", &take_rows);
 }
