@@ -180,13 +180,16 @@ def _register_fakes() -> None:
                                       experts.new_empty(experts.shape)))
 
 
+_FLOATS = (torch.float32, torch.float64)
+
+
 def usable(*tensors: torch.Tensor) -> bool:
     """Whether the native ops apply to these tensors: CPU float32/float64, no functorch
     transform (vmap/grad: the pure ops carry the batching rules), not being traced for export,
     and the kernels built."""
-    if not all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
-               for t in tensors):
-        return False
+    for t in tensors:  # a loop, not all(genexpr): called several times per training step
+        if not t.is_cpu or t.dtype not in _FLOATS:
+            return False
     if torch.compiler.is_compiling():  # torch.compile traces the ops (fakes registered)
         return _state.get("ok", False)
     return (not torch.jit.is_tracing() and not torch._C._are_functorch_transforms_active()

@@ -147,6 +147,7 @@ class StackedMLP(nn.Module):
     def after_first(self, z: torch.Tensor) -> torch.Tensor:
         """The MLP given its first layer's pre-activation z (G, B, units[0])."""
         x = self.dropout(torch.relu(z))
-        for layer in self.layers[1:]:  # loop over depth, never over groups
+        # list(...)[1:]: a ModuleList slice would build a new module at every step
+        for layer in list(self.layers)[1:]:  # loop over depth, never over groups
             x = self.dropout(torch.relu(layer(x)))  # (G, B, units[l])
         return x
