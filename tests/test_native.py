@@ -23,6 +23,21 @@ def test_mix_values_and_gradients_with_strided_experts(native_built, gates_n):
     x = block.transpose(0, 1).requires_grad_()  # (E, B, H), not contiguous
     torch.testing.assert_close(native.Mix.apply(g, x), torch.einsum("gbe,ebh->gbh", g, x))
     assert torch.autograd.gradcheck(native.Mix.apply, (g, x))
+    # the experts' ReLU fused in: away from the kink, the gradient is the finite difference's
+    z = (block + 0.2 * block.sign()).transpose(0, 1).requires_grad_()
+    assert torch.autograd.gradcheck(lambda g, z: native.Mix.apply(g, z, True), (g, z))
+
+
+def test_mix_with_relu_masks_the_gradient_like_torch_relu(native_built):
+    """Where a pre-activation is exactly 0 or below, its gradient is 0, as torch.relu's."""
+    gates = torch.tensor([[[0.25, 0.25, 0.5]]], requires_grad=True)
+    z = torch.tensor([[[2.0, 0.0]], [[-1.0, 3.0]], [[0.5, -0.0]]], requires_grad=True)
+    out = native.Mix.apply(gates, z, True)
+    assert out.tolist() == [[[0.75, 0.75]]]
+    out.sum().backward()
+    want = torch.autograd.grad(torch.einsum("gbe,ebh->gbh", gates, torch.relu(z)).sum(), z)[0]
+    assert torch.equal(z.grad, want)
+    assert z.grad[:, 0].tolist() == [[0.25, 0.0], [0.0, 0.25], [0.5, 0.0]]
 
 
 def test_a_failed_build_warns_once_and_keeps_the_torch_path(monkeypatch, tmp_path):
@@ -156,13 +171,15 @@ def test_fold_linear_and_mix_at_every_block_width(native_built, dtype, width):
     # 13 experts: more than a vector has lanes, in float32 and float64
     gates = torch.softmax(torch.randn(2, 37, 13, dtype=dtype), -1).requires_grad_()
     experts = torch.randn(37, 13, width, dtype=dtype).transpose(0, 1).requires_grad_()
-    mixed = native.Mix.apply(gates, experts)
-    expected = torch.einsum("gbe,ebh->gbh", gates, experts)
-    torch.testing.assert_close(mixed, expected)
-    grad = torch.randn_like(mixed)
-    for a, b in zip(torch.autograd.grad(mixed, (gates, experts), grad),
-                    torch.autograd.grad(expected, (gates, experts), grad), strict=True):
-        torch.testing.assert_close(a, b)
+    for relu in (False, True):  # with relu: the experts' ReLU fused into the mixing
+        mixed = native.Mix.apply(gates, experts, relu)
+        expected = torch.einsum("gbe,ebh->gbh", gates,
+                                torch.relu(experts) if relu else experts)
+        torch.testing.assert_close(mixed, expected)
+        grad = torch.randn_like(mixed)
+        for a, b in zip(torch.autograd.grad(mixed, (gates, experts), grad),
+                        torch.autograd.grad(expected, (gates, experts), grad), strict=True):
+            torch.testing.assert_close(a, b)
 
 
 def test_results_do_not_depend_on_the_thread_count(native_built):

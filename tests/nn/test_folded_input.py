@@ -70,14 +70,15 @@ def test_shared_input_linear_equals_each_layer_alone():
 
 
 @pytest.mark.parametrize("name", ["mmoe", "omoe", "shared_bottom", "single_task"])
-def test_training_forward_and_gradients_equal_with_and_without_folding(name, kernels,
+@pytest.mark.parametrize("units", [(8, 6), (8,)])  # one layer: its ReLU fused into the mixing
+def test_training_forward_and_gradients_equal_with_and_without_folding(name, units, kernels,
                                                                       monkeypatch):
     spec = InputSpec(numeric=("a", "b", "c"),
                      categorical=tuple((f"c{i}", c) for i, c in enumerate(CARDS)),
                      embedding_dim=4)
     tasks = (TaskSpec("y1", "binary"), TaskSpec("y2", "regression"))
     torch.manual_seed(0)
-    model = build_model(name, spec, tasks, num_experts=3, expert_units=(8, 6))
+    model = build_model(name, spec, tasks, num_experts=3, expert_units=units)
     model.train()
     numeric, cat = _batch()
     seen = []
@@ -110,3 +111,10 @@ def test_mix_experts_gradients_match_einsum_and_vmap(kernels):
     gr, xr = torch.randn(4, 2, 5, 3), torch.randn(4, 3, 5, 4)  # vmapped over 4 runs
     assert torch.allclose(torch.func.vmap(mix_experts)(gr, xr),
                           torch.einsum("rgbe,rebh->rgbh", gr, xr), atol=1e-6)
+    # relu=True: the experts' ReLU fused in (pre-activations kept away from the kink)
+    z = (x.detach() + 0.2 * x.detach().sign()).requires_grad_()
+    assert torch.autograd.gradcheck(lambda g, z: mix_experts(g, z, relu=True), (g, z))
+    assert torch.allclose(mix_experts(g, z, relu=True),
+                          torch.einsum("gbe,ebh->gbh", g, torch.relu(z)))
+    assert torch.allclose(torch.func.vmap(lambda g, z: mix_experts(g, z, relu=True))(gr, xr),
+                          torch.einsum("rgbe,rebh->rgbh", gr, torch.relu(xr)), atol=1e-6)

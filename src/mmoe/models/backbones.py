@@ -90,7 +90,10 @@ class MixtureOfExperts(nn.Module):
     def forward(self, x: torch.Tensor | EncodedInput) -> tuple[torch.Tensor, torch.Tensor]:
         # [W_1 .. W_E | W_g1 .. W_gG] in one product: (E, B, H0) and (G, B, E)
         first, logits = shared_input_linear(x, [self.experts.layers[0], self.gates.linear])
-        experts = self.experts.after_first(first)  # f_i(x): (E, B, H)
         gates = self.gates.from_logits(logits)  # g^k(x) = softmax(W_gk x): (G, B, E)
-        h = mix_experts(gates, experts)  # f^k(x) = sum_i g^k(x)_i f_i(x), (G, B, H)
+        if self.experts.only_relu_after_first:  # f_i(x) = relu(first_i): fused into the mixing
+            h = mix_experts(gates, first, relu=True)  # f^k(x) = sum_i g^k(x)_i f_i(x)
+        else:
+            experts = self.experts.after_first(first)  # f_i(x): (E, B, H)
+            h = mix_experts(gates, experts)  # f^k(x) = sum_i g^k(x)_i f_i(x), (G, B, H)
         return h.expand(self.num_tasks, -1, -1), gates  # (T, B, H)

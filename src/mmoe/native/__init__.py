@@ -32,7 +32,9 @@ Ops (all CPU, float32/float64):
 - ``grouped_linear(x (G, B, I), weight (G, I, O), bias (G, O) | None) -> (G, B, O)``: G small
   independent layers (towers, deeper expert layers: :class:`StackedLinear` on a stacked
   input), where MKL's batched GEMM is slow for thin matrices;
-- ``mix(gates (G, B, E), experts (E, B, H)) -> (G, B, H)``: the gate mixing of eq. 5;
+- ``mix(gates (G, B, E), experts (E, B, H), relu) -> (G, B, H)``: the gate mixing of eq. 5,
+  optionally of the experts' ReLU applied as they are read (one-layer experts: their
+  activation is never materialised, and the backward masks the gradient in the same pass);
 - ``take_rows(columns [(N, ...)], index (n,)) -> [(n, ...)]``: a batch's rows of every column
   of a table (:meth:`TensorTable.take`), prefetching rows ahead.
 """
@@ -171,13 +173,13 @@ def _register_fakes() -> None:
         lambda grad, x, weight: (x.new_empty(x.shape), torch.empty_like(weight),
                                  weight.new_empty(weight.shape[0], weight.shape[2])))
     torch.library.register_fake(lib + "mix")(
-        lambda gates, experts: gates.new_empty(gates.shape[0], gates.shape[1],
-                                               experts.shape[2]))
+        lambda gates, experts, relu=False: gates.new_empty(gates.shape[0], gates.shape[1],
+                                                           experts.shape[2]))
     torch.library.register_fake(lib + "take_rows")(
         lambda columns, index: [c.new_empty(index.shape[0], *c.shape[1:]) for c in columns])
     torch.library.register_fake(lib + "mix_backward")(
-        lambda grad, gates, experts: (torch.empty_like(gates),
-                                      experts.new_empty(experts.shape)))
+        lambda grad, gates, experts, relu=False: (torch.empty_like(gates),
+                                                  experts.new_empty(experts.shape)))
 
 
 _FLOATS = (torch.float32, torch.float64)
@@ -262,14 +264,17 @@ class GroupedLinear(torch.autograd.Function):
 
 
 class Mix(torch.autograd.Function):
-    """out[g, b] = sum_e gates[g, b, e] * experts[e, b]: (G, B, E), (E, B, H) -> (G, B, H)."""
+    """out[g, b] = sum_e gates[g, b, e] * f(experts[e, b]), f = ReLU if ``relu`` else the
+    identity: (G, B, E), (E, B, H), bool -> (G, B, H)."""
 
     @staticmethod
-    def forward(ctx, gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, gates: torch.Tensor, experts: torch.Tensor, relu: bool = False
+                ) -> torch.Tensor:
         ctx.save_for_backward(gates, experts)
-        return _ops().mix(gates, experts)
+        ctx.relu = relu
+        return _ops().mix(gates, experts, relu)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         gates, experts = ctx.saved_tensors
-        return _ops().mix_backward(grad, gates, experts)
+        return *_ops().mix_backward(grad, gates, experts, ctx.relu), None

@@ -106,11 +106,21 @@ inline void for_blocks(int64_t n0, int64_t n1, const Body& body) {
   for (; n < n1; ++n) body(Blocks<1>{}, T{}, n);
 }
 
-// dst(q)[0:width] = sum_j a(q, j) * src(j)[0:width] for q < Q over rows j < n (src(j) points
-// at row j's first column): each block of vectors is accumulated in registers over all the
-// rows, and the Q outputs share each load of a row block.
-template <int Q, typename T, typename A, typename S, typename D>
-inline void weighted_rows_q(int64_t n, const A& a, const S& src, int64_t width, const D& dst) {
+// What a row's elements go through as they are loaded: nothing, or a ReLU (the experts' last
+// activation, fused into the gate mixing). Both work on scalars and on vectors.
+struct Plain {
+  template <typename V> V operator()(const V& v) const { return v; }
+};
+struct Relu {
+  template <typename V> V operator()(const V& v) const { return v > V{} ? v : V{}; }
+};
+
+// dst(q)[0:width] = sum_j a(q, j) * f(src(j)[0:width]) for q < Q over rows j < n (src(j)
+// points at row j's first column): each block of vectors is accumulated in registers over all
+// the rows, and the Q outputs share each load of a row block.
+template <int Q, typename T, typename A, typename S, typename D, typename F = Plain>
+inline void weighted_rows_q(int64_t n, const A& a, const S& src, int64_t width, const D& dst,
+                            const F& f = {}) {
   for_blocks<T>(0, width, [&](auto k, auto v, int64_t o) {
     using V = decltype(v);
     constexpr int K = decltype(k)::value;
@@ -121,7 +131,7 @@ inline void weighted_rows_q(int64_t n, const A& a, const S& src, int64_t width, 
     for (int64_t j = 0; j < n; ++j) {
       const T* row = src(j) + o;
       V r[K];
-      for (int i = 0; i < K; ++i) r[i] = load<V>(row + i * L);
+      for (int i = 0; i < K; ++i) r[i] = f(load<V>(row + i * L));
       for (int q = 0; q < Q; ++q) {
         const T c = a(q, j);
         for (int i = 0; i < K; ++i) acc[q][i] += c * r[i];
@@ -132,11 +142,12 @@ inline void weighted_rows_q(int64_t n, const A& a, const S& src, int64_t width, 
   });
 }
 
-// dst[0:width] = sum_j a(j) * src(j)[0:width] over rows j < n.
-template <typename T, typename A, typename S>
-inline void weighted_rows(int64_t n, const A& a, const S& src, int64_t width, T* dst) {
+// dst[0:width] = sum_j a(j) * f(src(j)[0:width]) over rows j < n.
+template <typename T, typename A, typename S, typename F = Plain>
+inline void weighted_rows(int64_t n, const A& a, const S& src, int64_t width, T* dst,
+                          const F& f = {}) {
   weighted_rows_q<1, T>(n, [&](int, int64_t j) { return a(j); }, src, width,
-                        [&](int) { return dst; });
+                        [&](int) { return dst; }, f);
 }
 
 // Items per thread chunk so that a chunk holds at least ~32k multiply-adds (ATen's grain).
@@ -694,9 +705,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_linear_backward(
   return {d_x, d_w, d_b};
 }
 
-// out (G, B, H): out[g, b] = sum_e gates[g, b, e] * experts[e, b]; any strides with a
-// unit-stride last dimension (the experts usually arrive as a transposed (B, E, H) block).
-at::Tensor mix(const at::Tensor& gates, const at::Tensor& experts) {
+// out (G, B, H): out[g, b] = sum_e gates[g, b, e] * f(experts[e, b]) with f = ReLU when relu
+// is set (the experts' last activation, applied as they are read), else the identity; any
+// strides with a unit-stride last dimension (the experts usually arrive as a transposed
+// (B, E, H) block).
+at::Tensor mix(const at::Tensor& gates, const at::Tensor& experts, bool relu) {
   TORCH_CHECK(gates.dim() == 3 && experts.dim() == 3 && gates.size(2) == experts.size(0) &&
                   gates.size(1) == experts.size(1),
               "mix: gates (G, B, E) and experts (E, B, H) expected");
@@ -714,9 +727,12 @@ at::Tensor mix(const at::Tensor& gates, const at::Tensor& experts) {
       for (int64_t b = b0; b < b1; ++b) {
         for (int64_t g = 0; g < G; ++g) {
           const T* gate = gp + (g * B + b) * E;
-          weighted_rows(E, [&](int64_t e) { return gate[e]; },
-                        [&](int64_t e) { return xp + e * se + b * sb; }, H,
-                        op + (g * B + b) * H);
+          auto coef = [&](int64_t e) { return gate[e]; };
+          auto src = [&](int64_t e) { return xp + e * se + b * sb; };
+          if (relu)
+            weighted_rows(E, coef, src, H, op + (g * B + b) * H, Relu{});
+          else
+            weighted_rows(E, coef, src, H, op + (g * B + b) * H);
         }
       }
     });
@@ -724,9 +740,10 @@ at::Tensor mix(const at::Tensor& gates, const at::Tensor& experts) {
   return out;
 }
 
-// Gradients of mix: d_gates (G, B, E), d_experts (E, B, H) (contiguous).
+// Gradients of mix: d_gates (G, B, E), d_experts (E, B, H) (contiguous; with relu, the
+// gradient of the pre-activations: zero where experts[e, b] <= 0).
 std::tuple<at::Tensor, at::Tensor> mix_backward(const at::Tensor& grad, const at::Tensor& gates,
-                                                const at::Tensor& experts) {
+                                                const at::Tensor& experts, bool relu) {
   const auto gr = grad.contiguous();
   const auto gt = gates.contiguous();
   const auto ex = experts.stride(2) == 1 ? experts : experts.contiguous();
@@ -741,9 +758,9 @@ std::tuple<at::Tensor, at::Tensor> mix_backward(const at::Tensor& grad, const at
     const T* xp = ex.data_ptr<T>();
     T* dgp = d_gates.data_ptr<T>();
     T* dxp = d_experts.data_ptr<T>();
-    // One pass per (row, expert) over the blocks of H: each block of experts[e, b] and of
-    // grad[g, b] is loaded once for both d_experts[e, b] = sum_g gates[g, b, e] grad[g, b] and
-    // d_gates[g, b, e] = <grad[g, b], experts[e, b]> (one lane sum per block).
+    // One pass per (row, expert) over the blocks of H: each block of x = experts[e, b] and of
+    // grad[g, b] is loaded once for both d_experts[e, b] = f'(x) sum_g gates[g, b, e] grad[g, b]
+    // and d_gates[g, b, e] = <grad[g, b], f(x)> (one lane sum per block).
     at::parallel_for(0, B, grain(2 * G * E * H), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         for (int64_t g = 0; g < G; ++g) std::fill_n(dgp + (g * B + b) * E, E, T(0));
@@ -754,8 +771,10 @@ std::tuple<at::Tensor, at::Tensor> mix_backward(const at::Tensor& grad, const at
             using V = decltype(v);
             constexpr int K = decltype(k)::value;
             constexpr int64_t L = lanes<V, T>;
-            V xv[K], acc[K];
+            V xv[K], acc[K];  // xv: f(x)
             for (int i = 0; i < K; ++i) xv[i] = load<V>(x + o + i * L), acc[i] = V{};
+            if (relu)
+              for (int i = 0; i < K; ++i) xv[i] = Relu{}(xv[i]);
             for (int64_t g = 0; g < G; ++g) {
               const T* gr = rp + (g * B + b) * H + o;
               const T gate = gp[(g * B + b) * E + e];
@@ -767,6 +786,8 @@ std::tuple<at::Tensor, at::Tensor> mix_backward(const at::Tensor& grad, const at
               }
               dgp[(g * B + b) * E + e] += hsum<T>(prod);
             }
+            if (relu)  // ReLU' = 1 where the output f(x) > 0
+              for (int i = 0; i < K; ++i) acc[i] = xv[i] > V{} ? acc[i] : V{};
             for (int i = 0; i < K; ++i) store(dx + o + i * L, acc[i]);
           });
         }
@@ -818,8 +839,9 @@ std::vector<at::Tensor> take_rows(at::TensorList columns, const at::Tensor& inde
 TORCH_LIBRARY(mmoe_native, m) {
   m.def("grouped_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   m.def("grouped_linear_backward(Tensor grad, Tensor x, Tensor weight) -> (Tensor, Tensor, Tensor)");
-  m.def("mix(Tensor gates, Tensor experts) -> Tensor");
-  m.def("mix_backward(Tensor grad, Tensor gates, Tensor experts) -> (Tensor, Tensor)");
+  m.def("mix(Tensor gates, Tensor experts, bool relu=False) -> Tensor");
+  m.def("mix_backward(Tensor grad, Tensor gates, Tensor experts, bool relu=False) -> (Tensor, "
+        "Tensor)");
   m.def("fold_linear(Tensor? numeric, Tensor codes, Tensor offsets, Tensor emb, Tensor column, "
         "Tensor[] weights, Tensor?[] biases) -> Tensor[]");
   m.def("fold_linear_backward(Tensor?[] grads, Tensor? numeric, Tensor start, Tensor base, "

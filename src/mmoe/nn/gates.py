@@ -46,14 +46,17 @@ class Gates(nn.Module):
         return gate_dropout(g, self.dropout) if self.training else g
 
 
-def mix_experts(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+def mix_experts(gates: torch.Tensor, experts: torch.Tensor, relu: bool = False
+                ) -> torch.Tensor:
     """Gate-weighted sum of expert outputs.
 
     f^k(x) = sum_i g^k(x)_i f_i(x)   (paper eq. 5)
 
     Args:
         gates: (G, B, E) gate weights.
-        experts: (E, B, H) expert outputs.
+        experts: (E, B, H) expert outputs f_i(x), or with ``relu`` their last pre-activations
+            z_i, f_i(x) = relu(z_i) (the ReLU is then fused into the mixing).
+        relu: apply the experts' ReLU here.
 
     Returns:
         (G, B, H) one mixture per gate.
@@ -62,13 +65,15 @@ def mix_experts(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
         >>> g = torch.tensor([[[0.25, 0.75]]])  # (1, 1, 2)
         >>> mix_experts(g, torch.tensor([[[4.0]], [[8.0]]])).tolist()
         [[[7.0]]]
+        >>> mix_experts(g, torch.tensor([[[4.0]], [[-8.0]]]), relu=True).tolist()
+        [[[1.0]]]
     """
     if (torch.is_grad_enabled() and (gates.requires_grad or experts.requires_grad)
             and not torch.jit.is_tracing()):  # export traces the plain expression
         if native.usable(gates, experts):
-            return native.Mix.apply(gates, experts)
-        return _Mix.apply(gates, experts)
-    return _mix(gates, experts)
+            return native.Mix.apply(gates, experts, relu)
+        return _Mix.apply(gates, torch.relu(experts) if relu else experts)
+    return _mix(gates, torch.relu(experts) if relu else experts)
 
 
 def _mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:

@@ -144,6 +144,12 @@ class StackedMLP(nn.Module):
     def forward(self, x: torch.Tensor | EncodedInput) -> torch.Tensor:
         return self.after_first(self.layers[0](x))
 
+    @property
+    def only_relu_after_first(self) -> bool:
+        """Whether :meth:`after_first` is just a ReLU (one layer, no dropout), which a caller
+        may fuse into what it does next (:func:`mix_experts` with ``relu=True``)."""
+        return len(self.layers) == 1 and isinstance(self.dropout, nn.Identity)
+
     def after_first(self, z: torch.Tensor) -> torch.Tensor:
         """The MLP given its first layer's pre-activation z (G, B, units[0])."""
         x = self.dropout(torch.relu(z))
