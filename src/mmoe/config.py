@@ -197,9 +197,10 @@ class TrainConfig(_Serializable):
             (the last checkpoint stays the last good one), ``skip`` drops the step without
             updating weights and counts it in the history (``skipped_steps``).
         compile: train through ``torch.compile`` (inductor). Each process pays a compile
-            (seconds to tens of seconds, once per batch shape) for faster steps, so it pays
-            off on long runs only (see docs/benchmarks/census_throughput.md). Without a C++ compiler
-            training stays eager, with a warning.
+            (seconds to tens of seconds, once per batch shape); it can pay off on long runs of
+            models whose steps are many small torch ops, not on the census MMoE, whose native
+            kernels leave it nothing to fuse (0.95x eager: docs/benchmarks/census_throughput.md).
+            Without a C++ compiler training stays eager, with a warning.
     """
 
     epochs: int = 10

@@ -14,8 +14,8 @@ pure-torch path, which gives the same values up to float rounding (tests compare
 Built with OpenMP, the kernels split rows or column blocks over torch's intra-op threads
 (never one sum, so results do not depend on the thread count); a compiler without OpenMP
 builds them serial. Measured on the census MMoE at 1 thread (interleaved A/B in one process,
-11 rounds): one training step is about 2.2x faster than on the pure-torch path (median; the
-rounds ranged 1.5-3.2x on a noisy host); see docs/benchmarks/census_throughput.md.
+11 rounds): one training step is about 2.5x faster than on the pure-torch path (median; the
+rounds ranged 2.0-2.8x on a noisy host); see docs/benchmarks/census_throughput.md.
 
 Ops (all CPU, float32/float64):
 
