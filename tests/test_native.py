@@ -324,6 +324,10 @@ def test_take_rows_equals_index_select(native_built, dtype):
             assert torch.equal(got, column.index_select(0, idx))
     with pytest.raises(RuntimeError, match="index 300 out of range for 300 rows"):
         native.take_rows(columns, torch.tensor([0, 300]))
+    mask = torch.zeros(300, dtype=torch.bool)  # not an index: left to index_select to refuse
+    assert native.take_rows(columns, mask) is None
+    with pytest.raises(RuntimeError, match="int64 or int32"):
+        torch.ops.mmoe_native.take_rows(columns, mask)
 
 
 def test_table_take_uses_the_native_gather_and_equals_the_torch_path(native_built, monkeypatch):

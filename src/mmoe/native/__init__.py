@@ -205,14 +205,15 @@ def _ops():
 def take_rows(columns: list[torch.Tensor], index: torch.Tensor) -> list[torch.Tensor] | None:
     """``[c.index_select(0, index) for c in columns]`` in one native pass that prefetches rows
     ahead (a batch's rows of a large table), or ``None`` where the native op does not apply
-    (not CPU, a gradient to track, a functorch transform, no kernels).
+    (not CPU, an index neither int64 nor int32, a gradient to track, a functorch transform,
+    no kernels).
 
     Example:
         >>> take_rows([torch.arange(6).view(3, 2)], torch.tensor([2, 0]))[0].tolist()
         [[4, 5], [0, 1]]
     """
-    if (index.device.type != "cpu" or any(c.device.type != "cpu" or c.requires_grad
-                                          for c in columns)
+    if (index.device.type != "cpu" or index.dtype not in (torch.int64, torch.int32)
+            or any(c.device.type != "cpu" or c.requires_grad for c in columns)
             or torch._C._are_functorch_transforms_active() or torch.jit.is_tracing()
             or not available()):
         return None

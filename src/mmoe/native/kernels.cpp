@@ -75,22 +75,6 @@ template <typename T, typename V> inline T hsum(V v) {
   }
 }
 
-// sum_i a[i] * b[i] over n contiguous elements: two vector accumulators, one lane sum.
-template <typename T> inline T dot(const T* a, const T* b, int64_t n) {
-  using V = typename VecOf<T>::type;
-  constexpr int64_t L = sizeof(V) / sizeof(T);  // not lanes<V, T>: V keeps its attributes
-  V s0{}, s1{};
-  int64_t i = 0;
-  for (; i + 2 * L <= n; i += 2 * L) {
-    s0 += load<V>(a + i) * load<V>(b + i);
-    s1 += load<V>(a + i + L) * load<V>(b + i + L);
-  }
-  for (; i + L <= n; i += L) s0 += load<V>(a + i) * load<V>(b + i);
-  T s = hsum<T>(s0 + s1);
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
 template <int K> using Blocks = std::integral_constant<int, K>;
 
 // Covers columns [n0, n1) for a body called as body(Blocks<K>{}, V{}, n): K vectors of type V
@@ -210,7 +194,7 @@ template <typename T> std::vector<T*> pointers(const std::vector<at::Tensor>& ts
   return ps;
 }
 
-// The folded tables relative to each column's base row (see Lookups): for every segment s and
+// The folded tables relative to each column's base row (see lookups_of): for every segment s and
 // row v of column c = column[v], T_s[v] = (emb[v] - emb[base[c]]) @ W_s[rows of column c], zero
 // at the base rows themselves, and base_s = bias_s + sum_c emb[base[c]] @ W_s[rows of column c]
 // (N values, segment s at n0), so that x @ W_s + bias_s = base_s + sum over a row's lookups of T_s.
@@ -800,11 +784,13 @@ std::tuple<at::Tensor, at::Tensor> mix_backward(const at::Tensor& grad, const at
 // out_k = columns_k.index_select(0, index) for every column of a table at once (any dtype,
 // rows of any width): a batch's rows are scattered over a table far larger than the caches,
 // so each copy first prefetches the row kAhead places ahead, keeping several memory reads in
-// flight (index_select waits for one row at a time: 1.8x slower on census's three columns).
+// flight (1.8x faster than index_select on census's three columns).
 constexpr int64_t kAhead = 16;
 
 std::vector<at::Tensor> take_rows(at::TensorList columns, const at::Tensor& index) {
-  TORCH_CHECK(index.dim() == 1, "take_rows: index (n,) expected");
+  TORCH_CHECK(index.dim() == 1 && (index.scalar_type() == at::kLong ||
+                                   index.scalar_type() == at::kInt),
+              "take_rows: index (n,) of int64 or int32 expected");
   const auto idx = index.to(at::kLong).contiguous();
   const int64_t n = idx.numel();
   const int64_t* ip = idx.data_ptr<int64_t>();
@@ -824,8 +810,10 @@ std::vector<at::Tensor> take_rows(at::TensorList columns, const at::Tensor& inde
     char* dst = static_cast<char*>(out.data_ptr());
     at::parallel_for(0, n, 256, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
-        if (i + kAhead < i1)
-          for (int64_t b = 0; b < row; b += 64) __builtin_prefetch(src + ip[i + kAhead] * row + b);
+        if (i + kAhead < i1) {
+          const char* ahead = src + ip[i + kAhead] * row;
+          for (int64_t b = 0; b < row; b += 64) __builtin_prefetch(ahead + b);
+        }
         std::memcpy(dst + i * row, src + ip[i] * row, row);
       }
     });
