@@ -71,10 +71,13 @@ def test_mmoe_native_0_skips_the_build(monkeypatch):
     assert not native.available()
 
 
-def test_the_build_is_keyed_on_source_flags_and_cpu(monkeypatch):
+def test_the_build_is_keyed_on_source_flags_cpu_and_torch(monkeypatch):
     name = native._build_name()
     monkeypatch.setattr(native, "_CFLAGS", [*native._CFLAGS, "-DX"])
     assert native._build_name() != name and name.startswith("mmoe_native_")
+    monkeypatch.undo()
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    assert native._build_name() != name
 
 
 
@@ -350,3 +353,42 @@ def test_table_take_uses_the_native_gather_and_equals_the_torch_path(native_buil
     assert taken[0] is not None and taken[1] is None
     for name in ("numeric", "categorical", "labels", "weights"):
         assert torch.equal(getattr(fast, name), getattr(plain, name))
+
+
+def test_the_build_directory_is_torchs(monkeypatch, tmp_path):
+    """The built library is looked up without importing torch.utils.cpp_extension; the folder
+    must stay the one torch builds into, with and without TORCH_EXTENSIONS_DIR."""
+    from torch import _appdirs
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(_appdirs, "user_cache_dir", lambda appname: str(tmp_path / appname))
+    for env in (None, str(tmp_path / "ext")):
+        if env is None:
+            monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+        else:
+            monkeypatch.setenv("TORCH_EXTENSIONS_DIR", env)
+        assert native._build_directory("probe") == Path(
+            cpp_extension._get_build_directory("probe", verbose=False))
+
+
+def test_a_built_library_is_loaded_without_the_build_step(native_built, monkeypatch):
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(cpp_extension, "load", lambda *a, **k: pytest.fail("built again"))
+    monkeypatch.setattr(native, "_register_fakes", lambda: None)  # registered once already
+    monkeypatch.setattr(native, "_state", {})
+    assert native.available()
+
+
+def test_a_broken_library_file_is_rebuilt(monkeypatch, tmp_path):
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    name = native._build_name()
+    (tmp_path / name).mkdir()
+    (tmp_path / name / f"{name}.so").write_bytes(b"an interrupted link")
+    built = []
+    monkeypatch.setattr(cpp_extension, "load", lambda name, *a, **k: built.append(name))
+    monkeypatch.setattr(native, "_register_fakes", lambda: None)
+    monkeypatch.setattr(native, "_state", {})
+    assert native.available() and built == [name]

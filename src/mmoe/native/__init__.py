@@ -81,9 +81,10 @@ def _openmp_flags() -> tuple[list[str], list[str]] | None:
 
 
 def _build_name(flags: list[str] | None = None) -> str:
-    """Extension name keyed on the source, the flags and the CPU: the build uses
-    -march=native, so a cache shared by machines of different CPUs must not hand one machine
-    another's code."""
+    """Extension name keyed on the source, the flags, the CPU and torch's version: the build
+    uses -march=native, so a cache shared by machines of different CPUs must not hand one
+    machine another's code, and a library found under this name is loaded as it is (a torch
+    upgrade, whose headers it was compiled against, gets a new name and a new build)."""
     openmp = _openmp_flags() or ([], [])
     flags = _CFLAGS + openmp[0] + openmp[1] if flags is None else flags
     cpu = platform.machine()
@@ -92,8 +93,8 @@ def _build_name(flags: list[str] | None = None) -> str:
                     if line.startswith(("flags", "Features")))
     except (OSError, StopIteration):
         pass
-    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join(flags + [cpu]).encode()
-                         ).hexdigest()[:12]
+    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join(flags + [cpu, torch.__version__])
+                         .encode()).hexdigest()[:12]
     return f"mmoe_native_{key}"
 
 
@@ -127,14 +128,39 @@ def _load() -> bool:
     return True
 
 
-def _build(cflags: list[str], ldflags: list[str]) -> None:
-    from torch.utils import cpp_extension
+def _build_directory(name: str) -> Path:
+    """Where ``torch.utils.cpp_extension`` builds extension ``name`` (its own rule, without
+    importing it: that import pulls in setuptools, 0.3 s; a test holds the two equal)."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if root is None:
+        from torch import _appdirs
 
+        version = torch.version
+        accelerator = (f"rocm{version.hip.replace('.', '')}" if version.hip is not None else
+                       f"cu{version.cuda.replace('.', '')}" if version.cuda is not None else
+                       "cpu")
+        python = f"py{sys.version_info.major}{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
+        root = os.path.join(os.path.realpath(_appdirs.user_cache_dir(appname="torch_extensions")),
+                            f"{python}_{accelerator}")
+    return Path(root, name)
+
+
+def _build(cflags: list[str], ldflags: list[str]) -> None:
     name = _build_name(cflags + ldflags)
-    built = Path(cpp_extension._get_build_directory(name, verbose=False), f"{name}.so")
-    if not built.exists():
+    built = _build_directory(name) / f"{name}.so"
+    if built.exists():
+        # The name keys the source, the flags and the CPU, so a built library is this build:
+        # loaded as it is (milliseconds) rather than through torch's build step, whose import
+        # and up-to-date check took 0.3-0.4 s of every process's first training epoch. A broken
+        # file (an interrupted link) is rebuilt below.
+        with contextlib.suppress(OSError):
+            torch.ops.load_library(str(built))
+            return
+    else:
         print("mmoe: compiling the native CPU kernels (once per machine, about 30 s)",
               file=sys.stderr, flush=True)
+    from torch.utils import cpp_extension
+
     with _ninja_on_path():
         cpp_extension.load(name, [str(_SOURCE)], extra_cflags=cflags, extra_ldflags=ldflags,
                            is_python_module=False, verbose=False)
