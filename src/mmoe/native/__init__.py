@@ -149,10 +149,10 @@ def _build(cflags: list[str], ldflags: list[str]) -> None:
     name = _build_name(cflags + ldflags)
     built = _build_directory(name) / f"{name}.so"
     if built.exists():
-        # The name keys the source, the flags and the CPU, so a built library is this build:
-        # loaded as it is (milliseconds) rather than through torch's build step, whose import
-        # and up-to-date check took 0.3-0.4 s of every process's first training epoch. A broken
-        # file (an interrupted link) is rebuilt below.
+        # The name keys the source, the flags, the CPU and torch, so a built library is this
+        # build: loaded as it is (milliseconds) rather than through torch's build step, whose
+        # import and up-to-date check took 0.3-0.4 s of every process's first training epoch.
+        # A broken file (an interrupted link) is rebuilt below.
         with contextlib.suppress(OSError):
             torch.ops.load_library(str(built))
             return
@@ -218,7 +218,13 @@ def usable(*tensors: torch.Tensor) -> bool:
     for t in tensors:  # a loop, not all(genexpr): called several times per training step
         if not t.is_cpu or t.dtype not in _FLOATS:
             return False
-    if torch.compiler.is_compiling():  # torch.compile traces the ops (fakes registered)
+    return _may_run()
+
+
+def _may_run() -> bool:
+    """Whether a native op may run here, whatever its tensors: no functorch transform, no
+    export tracing, and the kernels built (under torch.compile: built, the fakes trace them)."""
+    if torch.compiler.is_compiling():
         return _state.get("ok", False)
     return (not torch.jit.is_tracing() and not torch._C._are_functorch_transforms_active()
             and available())
@@ -238,10 +244,8 @@ def take_rows(columns: list[torch.Tensor], index: torch.Tensor) -> list[torch.Te
         >>> take_rows([torch.arange(6).view(3, 2)], torch.tensor([2, 0]))[0].tolist()
         [[4, 5], [0, 1]]
     """
-    if (index.device.type != "cpu" or index.dtype not in (torch.int64, torch.int32)
-            or any(c.device.type != "cpu" or c.requires_grad for c in columns)
-            or torch._C._are_functorch_transforms_active() or torch.jit.is_tracing()
-            or not available()):
+    if (not index.is_cpu or index.dtype not in (torch.int64, torch.int32)
+            or any(not c.is_cpu or c.requires_grad for c in columns) or not _may_run()):
         return None
     return _ops().take_rows(columns, index)
 

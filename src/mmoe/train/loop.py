@@ -177,6 +177,7 @@ class Trainer:
         self.monitor_task = model.tasks[names.index(monitor)]
         self.metric, self.higher_is_better = primary_metric(self.monitor_task)
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self._unit_scale = torch.ones(1, device=self.ctx.device)  # the check's scale: 1
         # skip must not let a bad batch into batch-norm running statistics either
         self._buffers = (list(model.buffers()) if config.on_nonfinite == "skip"
                          and model.config.batch_norm else [])
@@ -344,7 +345,7 @@ class Trainer:
         grads = [p.grad for p in self._params if p.grad is not None]
         flag = torch.zeros(1, device=task_losses.device)
         if grads:
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, flag, flag + 1.0)
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, flag, self._unit_scale)
         values = torch.cat([task_losses.detach(), flag.to(task_losses.dtype)])  # (T+1,)
         *losses, flagged = values.tolist()
         finite = not flagged and all(math.isfinite(v) for v in losses)
