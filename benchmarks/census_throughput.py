@@ -34,8 +34,8 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).parent))
 from naive_reference import NaiveMMoE, RowDataset, predict, train_epoch  # noqa: E402
 
-from mmoe import TrainConfig, available_models, build_model, native  # noqa: E402
-from mmoe.data.census import load_census  # noqa: E402
+from mmoe import TrainConfig, available_models, build_model, ops  # noqa: E402
+from mmoe.data.datasets.census import load_census  # noqa: E402
 from mmoe.data.encoders import TableEncoder  # noqa: E402
 from mmoe.train import Trainer, predict_logits  # noqa: E402
 
@@ -125,7 +125,7 @@ def main() -> None:
         print(json.dumps(one_model(args.only, args.data_dir, args.threads, args.compile)))
         return
     result = {"threads": args.threads, "torch": torch.__version__, "compile": args.compile,
-              "native_kernels": native.available(),
+              "native_kernels": ops.build_native(),
               "versus_naive": versus_naive(args.data_dir, args.threads, args.compile),
               "models": []}
     print(json.dumps(result["versus_naive"], indent=2), flush=True)

@@ -10,15 +10,16 @@ import torch
 from mmoe import TaskSpec, TrainConfig, build_model
 from mmoe.data.table import TensorTable
 from mmoe.objectives import safe_denominator
-from mmoe.train.loop import Trainer
+from mmoe.train import Trainer
 
 
 class NoCheck(Trainer):
     def _step(self, batch):  # the step before the check existed
-        num, den = self.loss_fn.parts(self.net(*batch.inputs()), batch.labels, batch.weights)
+        out = self.net(*batch.inputs(), parts=True)
+        num, den = self.loss_fn.parts(out.logits, batch.labels, batch.weights)
         task_losses = num / safe_denominator(den.detach())
         self.optimizer.zero_grad(set_to_none=True)
-        self.weighting.backward(task_losses, self.model.penalty())
+        self.weighting.backward(task_losses, out.aux_loss)
         self.optimizer.step()
         self.weighting.after_step()
         return task_losses.detach().double().cpu()

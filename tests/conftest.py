@@ -24,11 +24,11 @@ def require_native() -> None:
     """Skip where no C++ compiler exists; with one, the native kernels must build."""
     import shutil
 
-    from mmoe import native
+    from mmoe.ops import native
 
     if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
         pytest.skip("no C++ compiler: the native kernels cannot be built here")
-    assert native.available(), "a C++ compiler exists but the native kernels did not build"
+    assert native.build(), "a C++ compiler exists but the native kernels did not build"
 
 
 @pytest.fixture
@@ -40,10 +40,10 @@ def native_built() -> None:
 @pytest.fixture(params=["native", "torch"])
 def kernels(request, monkeypatch) -> str:
     """Run a test once with mmoe's native CPU kernels and once with the pure-torch path."""
-    from mmoe import native
+    from mmoe.ops.native import loader
 
     if request.param == "torch":
-        monkeypatch.setitem(native._state, "ok", False)
+        monkeypatch.setitem(loader._state, "ok", False)
     else:
         require_native()
     return request.param

@@ -14,7 +14,7 @@ def __getattr__(name: str) -> Any:
     # The estimator pulls in the readers, sklearn and the training stack: import it on first
     # use so that `import mmoe` (and every CLI start) stays quick.
     if name == "MultiTaskEstimator":
-        from .experiments.estimator import MultiTaskEstimator
+        from .app.estimator import MultiTaskEstimator
 
         return MultiTaskEstimator
     raise AttributeError(f"module 'mmoe' has no attribute {name!r}")

@@ -69,7 +69,10 @@ def writable_dir(path: str | os.PathLike, name: str = "--out") -> Path:
     under a regular file is reported before any work starts, not when the result is saved.
 
     Example:
-        >>> writable_dir("runs/m1")  # doctest: +SKIP
+        >>> writable_dir(tmp_path / "runs" / "m1").name
+        'm1'
+        >>> writable_dir(tmp_path / "runs" / "m1" / "a" / "b.txt", "--out").name
+        'b.txt'
     """
     path = Path(path)
     parent = path if path.is_dir() else path.parent

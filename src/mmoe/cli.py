@@ -46,6 +46,14 @@ def models_cmd() -> None:
         typer.echo(f"{name:24s} {description}")
 
 
+def _native() -> None:
+    """Build (once per machine) or load the native CPU kernels before a command computes:
+    one message while compiling, a warning with the reason if they cannot be built."""
+    from .ops import build_native
+
+    build_native()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mmoe`` script: user errors exit 2 with one line on stderr."""
     try:
@@ -145,8 +153,9 @@ def train_cmd(
                                "gates.")] = None,
 ) -> None:
     """Train a multi-task model on your own table and write a model directory."""
-    from .experiments.own_data import format_metrics, train_run
-    from .experiments.run_config import build_run_spec
+    from .app.fit import train_model_dir
+    from .app.predict import format_metrics
+    from .app.spec import build_run_spec
     from .train.distributed import env_rank
 
     spec = build_run_spec(
@@ -157,7 +166,8 @@ def train_cmd(
         tensorboard=tensorboard or None, checkpoint_every=checkpoint_every,
         on_nonfinite=on_nonfinite, compile=compile_ or None, loss_weighting=loss_weighting,
         gate_dropout=gate_dropout, gate_balance=gate_balance)
-    metrics = train_run(spec, out, overwrite=overwrite, resume=resume, device=device)
+    _native()
+    metrics = train_model_dir(spec, out, overwrite=overwrite, resume=resume, device=device)
     if env_rank() == 0:
         typer.echo(format_metrics(metrics["valid"]))
         typer.echo(f"model written to {out} (best epoch {metrics['best_epoch']})")
@@ -174,8 +184,10 @@ def evaluate_cmd(
     """Per-task metrics of a trained model on a labelled file."""
     import json
 
-    from .experiments.own_data import evaluate_dir, format_metrics
+    from ._fileio import write_text
+    from .app.predict import evaluate_dir, format_metrics
 
+    _native()
     metrics = evaluate_dir(model_dir, file)
     text = json.dumps(metrics, indent=2)
     if json_out == "-":
@@ -183,9 +195,7 @@ def evaluate_cmd(
         return
     typer.echo(format_metrics(metrics))
     if json_out:
-        from pathlib import Path
-
-        Path(json_out).write_text(text + "\n")
+        write_text(json_out, text + "\n")
 
 
 @app.command("predict")
@@ -197,8 +207,9 @@ def predict_cmd(
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Rows per chunk.")] = 65_536,
 ) -> None:
     """Predict every row: one column per task, id columns kept."""
-    from .experiments.own_data import predict_file
+    from .app.predict import predict_file
 
+    _native()
     rows = predict_file(model_dir, file, out, chunk_rows)
     typer.echo(f"{rows} predictions written to {out}")
 
@@ -210,8 +221,9 @@ def export_cmd(
     out: Annotated[str, typer.Option("--out", help="File to write.")],
 ) -> None:
     """Export to ONNX or TorchScript (outputs named by task), checked against the model."""
-    from .experiments.export import export_model
+    from .app.export import export_model
 
+    _native()
     diff = export_model(model_dir, fmt, out)
     typer.echo(f"{fmt} model written to {out} (parity: max abs diff {diff:.2e})")
 
@@ -255,6 +267,7 @@ def reproduce_census_cmd(
     from .experiments.census import run_census
 
     writable_dir(out or f"results/census_g{group}")  # fail now, not after the runs
+    _native()
     res = run_census(group, models=_model_list(models), runs=runs, data_dir=data_dir,
                      out=out or f"results/census_g{group}", config=config, seed=seed,
                      threads=threads, epochs=epochs, nrows=nrows, jobs=jobs, log=typer.echo)
@@ -285,9 +298,10 @@ def tune_cmd(
         "--nrows", help="Read only the first N rows of each file (quick checks).")] = None,
 ) -> None:
     """Search a model's census hyperparameters (validation main-task AUC) with Optuna."""
-    from .experiments.tune import tune
+    from .experiments.census.tune import tune
 
     writable_dir(out or f"census_g{group}_{model}.toml")
+    _native()
     res = tune(model, group, trials, data_dir=data_dir,
                out=out or f"census_g{group}_{model}.toml", nrows=nrows, seed=seed,
                threads=threads, timeout=timeout, sampler=sampler, max_epochs=max_epochs,
@@ -346,6 +360,7 @@ def reproduce_synthetic_cmd(
     from .experiments.synthetic import SyntheticConfig, planned_steps, run_synthetic
 
     writable_dir(out)
+    _native()
     given = {"runs": runs, "steps": steps, "lr_runs": lr_runs, "batch_size": batch_size,
              "n_train": n_train, "d": d, "c": c, "m": m, "sigma": sigma,
              "alpha_std": alpha_std,
@@ -374,8 +389,9 @@ def inspect_cmd(
     out: Annotated[str, typer.Option("--out", help="Directory for the report files.")],
 ) -> None:
     """Gate health: tasks x experts heatmap, per-expert utilisation, a table and warnings."""
-    from .inspect import inspect_model_dir
+    from .app.gate_report import inspect_model_dir
 
+    _native()
     report, paths = inspect_model_dir(model_dir, data, out)
     typer.echo(report.round(3).to_string())
     for warning in report.attrs.get("warnings", []):

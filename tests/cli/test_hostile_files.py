@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmoe.cli import main
-from mmoe.experiments.own_data import partial_dir
+from mmoe.app.fit import partial_dir
 
 from .conftest import make_table
 

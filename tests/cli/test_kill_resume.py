@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from mmoe.cli import main
-from mmoe.experiments.own_data import partial_dir, predict_frame
+from mmoe.app.fit import partial_dir
+from mmoe.app.predict import predict_frame
 from mmoe.train.checkpoint import load_checkpoint
 from mmoe.train.model_dir import load_model_dir, read_manifest
 
@@ -37,8 +38,8 @@ def _quiet_main(argv, log):
 def ctx():
     context = multiprocessing.get_context("forkserver")
     # everything a run imports (torch._dynamo: by the optimizer; matplotlib: the gate figure)
-    context.set_forkserver_preload(["mmoe.cli", "mmoe.experiments.own_data",
-                                    "mmoe.experiments.census", "torch._dynamo",
+    context.set_forkserver_preload(["mmoe.cli", "mmoe.app.fit",
+                                    "mmoe.experiments.census.run", "torch._dynamo",
                                     "matplotlib.pyplot", __name__])
     return context
 
@@ -160,7 +161,7 @@ def test_resume_without_a_checkpoint_starts_fresh_and_leftovers_are_refused(ctx,
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, capsys, monkeypatch):
-    import mmoe.experiments.own_data as own_data
+    import mmoe.app.fit as own_data
 
     data = tmp_path / "rows.csv"
     make_table(120, seed=1).to_csv(data, index=False)

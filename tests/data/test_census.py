@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmoe.data.census import (
+from mmoe.data.datasets.census import (
     COLLEGE,
     COLUMNS,
     NUMERIC,

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mmoe.data.synthetic import (
+from mmoe.data.datasets.synthetic import (
     SyntheticSpec,
     generate,
     label_correlation_study,

@@ -12,17 +12,9 @@ import pytest
 
 from mmoe.cli import main
 from mmoe.config import TrainConfig
-from mmoe.experiments.census import (
-    PAPER,
-    PAPER_MODELS,
-    default_config_path,
-    format_config,
-    prepare,
-    read_config,
-    run_census,
-    summarize,
-    train_run,
-)
+from mmoe.experiments.census import prepare, read_config, run_census, train_one
+from mmoe.experiments.census.config import PAPER, PAPER_MODELS, default_config_path, format_config
+from mmoe.experiments.census.report import summarize
 
 SUMMARY_FIELDS = {"model", "main_auc_best", "main_auc_mean", "main_auc_std", "aux_auc_at_best",
                   "aux_auc_mean", "runs"}
@@ -84,7 +76,7 @@ def test_summary_picks_best_run_by_validation_and_reports_test():
 def test_each_model_beats_a_constant_predictor(tables, model):
     spec = read_config(default_config_path(1), 1)[model]
     spec = replace(spec, train=TrainConfig(epochs=2, batch_size=256, lr=1e-2))
-    run = train_run(tables, spec, seed=0)
+    run = train_one(tables, spec, seed=0)
     # A constant predictor has AUC 0.5 on both tasks; both labels are learnable from the
     # inputs (income: occupation, capital gains; never married: age, household status).
     assert run["test"]["income"] > 0.75, run
@@ -125,7 +117,7 @@ def test_tiny_reproduce_writes_results_json_and_report(census_dir, tmp_path):
 
 def test_tune_writes_a_config_reproduce_reads(census_dir, tmp_path):
     pytest.importorskip("optuna")
-    from mmoe.experiments.tune import tune
+    from mmoe.experiments.census.tune import tune
 
     out = tmp_path / "tuned.toml"
     res = tune("mmoe", 2, trials=2, data_dir=census_dir, out=out, nrows=2000, sampler="tpe",

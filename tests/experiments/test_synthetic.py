@@ -6,17 +6,16 @@ import pytest
 import torch
 
 from mmoe.cli import main
-from mmoe.data.synthetic import SyntheticSpec, generate
+from mmoe.data.datasets.synthetic import SyntheticSpec, generate
+from mmoe.experiments.multirun import batch_orders, train_runs
 from mmoe.experiments.synthetic import (
     SyntheticConfig,
-    batch_orders,
     build_synthetic_model,
-    check_claims,
     planned_steps,
-    run_seed,
     run_synthetic,
-    train_runs,
 )
+from mmoe.experiments.synthetic.claims import check_claims
+from mmoe.experiments.synthetic.config import run_seed
 
 
 @pytest.mark.parametrize("model", ["shared_bottom", "omoe", "mmoe"])
@@ -25,8 +24,8 @@ def test_batched_runs_equal_separate_single_model_runs(model):
     _, s = generate(corr, seeds, {"train": 40, "val": 30}, SyntheticSpec(d=10, m=3))
     (x, y), (xv, yv) = s["train"], s["val"]
     lrs = [1e-2, 3e-3, 1e-3]  # one learning rate per run
-    res = train_runs(model, seeds, (x, y), {"val": (xv, yv)}, steps=steps, batch_size=batch,
-                     lr=lrs, eval_every=3)
+    res = train_runs(lambda seed: build_synthetic_model(model, 10, seed), seeds, (x, y),
+                     {"val": (xv, yv)}, steps=steps, batch_size=batch, lr=lrs, eval_every=3)
     assert res.curve_steps == [3, 6]
     for r, seed in enumerate(seeds):
         net = build_synthetic_model(model, 10, seed)
@@ -177,7 +176,7 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, capsys, args, message):
 
 
 def test_summary_counts_stuck_runs_and_keeps_them_in_the_mean():
-    from mmoe.experiments.synthetic import summarise
+    from mmoe.experiments.synthetic.claims import summarise
     cfg = SyntheticConfig(runs=4, models=("omoe", "mmoe"), correlations=(0.5,), lr_grid=(1e-2,))
     losses = {"omoe": [0.04, 0.05, 0.06, 1.04], "mmoe": [0.03, 0.04, 0.05, 0.05]}
     runs = [{"model": m, "correlation": 0.5, "seed": i, "lr": 1e-2, "final_loss": v}

@@ -34,9 +34,9 @@ def test_output_shape_is_batch_by_logits(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_gradients_reach_every_parameter(name):
     model = _build(name)
-    out = model(*_batch(16))
-    loss = out.square().sum()
-    penalty = model.penalty()
+    out = model(*_batch(16), parts=True)
+    loss = out.logits.square().sum()
+    penalty = out.aux_loss
     if penalty is not None:
         loss = loss + penalty
     loss.backward()

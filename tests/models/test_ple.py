@@ -68,8 +68,8 @@ def test_cgc_without_task_experts_equals_mmoe_with_same_weights():
         state[key] = value
     cgc.load_state_dict(state)  # strict: the layouts match one to one
     x = torch.randn(7, 6)
-    y_m, g_m = mmoe.forward_with_gates(x)
-    y_c, g_c = cgc.forward_with_gates(x)
+    y_m, g_m = mmoe(x, parts=True)[:2]
+    y_c, g_c = cgc(x, parts=True)[:2]
     torch.testing.assert_close(y_c, y_m)
     torch.testing.assert_close(g_c, g_m)
 
@@ -90,8 +90,8 @@ def test_ple_with_one_level_equals_cgc():
     assert ple.backbone.levels[0].shared_gate is None  # the last level has no shared gate
     ple.load_state_dict(cgc.state_dict())  # strict
     x = torch.randn(5, 6)
-    y_c, g_c = cgc.forward_with_gates(x)
-    y_p, g_p = ple.forward_with_gates(x)
+    y_c, g_c = cgc(x, parts=True)[:2]
+    y_p, g_p = ple(x, parts=True)[:2]
     torch.testing.assert_close(y_p, y_c)
     torch.testing.assert_close(g_p, g_c)
 
@@ -99,7 +99,7 @@ def test_ple_with_one_level_equals_cgc():
 def test_cgc_gate_sees_only_own_and_shared_experts():
     cgc = _build("cgc", 5, TASKS3, expert_units=(4,),
                  options={"task_experts": 2, "shared_experts": 3})
-    _, gates = cgc.forward_with_gates(torch.randn(8, 5))
+    _, gates = cgc(torch.randn(8, 5), parts=True)[:2]
     assert gates.shape == (3, 8, 3 * 2 + 3)
     torch.testing.assert_close(gates.sum(-1), torch.ones(3, 8))
     for k in range(3):
@@ -119,7 +119,7 @@ def test_ple_equals_loop_reference(levels, m_t, m_s, units):
     ple = _build("ple", 5, TASKS3, expert_units=units, gate_bias=True,
                  options={"task_experts": m_t, "shared_experts": m_s, "levels": levels})
     x = torch.randn(6, 5)
-    h, gates = ple.backbone(x)
+    h, gates, _ = ple.backbone(x)
     with torch.no_grad():
         h_ref, gates_ref = _reference(ple.backbone, x, 3, m_t, m_s)
     torch.testing.assert_close(h, h_ref)
@@ -142,7 +142,7 @@ def test_ple_shared_gates_on_all_but_last_level_and_level_inputs():
 def test_defaults_batch_of_one_and_gradients(name, tasks):
     model = _build(name, 4, tasks)
     model.train()
-    y, gates = model.forward_with_gates(torch.randn(1, 4))
+    y, gates = model(torch.randn(1, 4), parts=True)[:2]
     assert y.shape == (1, sum(t.out_dim for t in tasks))
     assert gates.shape[:2] == (len(tasks), 1)
     y.sum().backward()

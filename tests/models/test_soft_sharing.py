@@ -37,7 +37,7 @@ def test_l2_alpha_zero_equals_single_task_with_same_weights():
     l2.load_state_dict(single.state_dict())  # same layout: backbone.nets, towers
     x = torch.randn(6, 7)
     torch.testing.assert_close(l2(x), single(x), rtol=0, atol=0)
-    assert l2.penalty().item() == 0.0
+    assert l2.backbone.penalty().item() == 0.0
 
 
 def test_l2_penalty_two_tasks_is_alpha_times_squared_distance():
@@ -48,7 +48,7 @@ def test_l2_penalty_two_tasks_is_alpha_times_squared_distance():
         expected += sum(float((w[0, i, o] - w[1, i, o]) ** 2)
                         for i in range(w.shape[1]) for o in range(w.shape[2]))
         expected += sum(float((b[0, o] - b[1, o]) ** 2) for o in range(b.shape[1]))
-    assert model.penalty().item() == pytest.approx(0.25 * expected, rel=1e-5)
+    assert model.backbone.penalty().item() == pytest.approx(0.25 * expected, rel=1e-5)
 
 
 def test_l2_penalty_three_tasks_sums_all_pairs_and_has_the_right_gradient():
@@ -57,7 +57,7 @@ def test_l2_penalty_three_tasks_sums_all_pairs_and_has_the_right_gradient():
     pairs = [(0, 1), (0, 2), (1, 2)]
     expected = 0.5 * sum(float(((p[s] - p[t]).detach() ** 2).sum())
                          for p in params for s, t in pairs)
-    pen = model.penalty()
+    pen = model.backbone.penalty()
     assert pen.item() == pytest.approx(expected, rel=1e-5)
     pen.backward()
     # d/dθ_t of alpha * sum_{s<t} ||θ_s - θ_t||² = 2 alpha sum_s (θ_t - θ_s)
@@ -71,9 +71,9 @@ def test_l2_identical_task_networks_have_zero_penalty_and_one_task_too():
     with torch.no_grad():
         for p in model.backbone.nets.parameters():
             p[1].copy_(p[0])
-    assert model.penalty().item() == 0.0
+    assert model.backbone.penalty().item() == 0.0
     one = _build("l2_constrained", 3, TASKS2[:1], options={"alpha": 10.0})
-    assert one.penalty().item() == 0.0
+    assert one.backbone.penalty().item() == 0.0
 
 
 def test_l2_default_alpha_is_documented_value():
@@ -118,7 +118,7 @@ def test_cross_stitch_two_task_mixing_by_hand():
                                                 [[0., 0.], [0., 0.], [1., -1.]]]))  # task 1
         bb.layers[0].bias.copy_(torch.tensor([[0., 3.], [0.5, 0.5]]))
         bb.stitch[0].copy_(torch.tensor([[0.9, 0.1], [0.3, 0.7]]))
-    h, gates = bb(torch.tensor([[1., -2., 3.]]))
+    h, gates, _ = bb(torch.tensor([[1., -2., 3.]]))
     # x_0 = relu([1, -2 + 3]) = [1, 1]; x_1 = relu([3.5, -2.5]) = [3.5, 0]
     # x~_0 = 0.9 x_0 + 0.1 x_1 = [1.25, 0.9]; x~_1 = 0.3 x_0 + 0.7 x_1 = [2.75, 0.3]
     torch.testing.assert_close(h, torch.tensor([[[1.25, 0.9]], [[2.75, 0.3]]]))
@@ -208,9 +208,9 @@ def test_tensor_factorization_default_ranks_are_capped():
 def test_defaults_batch_of_one_and_gradients(name, tasks):
     model = _build(name, 5, tasks)
     model.train()
-    y = model(torch.randn(1, 5))
+    y, _, aux = model(torch.randn(1, 5), parts=True)
     assert y.shape == (1, sum(t.out_dim for t in tasks))
-    (y.sum() + model.penalty() if model.penalty() is not None else y.sum()).backward()
+    (y.sum() + aux if aux is not None else y.sum()).backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None]
     assert not dead
 

@@ -9,7 +9,7 @@ import torch
 
 from mmoe import TaskSpec, build_model
 from mmoe.data.encoders import TableEncoder
-from mmoe.train.loop import predict_logits
+from mmoe.train import predict_logits
 from mmoe.train.model_dir import load_model_dir, save_model_dir
 
 

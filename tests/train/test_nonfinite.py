@@ -9,8 +9,9 @@ import torch
 from mmoe import TaskSpec, TrainConfig, build_model
 from mmoe.data.table import TensorTable
 from mmoe.train.checkpoint import load_checkpoint
-from mmoe.train.loop import NonFiniteError, Trainer, epoch_permutation
-from mmoe.train.stream import StreamTrainer, shuffle_batches
+from mmoe.train import NonFiniteError, Trainer
+from mmoe.train.epochs import epoch_permutation
+from mmoe.train.epochs import StreamEpochs, shuffle_batches
 
 TASKS = (TaskSpec("a", "binary"), TaskSpec("b", "regression"))
 BS, SEED = 16, 2
@@ -97,8 +98,8 @@ def test_nan_inputs_name_every_task_and_streaming_catches_it_too():
         Trainer(_model(), _cfg()).fit(data)
     chunks = [data.take(slice(i, i + 40)) for i in range(0, 160, 40)]
     with pytest.raises(NonFiniteError, match=rf"task 'a' \(nan\), 'b' \(nan\) at step {step}"):
-        StreamTrainer(_model(), _cfg()).fit_stream(
-            lambda e: shuffle_batches(chunks, BS, 10_000, SEED, e))
+        Trainer(_model(), _cfg()).fit(
+            StreamEpochs(lambda e: shuffle_batches(chunks, BS, 10_000, SEED, e)))
 
 
 def test_on_nonfinite_is_validated():

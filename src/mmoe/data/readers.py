@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .. import _checks
+from .._fileio import AtomicFile
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.gzip", ".txt", ".txt.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -118,7 +118,10 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
         The rows, missing values as NaN/None.
 
     Example:
-        >>> df = read_table("train.csv.gz", categorical=["zip"])  # doctest: +SKIP
+        >>> demo.to_csv("rows.csv.gz", index=False)
+        >>> df = read_table("rows.csv.gz", categorical=["city"])
+        >>> df.shape, df["city"].dtype.kind
+        ((400, 7), 'O')
     """
     path = _check_file(path)
     try:
@@ -178,8 +181,9 @@ def iter_table(path: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS,
         categorical: CSV columns read as text.
 
     Example:
-        >>> sum(len(c) for c in iter_table("big.parquet", 10_000))  # doctest: +SKIP
-        1000000
+        >>> demo.to_parquet("rows.parquet")
+        >>> [len(c) for c in iter_table("rows.parquet", 150)]
+        [150, 150, 100]
     """
     path = _check_file(path)
     _checks.positive_int(chunk_rows, "chunk_rows")
@@ -232,14 +236,16 @@ def _rebatch(reader: Any, rows: int) -> Iterator[pa.RecordBatch]:
 class TableWriter:
     """Write DataFrames chunk by chunk to CSV or Parquet (by extension), atomically.
 
-    Rows go to a temporary file beside ``path``; :meth:`close` renames it over ``path``.
-    Leaving the ``with`` block on an error deletes the temporary file and leaves any existing
-    ``path`` untouched.
+    Rows go to a temporary file beside ``path`` (:class:`mmoe._fileio.AtomicFile`);
+    :meth:`close` moves it over ``path``. Leaving the ``with`` block on an error deletes the
+    temporary file and leaves any existing ``path`` untouched.
 
     Example:
-        >>> with TableWriter("out.parquet") as w:  # doctest: +SKIP
-        ...     for chunk in chunks:
+        >>> with TableWriter(tmp_path / "out.parquet") as w:
+        ...     for chunk in (pd.DataFrame({"a": [1, 2]}), pd.DataFrame({"a": [3]})):
         ...         w.write(chunk)
+        >>> w.rows, read_table(tmp_path / "out.parquet")["a"].tolist()
+        (3, [1, 2, 3])
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -247,12 +253,11 @@ class TableWriter:
         self.format = table_format(self.path)
         if self.path.is_dir():
             _checks.fail(f"output '{self.path}' is a directory; give a file name")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                   dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self._file = AtomicFile(self.path)
+        self._file.handle.close()  # pyarrow writes the temporary file by name
+        self.tmp = self._file.tmp
         self._writer: Any = None
+        self._sink: Any = None
         self._schema: pa.Schema | None = None
         self.rows = 0
 
@@ -264,34 +269,35 @@ class TableWriter:
             if self.format == "parquet":
                 self._writer = pq.ParquetWriter(self.tmp, table.schema)
             else:
-                sink = pa.CompressedOutputStream(str(self.tmp), "gzip") \
+                self._sink = pa.CompressedOutputStream(str(self.tmp), "gzip") \
                     if self.path.name.lower().endswith((".gz", ".gzip")) \
                     else pa.OSFile(str(self.tmp), "wb")
-                self._writer = pacsv.CSVWriter(sink, table.schema)
-                self._sink = sink
+                self._writer = pacsv.CSVWriter(self._sink, table.schema)
         else:
             table = table.cast(self._schema)
         self._writer.write_table(table)
         self.rows += len(df)
 
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._sink is not None:
+            self._sink.close()
+
     def close(self) -> Path:
         """Finish the file and move it into place."""
-        _checks.check(self._writer is not None, f"no rows were written to '{self.path}'")
-        self._writer.close()
-        if self.format == "csv":
-            self._sink.close()
-        os.replace(self.tmp, self.path)
-        return self.path
+        if self._writer is None:
+            self.abort()
+            _checks.fail(f"no rows were written to '{self.path}'")
+        self._close_writer()
+        return self._file.commit()
 
     def abort(self) -> None:
         """Drop the temporary file; ``path`` is left as it was."""
         try:
-            if self._writer is not None:
-                self._writer.close()
-                if self.format == "csv":
-                    self._sink.close()
+            self._close_writer()
         finally:
-            self.tmp.unlink(missing_ok=True)
+            self._file.abort()
 
     def __enter__(self) -> TableWriter:
         return self
@@ -307,7 +313,8 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write ``df`` to CSV / CSV.gz / Parquet by extension, atomically.
 
     Example:
-        >>> write_table(pd.DataFrame({"a": [1]}), "a.csv")  # doctest: +SKIP
+        >>> write_table(pd.DataFrame({"a": [1]}), "a.csv").read_text().splitlines()
+        ['"a"', '1']
     """
     with TableWriter(path) as writer:
         writer.write(df)

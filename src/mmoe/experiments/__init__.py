@@ -1,1 +1,2 @@
-"""Paper reproductions: each experiment is one module with a driver writing results."""
+"""The paper's reproductions: the batched multi-run engine (:mod:`.multirun`), the synthetic
+study (:mod:`.synthetic`) and the Census-Income tables (:mod:`.census`)."""

@@ -26,6 +26,7 @@ from .. import _checks
 from ..config import InputSpec, ModelConfig
 from ..nn import CrossExperts, FMExperts, Gates, InputMaskedMLP, StackedMLP, mix_experts
 from ._options import non_negative_int, positive_int, read_options
+from .protocol import Backbone, BackboneOut
 
 
 def input_positions(inputs: InputSpec) -> dict[str, list[int]]:
@@ -42,37 +43,41 @@ def input_positions(inputs: InputSpec) -> dict[str, list[int]]:
     return out
 
 
-class GatedBank(nn.Module):
+class GatedBank(Backbone):
     """Any expert bank (x (B, d) -> (E, B, H)) mixed by one softmax gate per task.
 
     Args:
-        bank: the experts; must have ``out_features`` (H).
+        bank: the experts; has ``out_features`` (H) and ``output_weights()`` (the weights of
+            its experts' last layers).
         in_features: d.
         num_experts: E.
         num_tasks: T.
         expert_names: a name per expert (for gate-health reports).
         gate_bias: bias inside the gates' softmax.
+        gate_dropout: gate dropout probability in training.
 
     Shapes: x (B, d) -> h (T, B, H), gates (T, B, E).
     """
 
+    gated = True
+
     def __init__(self, bank: nn.Module, in_features: int, num_experts: int, num_tasks: int,
-                 expert_names: list[str], gate_bias: bool = False):
+                 expert_names: list[str], gate_bias: bool = False, gate_dropout: float = 0.0):
         super().__init__()
         self.experts = bank
-        self.gates = Gates(in_features, num_experts, num_tasks, bias=gate_bias)  # g^k
+        self.gates = Gates(in_features, num_experts, num_tasks, bias=gate_bias,
+                           dropout=gate_dropout)  # g^k
         self.expert_names = expert_names
         self.out_features = bank.out_features
 
-    def last_shared_parameters(self) -> list[nn.Parameter]:
+    def last_shared_layer(self) -> list[nn.Parameter]:
         """The experts' output-layer weights (GradNorm's last shared layer)."""
-        blocks = getattr(self.experts, "groups", [self.experts])
-        return [b.layers[-1].weight if hasattr(b, "layers") else b.proj.weight for b in blocks]
+        return self.experts.output_weights()
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> BackboneOut:
         experts = self.experts(x)  # (E, B, H)
         gates = self.gates(x)  # (T, B, E)
-        return mix_experts(gates, experts), gates  # f^k(x) = sum_i g^k(x)_i f_i(x), (T, B, H)
+        return BackboneOut(mix_experts(gates, experts), gates)  # f^k(x) = sum_i g^k(x)_i f_i(x)
 
 
 # ---- experts by feature ---------------------------------------------------------------------
@@ -141,7 +146,7 @@ def build_feature_mmoe(cfg: ModelConfig, d: int, num_tasks: int, *,
     labels += [f"shared#{i}" for i in range(shared)]
     mask = torch.stack(rows)  # (E, d)
     bank = InputMaskedMLP(mask, d, cfg.expert_units, cfg.dropout)
-    return GatedBank(bank, d, len(labels), num_tasks, labels, cfg.gate_bias)
+    return GatedBank(bank, d, len(labels), num_tasks, labels, cfg.gate_bias, cfg.gate_dropout)
 
 
 # ---- experts by structure -------------------------------------------------------------------
@@ -183,6 +188,10 @@ class MixedExpertBank(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [group(x) for group in self.groups]  # loop over groups, each stacked
         return outs[0] if len(outs) == 1 else torch.cat(outs)  # (E, B, H)
+
+    def output_weights(self) -> list[nn.Parameter]:
+        """Every group's last-layer weight, in group order."""
+        return [w for group in self.groups for w in group.output_weights()]
 
 
 def _expert_groups(cfg: ModelConfig, specs: Any) -> list[tuple[str, Any, int]]:
@@ -242,4 +251,4 @@ def build_mixed_mmoe(cfg: ModelConfig, d: int, num_tasks: int) -> GatedBank:
     names = [f"{_shape_label(kind, shape)}#{i}" for kind, shape, count in groups
              for i in range(count)]
     bank = MixedExpertBank(groups, d, width, cfg.dropout)
-    return GatedBank(bank, d, len(names), num_tasks, names, cfg.gate_bias)
+    return GatedBank(bank, d, len(names), num_tasks, names, cfg.gate_bias, cfg.gate_dropout)

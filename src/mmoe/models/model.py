@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from .. import _checks
 from ..config import InputSpec, ModelConfig, TaskSpec
-from ..nn import EncodedInput, FeatureEncoder, Gates, Towers, load_balance
+from ..nn import FeatureEncoder, Towers, load_balance
+from .protocol import BackboneOut, LinearInputBackbone
 from .registry import get_entry
+
+
+class ModelOutput(NamedTuple):
+    """What ``model(..., parts=True)`` returns.
+
+    Attributes:
+        logits: (B, O) every task's logits side by side.
+        gates: (G, B, E) gate weights, or ``None`` for a model without gates.
+        aux_loss: the model's own term of the training objective (the backbone's auxiliary
+            loss plus ``gate_balance`` times the gates' load-balancing penalty), or ``None``.
+    """
+
+    logits: torch.Tensor
+    gates: torch.Tensor | None
+    aux_loss: torch.Tensor | None
 
 
 class MultiTaskModel(nn.Module):
@@ -26,6 +42,8 @@ class MultiTaskModel(nn.Module):
         numeric (B, n_num) float, categorical (B, n_cat) long (or ``None``)
         -> logits (B, O), O = sum of the tasks' ``out_dim`` (= T without multiclass tasks).
         Task t's logits are ``logits[:, model.task_slices[t]]``. No sigmoid/softmax inside.
+        With ``parts=True`` the forward returns a :class:`ModelOutput` (logits, gates and the
+        auxiliary loss) instead.
 
     Example:
         >>> m = MultiTaskModel(ModelConfig("mmoe"), InputSpec.dense(10),
@@ -49,13 +67,14 @@ class MultiTaskModel(nn.Module):
         self.norm = nn.BatchNorm1d(width) if config.batch_norm else nn.Identity()
         extra = {"inputs": inputs} if entry.takes_inputs else {}
         self.backbone = entry.build(config, width, len(tasks), **extra)
-        gates = [m for m in self.backbone.modules() if isinstance(m, Gates)]
-        _checks.check(bool(gates) or (config.gate_dropout == 0 and config.gate_balance == 0),
+        _checks.check(self.backbone.gated or (config.gate_dropout == 0
+                                              and config.gate_balance == 0),
                       f"model '{config.name}' has no gates; gate_dropout and gate_balance apply "
                       "only to gated models (omoe, mmoe, cgc, ple, ...)")
-        for gate in gates:
-            gate.dropout = config.gate_dropout
-        self._last_gates: torch.Tensor | None = None  # for the gate_balance penalty
+        # the first layer may be folded into the embedding lookups (same values) when the
+        # backbone starts with linear layers of x and no batch norm sits between
+        self.folds_first_layer = (isinstance(self.backbone, LinearInputBackbone)
+                                  and isinstance(self.norm, nn.Identity))
         self.towers = Towers(len(tasks), self.backbone.out_features, config.tower_units,
                              tuple(t.out_dim for t in tasks), config.dropout)
 
@@ -64,44 +83,41 @@ class MultiTaskModel(nn.Module):
         """Column slice of each task's logits in the (B, O) output."""
         return self.towers.slices
 
-    def forward_with_gates(self, numeric: torch.Tensor | None,
-                           categorical: torch.Tensor | None = None
-                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, O) and gate weights (G, B, E), or ``None`` for models without gates."""
-        h, gates = self.backbone(self._encode(numeric, categorical))  # (T, B, k), (G, B, E) | None
+    def forward(self, numeric: torch.Tensor | None, categorical: torch.Tensor | None = None,
+                *, parts: bool = False) -> torch.Tensor | ModelOutput:
+        out = self._backbone(numeric, categorical)  # h (T, B, k), gates (G, B, E) | None
+        logits = self.towers(out.h)  # (B, O)
+        if not parts:
+            return logits
+        aux = out.aux_loss
         if self.training and self.config.gate_balance > 0:
-            self._last_gates = gates
-        return self.towers(h), gates  # (B, O)
+            balance = self.config.gate_balance * load_balance(out.gates, self.backbone.gate_mask)
+            aux = balance if aux is None else aux + balance
+        return ModelOutput(logits, out.gates, aux)
 
-    def forward(self, numeric: torch.Tensor | None,
-                categorical: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_with_gates(numeric, categorical)[0]
-
-    def _encode(self, numeric: torch.Tensor | None, categorical: torch.Tensor | None
-                ) -> torch.Tensor | EncodedInput:
-        """x (B, d); unmaterialised while training a backbone that folds its first layer
-        into the embedding lookups (same values; evaluation and export stay plain)."""
-        if (self.training and categorical is not None and isinstance(self.norm, nn.Identity)
-                and getattr(self.backbone, "accepts_encoded", False)
+    def _backbone(self, numeric: torch.Tensor | None, categorical: torch.Tensor | None
+                  ) -> BackboneOut:
+        """The backbone on x = norm(encoder(inputs)); while training a backbone that starts
+        with linear layers, those are folded into the embedding lookups when that is cheaper
+        (same values; evaluation and export stay plain)."""
+        if (self.training and self.folds_first_layer and categorical is not None
                 and self.encoder.folds(categorical.shape[0])):
-            return EncodedInput(self.encoder, numeric, categorical)
-        return self.norm(self.encoder(numeric, categorical))  # (B, d)
+            layers = self.backbone.input_layers()
+            first = self.encoder.fold_linear(numeric, categorical,
+                                             [layer.weight for layer in layers],
+                                             [layer.bias for layer in layers])
+            return self.backbone.from_inputs(first)
+        return self.backbone(self.norm(self.encoder(numeric, categorical)))  # x (B, d)
 
-    @property
-    def gate_mask(self) -> torch.Tensor | None:
-        """(G, E) bool: the experts each gate can see (CGC/PLE), or ``None`` (all of them)."""
-        return getattr(self.backbone, "gate_mask", None)
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters every task reads: encoder, input normalisation and
+        backbone (the towers are each task's own)."""
+        return [p for part in (self.encoder, self.norm, self.backbone)
+                for p in part.parameters() if p.requires_grad]
 
-    def penalty(self) -> torch.Tensor | None:
-        """Extra loss term of the model itself (e.g. L2-constrained's alpha*||θ1-θ2||²), plus
-        ``gate_balance`` times the load-balancing penalty of the last training batch's gates."""
-        fn = getattr(self.backbone, "penalty", None)
-        out = fn() if fn is not None else None
-        if self._last_gates is not None:
-            balance = self.config.gate_balance * load_balance(self._last_gates, self.gate_mask)
-            self._last_gates = None
-            out = balance if out is None else out + balance
-        return out
+    def last_shared_layer(self) -> list[nn.Parameter]:
+        """The backbone's last shared layer (GradNorm's W), as the backbone declares it."""
+        return self.backbone.last_shared_layer()
 
     def describe(self) -> dict[str, Any]:
         """JSON description sufficient to rebuild the model (see :func:`model_from_description`)."""

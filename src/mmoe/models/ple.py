@@ -28,6 +28,7 @@ from .. import _checks
 from ..config import ModelConfig
 from ..nn import Gates, StackedMLP, mix_experts
 from ._options import non_negative_int, positive_int, read_options
+from .protocol import Backbone, BackboneOut
 
 
 class ExtractionLevel(nn.Module):
@@ -42,6 +43,7 @@ class ExtractionLevel(nn.Module):
         shared_gate: also output a shared-gate mixture over all E experts (PLE, not last level).
         gate_bias: bias inside the gates' softmax.
         dropout: dropout after each expert layer.
+        gate_dropout: gate dropout probability in training (every gate of the level).
 
     Shapes:
         task_in (B, I) read by every expert and gate (first level: x), or (T, B, I) one per
@@ -57,14 +59,16 @@ class ExtractionLevel(nn.Module):
 
     def __init__(self, in_features: int, units: tuple[int, ...], num_tasks: int,
                  task_experts: int, shared_experts: int, shared_gate: bool = False,
-                 gate_bias: bool = False, dropout: float = 0.0):
+                 gate_bias: bool = False, dropout: float = 0.0, gate_dropout: float = 0.0):
         super().__init__()
         n_t, n_s = task_experts, shared_experts
         num_experts = num_tasks * n_t + n_s  # E
         self.num_tasks, self.num_experts = num_tasks, num_experts
         self.experts = StackedMLP(num_experts, in_features, units, dropout)  # E_(k,i) and E_(s,i)
-        self.task_gates = Gates(in_features, n_t + n_s, num_tasks, bias=gate_bias)  # w^k
-        self.shared_gate = (Gates(in_features, num_experts, 1, bias=gate_bias)  # w^s
+        self.task_gates = Gates(in_features, n_t + n_s, num_tasks, bias=gate_bias,
+                                dropout=gate_dropout)  # w^k
+        self.shared_gate = (Gates(in_features, num_experts, 1, bias=gate_bias,
+                                  dropout=gate_dropout)  # w^s
                             if shared_gate else None)
         own = torch.arange(num_tasks)[:, None] * n_t + torch.arange(n_t)  # (T, m_t)
         shared = (num_tasks * n_t + torch.arange(n_s)).expand(num_tasks, n_s)  # (T, m_s)
@@ -93,7 +97,7 @@ class ExtractionLevel(nn.Module):
         return task_out, shared_out, gates
 
 
-class ProgressiveLayeredExtraction(nn.Module):
+class ProgressiveLayeredExtraction(Backbone):
     """L stacked extraction levels (PLE); L = 1 is CGC.
 
     Args:
@@ -105,6 +109,7 @@ class ProgressiveLayeredExtraction(nn.Module):
         levels: L >= 1.
         gate_bias: bias inside the gates' softmax.
         dropout: dropout after each expert layer.
+        gate_dropout: gate dropout probability in training (every gate).
 
     Levels 1..L−1 have a shared gate when m_s > 0 (without shared experts nothing would read
     its output). The returned gates are the last level's task gates.
@@ -113,20 +118,22 @@ class ProgressiveLayeredExtraction(nn.Module):
 
     Example:
         >>> net = ProgressiveLayeredExtraction(10, (16,), 2, 1, 2, levels=2)
-        >>> h, g = net(torch.randn(4, 10))
+        >>> h, g, _ = net(torch.randn(4, 10))
         >>> h.shape, g.shape
         (torch.Size([2, 4, 16]), torch.Size([2, 4, 4]))
     """
 
+    gated = True
+
     def __init__(self, in_features: int, units: tuple[int, ...], num_tasks: int,
                  task_experts: int, shared_experts: int, levels: int = 1,
-                 gate_bias: bool = False, dropout: float = 0.0):
+                 gate_bias: bool = False, dropout: float = 0.0, gate_dropout: float = 0.0):
         super().__init__()
         widths = (in_features,) + (units[-1],) * (levels - 1)  # each level's input width
         self.levels = nn.ModuleList(
             ExtractionLevel(w, units, num_tasks, task_experts, shared_experts,
                             shared_gate=j < levels - 1 and shared_experts > 0,
-                            gate_bias=gate_bias, dropout=dropout)
+                            gate_bias=gate_bias, dropout=dropout, gate_dropout=gate_dropout)
             for j, w in enumerate(widths)
         )
         self.out_features = units[-1]
@@ -139,11 +146,15 @@ class ProgressiveLayeredExtraction(nn.Module):
                            device=last.visible.device)
         return mask.scatter(1, last.visible, True)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def last_shared_layer(self) -> list[nn.Parameter]:
+        """The last level's experts' output weights."""
+        return [self.levels[-1].experts.layers[-1].weight]
+
+    def forward(self, x: torch.Tensor) -> BackboneOut:
         task_in, shared_in = x, x  # level 1: every gate and expert reads x, (B, d)
         for level in self.levels:  # loop over depth only
             task_in, shared_in, gates = level(task_in, shared_in)  # (T, B, H), (B, H) | None
-        return task_in, gates
+        return BackboneOut(task_in, gates)
 
 
 def _expert_options(cfg: ModelConfig, defaults: dict) -> dict:
@@ -160,7 +171,8 @@ def build_cgc(cfg: ModelConfig, d: int, num_tasks: int) -> ProgressiveLayeredExt
     ``num_experts``: MMoE's bank, shared, plus one private expert per task)."""
     opts = _expert_options(cfg, {"task_experts": 1, "shared_experts": cfg.num_experts})
     return ProgressiveLayeredExtraction(d, cfg.expert_units, num_tasks, opts["task_experts"],
-                                        opts["shared_experts"], 1, cfg.gate_bias, cfg.dropout)
+                                        opts["shared_experts"], 1, cfg.gate_bias, cfg.dropout,
+                                        cfg.gate_dropout)
 
 
 def build_ple(cfg: ModelConfig, d: int, num_tasks: int) -> ProgressiveLayeredExtraction:
@@ -170,4 +182,4 @@ def build_ple(cfg: ModelConfig, d: int, num_tasks: int) -> ProgressiveLayeredExt
     levels = positive_int(cfg, "levels", opts["levels"])
     return ProgressiveLayeredExtraction(d, cfg.expert_units, num_tasks, opts["task_experts"],
                                         opts["shared_experts"], levels, cfg.gate_bias,
-                                        cfg.dropout)
+                                        cfg.dropout, cfg.gate_dropout)

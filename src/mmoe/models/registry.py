@@ -1,28 +1,29 @@
-"""The model registry: one name -> one backbone builder. A new model is a new backbone plus
-one ``register`` line here."""
+"""The model registry: one name -> one backbone builder. A new model is a new backbone (a
+:class:`~mmoe.models.protocol.Backbone`) plus one ``register`` line here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torch import nn
-
 from .. import _checks
 from ..config import ModelConfig
-from .backbones import MixtureOfExperts, SharedBottom, SingleTask
 from .expert_allocation import build_feature_mmoe, build_mixed_mmoe
+from .moe import MixtureOfExperts, SharedBottom, SingleTask
 from .ple import build_cgc, build_ple
+from .protocol import Backbone
 from .soft_sharing import build_cross_stitch, build_l2_constrained
 from .tensor_factorization import build_tensor_factorization
 
-# builder(config, in_features d, num_tasks T) -> backbone returning (h (T, B, k), gates | None);
-# a builder registered with takes_inputs=True also gets ``inputs=InputSpec`` (column names).
-Builder = Callable[[ModelConfig, int, int], nn.Module]
+# builder(config, in_features d, num_tasks T) -> Backbone; a builder registered with
+# takes_inputs=True also gets ``inputs=InputSpec`` (column names).
+Builder = Callable[[ModelConfig, int, int], Backbone]
 
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """A registered model: its name, a one-line description and its backbone builder."""
+
     name: str
     description: str
     build: Builder
@@ -62,29 +63,29 @@ def _no_options(cfg: ModelConfig) -> None:
 
 
 @register("single_task", "an independent network per task, nothing shared")
-def _single_task(cfg: ModelConfig, d: int, num_tasks: int) -> nn.Module:
+def _single_task(cfg: ModelConfig, d: int, num_tasks: int) -> Backbone:
     _no_options(cfg)
     return SingleTask(d, cfg.expert_units, num_tasks, cfg.dropout)
 
 
 @register("shared_bottom", "one shared bottom network, a tower per task")
-def _shared_bottom(cfg: ModelConfig, d: int, num_tasks: int) -> nn.Module:
+def _shared_bottom(cfg: ModelConfig, d: int, num_tasks: int) -> Backbone:
     _no_options(cfg)
     return SharedBottom(d, cfg.expert_units, num_tasks, cfg.dropout)
 
 
 @register("omoe", "one-gate mixture of experts: one softmax gate shared by all tasks")
-def _omoe(cfg: ModelConfig, d: int, num_tasks: int) -> nn.Module:
+def _omoe(cfg: ModelConfig, d: int, num_tasks: int) -> Backbone:
     _no_options(cfg)
     return MixtureOfExperts(d, cfg.expert_units, cfg.num_experts, 1, num_tasks,
-                            cfg.gate_bias, cfg.dropout)
+                            cfg.gate_bias, cfg.dropout, cfg.gate_dropout)
 
 
 @register("mmoe", "multi-gate mixture of experts: one softmax gate per task (Ma et al. 2018)")
-def _mmoe(cfg: ModelConfig, d: int, num_tasks: int) -> nn.Module:
+def _mmoe(cfg: ModelConfig, d: int, num_tasks: int) -> Backbone:
     _no_options(cfg)
     return MixtureOfExperts(d, cfg.expert_units, cfg.num_experts, num_tasks, num_tasks,
-                            cfg.gate_bias, cfg.dropout)
+                            cfg.gate_bias, cfg.dropout, cfg.gate_dropout)
 
 
 register("l2_constrained", "separate task networks tied by alpha * sum of squared parameter "

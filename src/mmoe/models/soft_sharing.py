@@ -2,8 +2,8 @@
 sharing is encouraged (L2-Constrained) or learned (Cross-Stitch). Tensor-Factorization lives in
 ``tensor_factorization.py``.
 
-Both backbones return ``(h (T, B, k), None)``; the T task networks are stacked and computed
-with one batched matmul per layer, exactly as :class:`~mmoe.models.backbones.SingleTask`.
+Both backbones return h (T, B, k) and no gates; the T task networks are stacked and computed
+with one batched matmul per layer, exactly as :class:`~mmoe.models.moe.SingleTask`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from .. import _checks
 from ..config import ModelConfig
 from ..nn import StackedLinear, StackedMLP
 from ._options import read_options
+from .protocol import Backbone, BackboneOut
 
 L2_DEFAULTS = {"alpha": 1e-3}
 CROSS_STITCH_DEFAULTS = {"self_weight": 0.9}
 
 
-class L2Constrained(nn.Module):
+class L2Constrained(Backbone):
     """Separate task networks tied by a squared-distance penalty (paper §6.1, L2-Constrained;
     Duong et al. 2015).
 
@@ -36,11 +37,13 @@ class L2Constrained(nn.Module):
         alpha: penalty strength (>= 0).
         dropout: dropout after each hidden layer.
 
-    Shapes: x (B, d) -> h (T, B, units[-1]); ``penalty()`` a scalar.
+    Shapes: x (B, d) -> h (T, B, units[-1]); in training the penalty is the output's
+    ``aux_loss`` (a scalar).
 
     Example:
         >>> net = L2Constrained(10, (16,), 2, alpha=0.1)
-        >>> net(torch.randn(4, 10))[0].shape, net.penalty().shape
+        >>> out = net(torch.randn(4, 10))
+        >>> out.h.shape, out.aux_loss.shape
         (torch.Size([2, 4, 16]), torch.Size([]))
     """
 
@@ -51,8 +54,9 @@ class L2Constrained(nn.Module):
         self.nets = StackedMLP(num_tasks, in_features, units, dropout)  # θ_t = slice t
         self.out_features = self.nets.out_features
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.nets(x), None  # (T, B, k)
+    def forward(self, x: torch.Tensor) -> BackboneOut:
+        h = self.nets(x)  # (T, B, k)
+        return BackboneOut(h, None, self.penalty() if self.training else None)
 
     def penalty(self) -> torch.Tensor:
         """alpha * sum_{s<t} ||θ_s − θ_t||²   (paper §6.1: alpha * ||θ1 − θ2||² for T = 2)."""
@@ -80,7 +84,7 @@ def stitch_init(num_tasks: int, self_weight: float) -> torch.Tensor:
     return a.fill_diagonal_(self_weight)  # (T, T)
 
 
-class CrossStitch(nn.Module):
+class CrossStitch(Backbone):
     """Per-task hidden layers with a learned T x T mixing after each one (Misra et al. 2016;
     paper §6.1, Cross-Stitch).
 
@@ -99,7 +103,7 @@ class CrossStitch(nn.Module):
     Shapes: x (B, d) -> h (T, B, units[-1]); ``stitch[l]`` is (T, T), row t mixes into task t.
 
     Example:
-        >>> CrossStitch(10, (16, 8), 3)(torch.randn(4, 10))[0].shape
+        >>> CrossStitch(10, (16, 8), 3)(torch.randn(4, 10)).h.shape
         torch.Size([3, 4, 8])
     """
 
@@ -116,12 +120,12 @@ class CrossStitch(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.out_features = widths[-1]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def forward(self, x: torch.Tensor) -> BackboneOut:
         h = x  # (B, d) first, then (T, B, units[l])
         for layer, alpha in zip(self.layers, self.stitch, strict=True):  # loop over depth
             h = self.dropout(torch.relu(layer(h)))  # x_t = relu(W_t h_t + b_t), (T, B, H)
             h = torch.einsum("ts,sbh->tbh", alpha, h)  # x̃_t = sum_s α_ts x_s, (T, B, H)
-        return h, None
+        return BackboneOut(h)
 
 
 def build_l2_constrained(cfg: ModelConfig, d: int, num_tasks: int) -> L2Constrained:

@@ -18,6 +18,7 @@ from .. import _checks
 from ..config import ModelConfig
 from ..nn import StackedLinear
 from ._options import read_options
+from .protocol import Backbone, BackboneOut
 
 TF_DEFAULTS = {"ranks": (8, 8, 2)}
 
@@ -80,7 +81,7 @@ class TuckerLinear(nn.Module):
         return y + self.bias.unsqueeze(1)  # (T, 1, O)
 
 
-class TensorFactorization(nn.Module):
+class TensorFactorization(Backbone):
     """Per-task ReLU networks whose every layer is a :class:`TuckerLinear`.
 
     Args:
@@ -93,7 +94,7 @@ class TensorFactorization(nn.Module):
     Shapes: x (B, d) -> h (T, B, units[-1]).
 
     Example:
-        >>> TensorFactorization(10, (16,), 2, (4, 4, 1))(torch.randn(3, 10))[0].shape
+        >>> TensorFactorization(10, (16,), 2, (4, 4, 1))(torch.randn(3, 10)).h.shape
         torch.Size([2, 3, 16])
     """
 
@@ -108,11 +109,11 @@ class TensorFactorization(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.out_features = widths[-1]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def forward(self, x: torch.Tensor) -> BackboneOut:
         h = x  # (B, d) first, then (T, B, units[l])
         for layer in self.layers:  # loop over depth
             h = self.dropout(torch.relu(layer(h)))  # relu(W_t h_t + b_t), (T, B, units[l])
-        return h, None
+        return BackboneOut(h)
 
 
 def build_tensor_factorization(cfg: ModelConfig, d: int, num_tasks: int) -> TensorFactorization:

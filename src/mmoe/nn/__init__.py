@@ -1,12 +1,13 @@
-"""Torch-only building blocks: stacked experts, gates, towers, the feature encoder."""
+"""Torch building blocks: stacked experts, gates, towers, the feature encoder. Fused work goes
+through :mod:`mmoe.ops`."""
 
-from .encoder import EncodedInput, FeatureEncoder, gather_sum
+from .encoder import FeatureEncoder
 from .expert_kinds import CrossExperts, FMExperts, InputMaskedMLP
 from .gate_tools import gate_dropout, load_balance
 from .gates import Gates, mix_experts
 from .stacked import StackedLinear, StackedMLP, shared_input_linear
 from .towers import Towers
 
-__all__ = ["CrossExperts", "EncodedInput", "FMExperts", "FeatureEncoder", "Gates",
-           "InputMaskedMLP", "StackedLinear", "StackedMLP", "Towers", "gate_dropout",
-           "gather_sum", "load_balance", "mix_experts", "shared_input_linear"]
+__all__ = ["CrossExperts", "FMExperts", "FeatureEncoder", "Gates", "InputMaskedMLP",
+           "StackedLinear", "StackedMLP", "Towers", "gate_dropout", "load_balance",
+           "mix_experts", "shared_input_linear"]

@@ -83,6 +83,10 @@ class CrossExperts(nn.Module):
             xl = x0 * (xl * w.unsqueeze(1)).sum(-1, keepdim=True) + b.unsqueeze(1) + xl
         return torch.relu(self.proj(xl))  # (n, B, H)
 
+    def output_weights(self) -> list[nn.Parameter]:
+        """The output projection's weight (n, d, H)."""
+        return [self.proj.weight]
+
 
 class FMExperts(nn.Module):
     """n stacked factorisation-machine experts: pairwise interactions, projected to width H.
@@ -117,3 +121,7 @@ class FMExperts(nn.Module):
         x2v2 = (x.square() @ v.square().permute(1, 0, 2).reshape(d, n * k)).view(-1, n, k)
         bi = 0.5 * (xv.square() - x2v2).transpose(0, 1)  # (n, B, k)
         return torch.relu(self.proj(bi))  # (n, B, H)
+
+    def output_weights(self) -> list[nn.Parameter]:
+        """The output projection's weight (n, k, H)."""
+        return [self.proj.weight]

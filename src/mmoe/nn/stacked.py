@@ -11,8 +11,7 @@ import math
 import torch
 from torch import nn
 
-from .. import native
-from .encoder import EncodedInput
+from .. import ops
 
 
 class StackedLinear(nn.Module):
@@ -56,62 +55,28 @@ class StackedLinear(nn.Module):
             if self.bias is not None:
                 nn.init.uniform_(self.bias[g], -bound, bound)  # nn.Linear's bias init
 
-    def forward(self, x: torch.Tensor | EncodedInput) -> torch.Tensor:
-        if isinstance(x, EncodedInput) or x.dim() == 2:
-            return shared_input_linear(x, [self])[0]
-        if native.usable(x, self.weight):
-            return native.GroupedLinear.apply(x, self.weight, self.bias)
-        if self.bias is None:
-            return torch.bmm(x, self.weight)  # (G, B, I) @ (G, I, O) -> (G, B, O)
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight)  # + bias (G, 1, O)
-
-    def flat_weight(self) -> torch.Tensor:
-        """The G weights side by side, (I, G*O): column block g is group g's weight."""
-        return self.weight.permute(1, 0, 2).reshape(self.in_features, -1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # (B, I) read by every group: one GEMM
+            return ops.linear_groups(x, [self.weight], [self.bias])[0]
+        return ops.grouped_linear(x, self.weight, self.bias)  # (G, B, I) -> (G, B, O)
 
     def extra_repr(self) -> str:
         return (f"groups={self.groups}, in_features={self.in_features}, "
                 f"out_features={self.out_features}, bias={self.bias is not None}")
 
 
-def shared_input_linear(x: torch.Tensor | EncodedInput,
-                        layers: list[StackedLinear]) -> list[torch.Tensor]:
-    """Several stacked layers applied to the same input in ONE product.
+def shared_input_linear(x: torch.Tensor, layers: list[StackedLinear]) -> list[torch.Tensor]:
+    """Several stacked layers applied to the same input x (B, I) in ONE product (e.g. every
+    expert's first layer and every gate): one (G_l, B, O_l) output per layer, as each layer
+    alone would give it (:func:`mmoe.ops.linear_groups`).
 
-    All groups of all layers read x, so their weights go side by side into one (I, N) matrix
-    (N = sum of G·O): one GEMM, or one folded lookup for an :class:`EncodedInput` (see
-    :meth:`FeatureEncoder.linear`), for e.g. every expert's first layer and every gate.
-
-    Args:
-        x: (B, I) input, or the encoder's unmaterialised output.
-        layers: StackedLinear layers with ``in_features == I``.
-
-    Returns:
-        One (G_l, B, O_l) output per layer, as each layer alone would give it.
+    Example:
+        >>> a, b = StackedLinear(3, 10, 4), StackedLinear(2, 10, 5)
+        >>> [y.shape for y in shared_input_linear(torch.randn(6, 10), [a, b])]
+        [torch.Size([3, 6, 4]), torch.Size([2, 6, 5])]
     """
-    encoded = isinstance(x, EncodedInput)
-    if encoded and (outs := x.grouped_linear([layer.weight for layer in layers],
-                                             [layer.bias for layer in layers])) is not None:
-        return outs  # the native op wrote each layer's output directly
-    w = torch.cat([layer.flat_weight() for layer in layers], dim=1) if len(layers) > 1 \
-        else layers[0].flat_weight()  # (I, N)
-    b = _flat_bias(layers)  # (N,) or None
-    if encoded:
-        y = x.linear(w, b)  # (B, N)
-    else:
-        y = x @ w if b is None else torch.addmm(b, x, w)
-    widths = [layer.groups * layer.out_features for layer in layers]
-    return [part.view(part.shape[0], layer.groups, layer.out_features).transpose(0, 1)
-            for layer, part in zip(layers, y.split(widths, dim=1), strict=True)]  # (G, B, O)
-
-
-def _flat_bias(layers: list[StackedLinear]) -> torch.Tensor | None:
-    """The layers' biases side by side (N,), zeros for a layer without one; None if none has."""
-    if all(layer.bias is None for layer in layers):
-        return None
-    return torch.cat([layer.bias.flatten() if layer.bias is not None else
-                      layer.weight.new_zeros(layer.groups * layer.out_features)
-                      for layer in layers])
+    return ops.linear_groups(x, [layer.weight for layer in layers],
+                             [layer.bias for layer in layers])
 
 
 class StackedMLP(nn.Module):
@@ -141,17 +106,22 @@ class StackedMLP(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.out_features = widths[-1]
 
-    def forward(self, x: torch.Tensor | EncodedInput) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.after_first(self.layers[0](x))
+
+    def output_weights(self) -> list[nn.Parameter]:
+        """The last layer's weight (G, I, O)."""
+        return [self.layers[-1].weight]
 
     @property
     def only_relu_after_first(self) -> bool:
         """Whether :meth:`after_first` is just a ReLU (one layer, no dropout), which a caller
-        may fuse into what it does next (:func:`mix_experts` with ``relu=True``)."""
+        may fuse into what it does next (:func:`mmoe.ops.mix` with ``relu=True``)."""
         return len(self.layers) == 1 and isinstance(self.dropout, nn.Identity)
 
     def after_first(self, z: torch.Tensor) -> torch.Tensor:
-        """The MLP given its first layer's pre-activation z (G, B, units[0])."""
+        """The MLP given its first layer's pre-activation z (G, B, units[0]) (the first layer
+        may have been computed elsewhere, e.g. folded into the embedding lookups)."""
         x = self.dropout(torch.relu(z))
         # list(...)[1:]: a ModuleList slice would build a new module at every step
         for layer in list(self.layers)[1:]:  # loop over depth, never over groups

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._fileio import AtomicFile
 from .._version import __version__
 from ..models import MultiTaskModel, model_from_description
 
@@ -24,28 +24,11 @@ FORMAT_VERSION = 1
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temp file beside ``path``, fsync, then rename over ``path``.
-
-    A kill at any moment leaves either the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-    return path
+    """``torch.save`` through the atomic writer: a kill at any moment leaves either the old
+    file or the new one, never half of one."""
+    with AtomicFile(path) as f:
+        torch.save(obj, f.handle)
+    return Path(path)
 
 
 def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel, *,
@@ -123,7 +106,12 @@ def load_model(path: str | os.PathLike) -> tuple[MultiTaskModel, dict[str, Any]]
         ``(model, extras)``.
 
     Example:
-        >>> model, extras = load_model("runs/demo/checkpoint.pt")  # doctest: +SKIP
+        >>> from mmoe import TaskSpec, build_model
+        >>> path = save_checkpoint(tmp_path / "c.pt", build_model("mmoe", 3, [TaskSpec("y")]),
+        ...                        extras={"note": "hi"})
+        >>> model, extras = load_model(path)
+        >>> extras, model.training
+        ({'note': 'hi'}, False)
     """
     ckpt = load_checkpoint(path)
     try:

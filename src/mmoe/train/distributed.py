@@ -83,6 +83,14 @@ def wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
+def to_device(tensors: tuple[torch.Tensor | None, ...], ctx: DistContext
+              ) -> tuple[torch.Tensor | None, ...]:
+    """Move a tuple of optional tensors to the context's device (no-op on CPU)."""
+    if ctx.device.type == "cpu":
+        return tensors
+    return tuple(None if t is None else t.to(ctx.device, non_blocking=True) for t in tensors)
+
+
 def shard(start: int, stop: int, ctx: DistContext) -> slice:
     """This rank's contiguous part of rows [start, stop) (sizes differ by at most one)."""
     n = stop - start

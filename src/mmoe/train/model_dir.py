@@ -10,25 +10,23 @@ Layout (``FORMAT_VERSION`` 1)::
       metrics.json    per-task validation metrics per epoch, final metrics, samples/s
       gates.png       gate utilisation (any further files written by the caller)
 
-The directory is built under a temporary name beside ``DIR`` and renamed into place, so a
-kill leaves either no directory or a complete one; an existing ``DIR`` is only replaced
-(``overwrite=True``) once the new one is complete. Loading verifies the manifest's format,
+The directory is built under a temporary name beside ``DIR`` and renamed into place
+(:func:`mmoe._fileio.atomic_dir`), so a kill leaves either no directory or a complete one; an
+existing ``DIR`` is only replaced (``overwrite=True``) once the new one is complete. Loading verifies the manifest's format,
 version and checksums and refuses a directory that fails any of them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import _checks
+from .._fileio import atomic_dir, sha256_file, write_json
 from .._version import __version__
 from ..data.encoders import TableEncoder
 from ..models import MultiTaskModel
@@ -56,18 +54,6 @@ class ModelDir:
     encoder: TableEncoder
     config: dict[str, Any]
     metrics: dict[str, Any]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def check_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -101,38 +87,24 @@ def save_model_dir(out: str | os.PathLike, model: MultiTaskModel, encoder: Table
         ``out``.
 
     Example:
-        >>> save_model_dir("runs/m1", model, encoder, config, metrics)  # doctest: +SKIP
+        >>> from mmoe import TaskSpec, build_model
+        >>> enc = TableEncoder([TaskSpec("clicked")], exclude=["user_id"]).fit(demo)
+        >>> model = build_model("mmoe", enc.input_spec(), enc.tasks)
+        >>> save_model_dir("m", model, enc, {"note": "demo"}, {}).name
+        'm'
     """
     out = check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out, replace=overwrite) as stage:
         save_checkpoint(stage / "model.pt", model, extras={"encoder": encoder.to_dict()})
-        _write_json(stage / "config.json", {"mmoe_version": __version__, **config})
-        _write_json(stage / "encoder.json", encoder.to_dict())
-        _write_json(stage / "metrics.json", metrics)
+        write_json(stage / "config.json", {"mmoe_version": __version__, **config})
+        write_json(stage / "encoder.json", encoder.to_dict())
+        write_json(stage / "metrics.json", metrics)
         if write_extra is not None:
             write_extra(stage)
         files = sorted(p for p in stage.rglob("*") if p.is_file())
-        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                    "mmoe_version": __version__,
-                    "files": {p.relative_to(stage).as_posix(): _sha256(p) for p in files}}
-        _write_json(stage / MANIFEST, manifest)
-        for p in [*files, stage / MANIFEST]:
-            with open(p, "rb") as fh:
-                os.fsync(fh.fileno())
-        old = None
-        if out.exists() and any(out.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "dir")
-        elif out.exists():
-            out.rmdir()  # empty: rename cannot replace it on every platform
-        os.replace(stage, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+        write_json(stage / MANIFEST, {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "mmoe_version": __version__,
+            "files": {p.relative_to(stage).as_posix(): sha256_file(p) for p in files}})
     return out
 
 
@@ -172,7 +144,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         file = path / name
         if not file.is_file():
             raise _corrupted(path, f"file '{name}' is missing")
-        if _sha256(file) != digest:
+        if sha256_file(file) != digest:
             raise _corrupted(path, f"file '{name}' does not match its checksum")
     return manifest
 
@@ -185,8 +157,9 @@ def load_model_dir(path: str | os.PathLike) -> ModelDir:
         ValueError: not a model directory, another format version, or corrupted.
 
     Example:
-        >>> md = load_model_dir("runs/m1")  # doctest: +SKIP
-        >>> [t.name for t in md.model.tasks]  # doctest: +SKIP
+        >>> md = load_model_dir(model_dir)
+        >>> [t.name for t in md.model.tasks]
+        ['clicked', 'hours']
     """
     path = Path(path)
     read_manifest(path)

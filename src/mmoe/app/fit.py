@@ -1,0 +1,292 @@
+"""Train on a user's own table and write a model directory (the library behind `mmoe train`).
+
+Every data error names the file it came from; nothing is written until training has
+succeeded, and an existing model directory is only replaced by a complete new one.
+
+Kill and resume: while ``mmoe train --out DIR`` runs, its checkpoint (model, optimizer, RNG and
+trainer state, the run's settings and fitted encoder) lives beside DIR in ``.DIR.partial/
+checkpoint.pt``, rewritten atomically at every epoch end and every ``checkpoint_every`` steps.
+DIR itself is only created, complete, by the final rename of the model directory, after which
+the partial directory is removed. ``--resume`` continues from that checkpoint (bit-identical
+to an uninterrupted run on CPU); without it a leftover checkpoint is an error unless
+``--overwrite`` discards it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import _checks
+from .._version import git_commit
+from ..data.encoders import TableEncoder
+from ..data.readers import iter_table, read_table
+from ..data.table import TensorTable
+from ..diagnostics import gate_heatmap, utilisation_frame
+from ..models import MultiTaskModel, build_model
+from ..train import FitResult, StreamEpochs, Trainer, shuffle_batches
+from ..train.checkpoint import load_checkpoint
+from ..train.distributed import env_rank, env_world
+from ..train.model_dir import check_output_dir, save_model_dir
+from .predict import evaluate_table
+from .spec import RunSpec
+from .tables import holdout, in_file, make_encoder
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def _history_in_original_scale(history: list[dict[str, Any]],
+                               encoder: TableEncoder) -> list[dict[str, Any]]:
+    """MSE during training is on standardised labels; MSE scales by std² (R² is unchanged)."""
+    for record in history:
+        for name, metrics in record.get("valid", {}).items():
+            if name in encoder.label_stats and "mse" in metrics:
+                metrics["mse"] *= encoder.label_stats[name][1] ** 2
+    return history
+
+
+def write_tensorboard(directory: Path, history: list[dict[str, Any]]) -> None:
+    """Per-epoch training losses, validation metrics and samples/s as TensorBoard scalars."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        _checks.fail("--tensorboard needs the tensorboard package: "
+                     "pip install 'mmoe[tensorboard]'")
+    writer = SummaryWriter(log_dir=str(directory))
+    for record in history:
+        step = record["epoch"]
+        for task, loss in record["train_loss"].items():
+            writer.add_scalar(f"train_loss/{task}", loss, step)
+        for task, metrics in record.get("valid", {}).items():
+            for name, value in metrics.items():
+                if name != "n" and value is not None and not math.isnan(value):
+                    writer.add_scalar(f"valid/{task}/{name}", value, step)
+        if record.get("samples_per_s"):
+            writer.add_scalar("samples_per_s", record["samples_per_s"], step)
+    writer.close()
+
+
+# ---- training ------------------------------------------------------------------------------
+def build_for(spec: RunSpec, encoder: TableEncoder) -> MultiTaskModel:
+    """The model ``spec`` names, initialised under ``torch.manual_seed(spec.training.seed)``."""
+    torch.manual_seed(spec.training.seed)  # initialisation
+    return build_model(spec.model, encoder.input_spec(spec.embedding_dim), encoder.tasks)
+
+
+def train_in_memory(spec: RunSpec, progress: bool | None = None, *,
+                    checkpoint: Path | None = None, resume: bool = False, device: str = "auto"
+                    ) -> tuple[MultiTaskModel, TableEncoder, FitResult, TensorTable]:
+    """Read, encode and train on whole files (checkpointing to ``checkpoint``, resuming from
+    it with ``resume``). Returns (model, encoder, fit result, valid)."""
+    with in_file(spec.train):
+        df = read_table(spec.train, categorical=spec.categorical or ())
+    if spec.valid:
+        train_df = df
+        with in_file(spec.valid):
+            valid_df = read_table(spec.valid, categorical=spec.categorical or ())
+    else:
+        train_df, valid_df = holdout(df, spec.valid_fraction, spec.training.seed)
+    del df
+    encoder = make_encoder(spec)
+    with in_file(spec.train):
+        encoder.fit(train_df)
+        train = encoder.transform(train_df)
+    with in_file(spec.valid or spec.train):
+        valid = encoder.transform(valid_df)
+    del train_df, valid_df
+    model = build_for(spec, encoder)
+    extras = _resume_extras(spec, encoder, checkpoint, resume)
+    result = Trainer(model, spec.training, progress=progress, checkpoint=checkpoint,
+                     extras=extras, device=device).fit(train, valid, resume=resume)
+    return model, encoder, result, valid
+
+
+def _head(path: str, rows: int, spec: RunSpec, columns: list[str] | None) -> pd.DataFrame:
+    """The first ``rows`` rows of a file, read in chunks."""
+    parts, have = [], 0
+    for chunk in iter_table(path, min(spec.chunk_rows, rows), columns,
+                            categorical=spec.categorical or ()):
+        parts.append(chunk.iloc[: rows - have])
+        have += len(parts[-1])
+        if have >= rows:
+            break
+    return pd.concat(parts, ignore_index=True)
+
+
+def train_streaming(spec: RunSpec, progress: bool | None = None, *,
+                    checkpoint: Path | None = None, resume: bool = False, device: str = "auto"
+                    ) -> tuple[MultiTaskModel, TableEncoder, FitResult, TensorTable]:
+    """Train batch by batch from the file through a shuffle buffer (bounded memory).
+
+    The encoder is fitted on the first ``fit_rows`` rows. Without a validation file every
+    k-th of those rows (k = 1/valid_fraction) is held out and skipped in training.
+    """
+    with in_file(spec.train):
+        head = _head(spec.train, spec.fit_rows, spec, None)
+        keep = [c for c in head.columns if c not in spec.id_columns
+                and c not in spec.exclude]  # only the columns the model reads
+    every = max(2, round(1 / spec.valid_fraction))
+    holdout_rows = 0
+    if spec.valid:
+        with in_file(spec.valid):
+            valid_df = read_table(spec.valid, categorical=spec.categorical or ())
+        fit_df = head
+    else:
+        _checks.check(len(head) >= 2, f"file '{spec.train}': too few rows to hold out "
+                      "validation rows; pass --valid FILE")
+        is_valid = np.arange(len(head)) % every == 0
+        valid_df, fit_df = head[is_valid], head[~is_valid]
+        holdout_rows = len(head)
+    encoder = make_encoder(spec)
+    with in_file(spec.train):
+        encoder.fit(fit_df)
+    with in_file(spec.valid or spec.train):
+        valid = encoder.transform(valid_df)
+    del head, fit_df, valid_df
+
+    def chunks() -> Iterator[TensorTable]:
+        offset = 0
+        with in_file(spec.train):
+            for chunk in iter_table(spec.train, spec.chunk_rows, keep,
+                                    categorical=spec.categorical or ()):
+                index = np.arange(offset, offset + len(chunk))
+                offset += len(chunk)
+                if holdout_rows and index[0] < holdout_rows:
+                    drop = (index < holdout_rows) & (index % every == 0)
+                    chunk = chunk[~drop]
+                if len(chunk):
+                    yield encoder.transform(chunk)
+
+    cfg = spec.training
+    model = build_for(spec, encoder)
+    extras = _resume_extras(spec, encoder, checkpoint, resume)
+    trainer = Trainer(model, cfg, progress=progress, checkpoint=checkpoint, extras=extras,
+                      device="cpu" if device == "auto" else device)  # CPU-only path
+    source = StreamEpochs(lambda epoch: shuffle_batches(chunks(), cfg.batch_size,
+                                                        spec.buffer_rows, cfg.seed, epoch),
+                          skip_single_rows=model.config.batch_norm)
+    return model, encoder, trainer.fit(source, valid, resume=resume), valid
+
+
+def partial_dir(out: str | os.PathLike) -> Path:
+    """Where an unfinished ``--out DIR`` keeps its checkpoint: ``.DIR.partial`` beside DIR."""
+    out = Path(os.path.abspath(out))
+    return out.parent / f".{out.name}.partial"
+
+
+def _resume_extras(spec: RunSpec, encoder: TableEncoder, checkpoint: Path | None,
+                   resume: bool) -> dict[str, Any]:
+    """What every checkpoint records about the run; on resume it must match the saved one
+    (the trainer itself checks the training settings)."""
+    run = {k: v for k, v in spec.to_dict().items() if k != "training"}
+    extras = json.loads(json.dumps({"run": run, "encoder": encoder.to_dict()}, default=str))
+    if not (resume and checkpoint is not None and checkpoint.exists()):
+        return extras
+    try:
+        saved = load_checkpoint(checkpoint)["extras"]
+    except ValueError as err:
+        raise ValueError(f"{err}; delete '{checkpoint.parent}' or pass --overwrite to start "
+                         "over") from None
+    for key, what in (("run", "data, column, task or model settings"),
+                      ("encoder", "data (the fitted encoder differs)")):
+        _checks.check(saved.get(key) == extras[key],
+                      f"cannot resume from '{checkpoint}': it was written with different "
+                      f"{what}; rerun with the same settings, or pass --overwrite (without "
+                      "--resume) to start over")
+    return extras
+
+
+def _clean_leftovers(out: Path, partial: Path) -> None:
+    """Remove what a killed run can leave: temp files of a checkpoint write and an
+    unfinished model-directory staging folder (neither is ever read)."""
+    for tmp in partial.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    for stage in out.parent.glob(f".{out.name}.tmp-*"):
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def train_model_dir(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
+                    progress: bool | None = None, resume: bool = False,
+                    device: str = "auto") -> dict[str, Any]:
+    """Train on ``spec`` and write a model directory at ``out``.
+
+    Args:
+        spec: what to train (see :func:`~mmoe.app.spec.build_run_spec`).
+        out: the model directory to write (refused if it exists and is not empty, unless
+            ``overwrite``; it is replaced only after training succeeded).
+        overwrite: replace an existing model directory (and discard the checkpoint of an
+            interrupted run).
+        progress: progress bars (default: when stderr is a terminal).
+        resume: continue an interrupted run from its checkpoint (``.DIR.partial``) when one
+            exists; start fresh otherwise.
+        device: ``auto``, ``cpu`` or ``cuda``. Under ``torchrun`` every rank trains on its
+            share of each batch and only rank 0 touches the output directory.
+
+    Returns:
+        ``metrics.json``'s content.
+
+    Example:
+        >>> from mmoe.app.spec import build_run_spec
+        >>> demo.to_csv("train.csv", index=False)
+        >>> spec = build_run_spec(train="train.csv", tasks=["clicked:binary"], epochs=2)
+        >>> sorted(train_model_dir(spec, "runs/m1")["valid"]["clicked"])
+        ['auc', 'logloss', 'n']
+    """
+    main = env_rank() == 0  # under torchrun, only rank 0 touches the output directory
+    _checks.check(not (spec.stream and env_world() > 1),
+                  "--stream trains in one process; drop --stream to train under torchrun")
+    out = Path(os.path.abspath(out))
+    partial = partial_dir(out)
+    checkpoint = partial / CHECKPOINT
+    if main:
+        check_output_dir(out, overwrite)
+        _checks.writable_dir(out)  # fail now, not after training
+        if checkpoint.exists() and not resume and not overwrite:
+            _checks.fail(f"an interrupted run of --out '{out}' left a checkpoint in "
+                         f"'{partial}'; pass --resume to continue it, or --overwrite to start "
+                         "over")
+        if not resume:
+            shutil.rmtree(partial, ignore_errors=True)  # created by the first checkpoint
+        _clean_leftovers(out, partial)
+    _checks.check(spec.training.checkpoint_every is None or not spec.stream,
+                  "--stream checkpoints at epoch ends only; drop --checkpoint-every")
+    if spec.tensorboard:  # fail before training, not after
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            _checks.fail("--tensorboard needs the tensorboard package: "
+                         "pip install 'mmoe[tensorboard]'")
+    train = train_streaming if spec.stream else train_in_memory
+    model, encoder, result, valid = train(spec, progress, checkpoint=checkpoint,
+                                           resume=resume, device=device)
+    history = _history_in_original_scale(result.history, encoder)
+    final, gates = evaluate_table(model, encoder, valid, gates=True)
+    speeds = [r["samples_per_s"] for r in history if r.get("samples_per_s")]
+    metrics = {"valid": final, "history": history,
+               "best_epoch": result.best_epoch,
+               "valid_rows": len(valid),
+               "samples_per_s": float(np.mean(speeds)) if speeds else None}
+    if not main:
+        return metrics
+
+    def extra(stage: Path) -> None:
+        if gates is not None:
+            gate_heatmap(utilisation_frame(gates), stage / "gates.png",
+                         f"{model.config.name}: mean gate weight on validation rows")
+        if spec.tensorboard:
+            write_tensorboard(stage / "tensorboard", history)
+
+    config = {**spec.to_dict(), "tasks": [t.to_dict() for t in encoder.tasks],
+              "git_commit": git_commit()}
+    save_model_dir(out, model, encoder, config, metrics, write_extra=extra, overwrite=overwrite)
+    shutil.rmtree(partial, ignore_errors=True)  # the run is complete: nothing to resume
+    return metrics

@@ -1,0 +1,136 @@
+"""Evaluate and predict with a trained model on a user's table (the library behind
+`mmoe evaluate` and `mmoe predict`): regression in the label's units, multiclass as labels and
+probabilities, ids kept, files read and written in chunks."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..data.encoders import TableEncoder
+from ..data.readers import DEFAULT_CHUNK_ROWS, TableWriter, iter_table
+from ..data.table import TensorTable
+from ..metrics import evaluate, task_outputs
+from ..models import MultiTaskModel
+from ..train.evaluation import health, model_pass, predict_logits
+from ..train.model_dir import ModelDir, load_model_dir
+from .tables import in_file, original_scale
+
+
+def evaluate_table(model: MultiTaskModel, encoder: TableEncoder, table: TensorTable,
+                   gates: bool = False) -> tuple[dict[str, dict[str, float]],
+                                                 dict[str, Any] | None]:
+    """Per-task metrics on a labelled table (regression in the label's original scale) and,
+    with ``gates``, the gate health from the same pass (``None`` without gates)."""
+    logits, usage = model_pass(model, table, gates=gates)
+    lg, labels = original_scale(encoder, model, logits.numpy(), table.labels.numpy())
+    weights = None if table.weights is None else table.weights.numpy()
+    metrics = evaluate(model.tasks, model.task_slices, lg, labels, weights)
+    return metrics, None if usage is None else health(model, usage)
+
+
+def predict_frame(model: MultiTaskModel, encoder: TableEncoder, df: pd.DataFrame,
+                  id_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Predictions for ``df``: id columns, then one column per task named as the task.
+
+    binary: P(positive class); regression: the value in the label's scale; multiclass: the
+    predicted class label plus ``<task>_proba_<class>`` columns.
+
+    Example:
+        >>> from mmoe import TaskSpec, build_model
+        >>> df = pd.DataFrame({"uid": ["a", "b"], "x": [0.0, 1.0], "y": [0, 1]})
+        >>> enc = TableEncoder([TaskSpec("y")], exclude=["uid"]).fit(df)
+        >>> predict_frame(build_model("mmoe", enc.input_spec(), enc.tasks), enc, df,
+        ...               ("uid",)).columns.tolist()
+        ['uid', 'y']
+    """
+    table = encoder.transform(df, labels=False)
+    logits, _ = original_scale(encoder, model, predict_logits(model, table).numpy())
+    out: dict[str, Any] = {c: df[c].to_numpy() for c in id_columns}
+    for task, cols in zip(model.tasks, model.task_slices, strict=True):
+        if task.kind == "regression":
+            out[task.name] = logits[:, cols][:, 0]
+        elif task.kind == "binary":
+            out[task.name] = task_outputs(task, logits[:, cols])
+        else:
+            proba = task_outputs(task, logits[:, cols])  # (N, C)
+            out[task.name] = np.asarray(task.classes, dtype=object)[proba.argmax(1)]
+            for j, cls in enumerate(task.classes):
+                out[f"{task.name}_proba_{cls}"] = proba[:, j]
+    return pd.DataFrame(out)
+
+
+def _declared_categorical(md: ModelDir) -> tuple[str, ...]:
+    """Columns the user declared categorical at training (read as text, as then)."""
+    return tuple(md.config.get("columns", {}).get("categorical") or ())
+
+
+def evaluate_dir(model_dir: str | os.PathLike, path: str | os.PathLike,
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict[str, dict[str, float]]:
+    """Per-task metrics of a model directory on a labelled file (regression in label scale).
+
+    Example:
+        >>> metrics = evaluate_dir(model_dir, model_data)
+        >>> sorted(metrics), metrics["clicked"]["auc"] > 0.5
+        (['clicked', 'hours'], True)
+    """
+    md = load_model_dir(model_dir)
+    logits, labels, weights = [], [], []
+    with in_file(path):
+        for chunk in iter_table(path, chunk_rows, categorical=_declared_categorical(md)):
+            table = md.encoder.transform(chunk)
+            logits.append(predict_logits(md.model, table).numpy())
+            labels.append(table.labels.numpy())
+            if table.weights is not None:
+                weights.append(table.weights.numpy())
+    lg, lb = original_scale(md.encoder, md.model, np.concatenate(logits), np.concatenate(labels))
+    w = np.concatenate(weights) if weights else None
+    return evaluate(md.model.tasks, md.model.task_slices, lg, lb, w)
+
+
+def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
+    """A plain-text table: one row per task, one column per metric.
+
+    Example:
+        >>> print(format_metrics({"y": {"n": 10.0, "auc": 0.75}}))
+        task  n   auc
+        ----  --  ------
+        y     10  0.7500
+    """
+    names = sorted({m for res in metrics.values() for m in res if m != "n"})
+    header = ["task", "n", *names]
+    rows = [[task, str(int(res.get("n", 0)))]
+            + [f"{res[m]:.4f}" if m in res else "" for m in names]
+            for task, res in metrics.items()]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in [header, *rows]]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def predict_file(model_dir: str | os.PathLike, path: str | os.PathLike,
+                 out: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> int:
+    """Predict every row of ``path`` into ``out`` (CSV or Parquet by extension), in chunks.
+
+    The id columns the model was trained with are copied when the file has them. ``out`` is
+    written atomically: a failure leaves any existing ``out`` as it was.
+
+    Returns:
+        The number of rows written.
+
+    Example:
+        >>> predict_file(model_dir, model_data, "preds.parquet")
+        400
+        >>> pd.read_parquet("preds.parquet").columns.tolist()
+        ['user_id', 'clicked', 'hours']
+    """
+    md: ModelDir = load_model_dir(model_dir)
+    ids = tuple(md.config.get("columns", {}).get("id", []) or ())
+    with TableWriter(out) as writer, in_file(path):
+        for chunk in iter_table(path, chunk_rows, categorical=_declared_categorical(md)):
+            present = tuple(c for c in ids if c in chunk.columns)
+            writer.write(predict_frame(md.model, md.encoder, chunk, present))
+    return writer.rows

@@ -1,0 +1,1 @@
+"""The paper's data sets: the synthetic task-relatedness generator and UCI Census-Income."""

@@ -1,0 +1,192 @@
+"""The census experiment's settings: the paper's tables, and the committed per-model
+hyperparameters (``configs/census_group{1,2}.toml``, chosen on validation data only) with their
+TOML reader and writer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomllib
+
+from ... import _checks
+from ..._fileio import write_text
+from ...config import ModelConfig, TrainConfig
+from ...models import available_models
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+# The seven rows of the paper's Tables 1 and 2, in the paper's order.
+PAPER_MODELS: tuple[str, ...] = ("single_task", "shared_bottom", "l2_constrained",
+                                 "cross_stitch", "tensor_factorization", "omoe", "mmoe")
+DEFAULT_RUNS = 3
+LABELS = {"single_task": "Single-Task", "shared_bottom": "Shared-Bottom",
+          "l2_constrained": "L2-Constrained", "cross_stitch": "Cross-Stitch",
+          "tensor_factorization": "Tensor-Factorization", "omoe": "OMoE", "mmoe": "MMoE",
+          "cgc": "CGC", "ple": "PLE"}
+# Training settings a config file may set (the rest of TrainConfig is fixed by the protocol).
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience")
+
+# Paper Tables 1 and 2 (PAPER.md): main-task AUC of the best run and the mean over 400 runs;
+# auxiliary (marital) AUC of that best run and its mean.
+PAPER: dict[int, dict[str, dict[str, float]]] = {
+    1: {"single_task": {"main_auc_best": 0.9398, "main_auc_mean": 0.9337,
+                        "aux_auc_at_best": 0.9933, "aux_auc_mean": 0.9922},
+        "shared_bottom": {"main_auc_best": 0.9361, "main_auc_mean": 0.9295,
+                          "aux_auc_at_best": 0.9915, "aux_auc_mean": 0.9921},
+        "l2_constrained": {"main_auc_best": 0.9389, "main_auc_mean": 0.9359,
+                           "aux_auc_at_best": 0.9922, "aux_auc_mean": 0.9918},
+        "cross_stitch": {"main_auc_best": 0.9406, "main_auc_mean": 0.9361,
+                         "aux_auc_at_best": 0.9917, "aux_auc_mean": 0.9922},
+        "tensor_factorization": {"main_auc_best": 0.7460, "main_auc_mean": 0.6765,
+                                 "aux_auc_at_best": 0.8175, "aux_auc_mean": 0.8412},
+        "omoe": {"main_auc_best": 0.9387, "main_auc_mean": 0.9319,
+                 "aux_auc_at_best": 0.9928, "aux_auc_mean": 0.9923},
+        "mmoe": {"main_auc_best": 0.9410, "main_auc_mean": 0.9359,
+                 "aux_auc_at_best": 0.9926, "aux_auc_mean": 0.9927}},
+    2: {"single_task": {"main_auc_best": 0.8843, "main_auc_mean": 0.8792,
+                        "aux_auc_at_best": 0.9933, "aux_auc_mean": 0.9922},
+        "shared_bottom": {"main_auc_best": 0.8836, "main_auc_mean": 0.8813,
+                          "aux_auc_at_best": 0.9927, "aux_auc_mean": 0.9917},
+        "l2_constrained": {"main_auc_best": 0.8855, "main_auc_mean": 0.8823,
+                           "aux_auc_at_best": 0.9923, "aux_auc_mean": 0.9918},
+        "cross_stitch": {"main_auc_best": 0.8855, "main_auc_mean": 0.8819,
+                         "aux_auc_at_best": 0.9919, "aux_auc_mean": 0.9921},
+        "tensor_factorization": {"main_auc_best": 0.7367, "main_auc_mean": 0.7256,
+                                 "aux_auc_at_best": 0.7453, "aux_auc_mean": 0.7497},
+        "omoe": {"main_auc_best": 0.8852, "main_auc_mean": 0.8813,
+                 "aux_auc_at_best": 0.9915, "aux_auc_mean": 0.9912},
+        "mmoe": {"main_auc_best": 0.8860, "main_auc_mean": 0.8826,
+                 "aux_auc_at_best": 0.9932, "aux_auc_mean": 0.9924}},
+}
+# Mean test AUC of an untuned open-source PyTorch MMoE (8 experts x 16 units, embeddings,
+# batch norm, 5 epochs) under this protocol: what a tuned MMoE should at least reach.
+REFERENCE_MMOE = {1: 0.942, 2: 0.889}
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    """How one model is built and trained in the census experiment.
+
+    Attributes:
+        model: the model's shape (``model.name`` is the registered model).
+        train: training settings (the seed is replaced per run).
+        embedding_dim: width of each categorical column's embedding.
+    """
+
+    model: ModelConfig
+    train: TrainConfig
+    embedding_dim: int = 8
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (the ``[models.NAME]`` table of a config file)."""
+        model = {k: v for k, v in self.model.to_dict().items() if k != "name"}
+        train = {k: v for k, v in self.train.to_dict().items() if k in TRAIN_KEYS}
+        return {"embedding_dim": self.embedding_dim, "model": model, "train": train}
+
+
+def _run_spec(name: str, table: dict[str, Any], where: str) -> ModelSetup:
+    """Parse a ``[models.NAME]`` table; errors name the file and the model."""
+    unknown = sorted(set(table) - {"embedding_dim", "model", "train"})
+    _checks.check(not unknown, f"{where}: model '{name}': unknown key(s) {', '.join(unknown)}; "
+                  "expected embedding_dim, model, train")
+    train = dict(table.get("train", {}))
+    bad = sorted(set(train) - set(TRAIN_KEYS))
+    _checks.check(not bad, f"{where}: model '{name}': train key(s) {', '.join(bad)} cannot be "
+                  f"set here; allowed: {', '.join(TRAIN_KEYS)}")
+    try:
+        model = ModelConfig.from_dict({**table.get("model", {}), "name": name})
+        train_cfg = TrainConfig.from_dict(train)
+        emb = _checks.positive_int(table.get("embedding_dim", 8), "embedding_dim")
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: model '{name}': {err}") from err
+    return ModelSetup(model, train_cfg, emb)
+
+
+def read_config(path: str | Path, group: int | None = None) -> dict[str, ModelSetup]:
+    """Read a census config file: ``group = N`` and one ``[models.NAME]`` table per model.
+
+    Args:
+        path: a TOML file as written by :func:`write_config` (or ``mmoe tune``).
+        group: when given, the file's ``group`` must match it.
+
+    Returns:
+        model name -> :class:`ModelSetup`, in file order.
+
+    Example:
+        >>> specs = read_config(CONFIG_DIR / "census_group1.toml", group=1)
+        >>> specs["mmoe"].model.name, specs["mmoe"].train.batch_size > 0
+        ('mmoe', True)
+    """
+    path = Path(path)
+    _checks.check(path.is_file(), f"config file '{path}' does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"config file '{path}' is not valid TOML: {err}") from err
+    if group is not None and "group" in data:
+        _checks.check(data["group"] == group, f"config file '{path}' is for group "
+                      f"{data['group']}, not group {group}")
+    models = data.get("models", {})
+    _checks.check(isinstance(models, dict) and models,
+                  f"config file '{path}' has no [models.NAME] tables")
+    return {name: _run_spec(name, table, str(path)) for name, table in models.items()}
+
+
+def default_config_path(group: int) -> Path:
+    """The committed config file of ``group``."""
+    return CONFIG_DIR / f"census_group{group}.toml"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ValueError(f"cannot write {value!r} to a config file")
+
+
+def format_config(group: int, specs: dict[str, ModelSetup], comment: str = "") -> str:
+    """TOML text of a census config file (the format :func:`read_config` reads)."""
+    lines = [f"# {line}".rstrip() for line in comment.strip().splitlines()] if comment else []
+    lines += [f"group = {group}", ""]
+    for name, spec in specs.items():
+        d = spec.to_dict()
+        lines += [f"[models.{name}]", f"embedding_dim = {d['embedding_dim']}", "",
+                  f"[models.{name}.model]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in d["model"].items() if k != "options"]
+        if d["model"]["options"]:
+            lines += ["", f"[models.{name}.model.options]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in d["model"]["options"].items()]
+        lines += ["", f"[models.{name}.train]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in d["train"].items() if v is not None]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_config(path: str | Path, group: int, specs: dict[str, ModelSetup],
+                 comment: str = "") -> Path:
+    """Write ``specs`` as a config file (atomically); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_text(path, format_config(group, specs, comment))
+
+
+def resolve_models(models: Sequence[str] | None) -> tuple[str, ...]:
+    """The models to run (default: the paper's seven); unknown names fail with the choices."""
+    names = tuple(models) if models else PAPER_MODELS
+    known = available_models()
+    for name in names:
+        _checks.check(name in known, f"unknown model '{name}'; choose from: "
+                      f"{', '.join(sorted(known))}")
+    _checks.check(len(set(names)) == len(names), f"model listed twice in {list(names)}")
+    return names

@@ -1,0 +1,406 @@
+"""The Trainer: one loop over an epoch source (a table in memory or a stream), Adam, one
+validation pass per epoch (metrics and gate health together), early stopping, atomic
+checkpoints and exact resume.
+
+Determinism: epoch e's order is a pure function of (seed, e) (see :mod:`.epochs`), and the
+global torch RNG (dropout) is seeded once and saved in every checkpoint, so on CPU a run
+resumed from any checkpoint ends with bit-identical weights to one that never stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import _checks, ops
+from ..config import TrainConfig
+from ..data.table import TensorTable
+from ..metrics import primary_metric
+from ..models import MultiTaskModel
+from ..objectives import MultiTaskLoss, make_weighting, safe_denominator
+from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import all_reduce_sum, barrier, setup, to_device, wrap
+from .epochs import EpochSource, InMemoryEpochs
+from .evaluation import validate
+from .optim import LeanAdam
+
+SMALL_MODEL_PARAMS = 1_000_000  # below this, train on one intra-op thread by default
+#: settings that may change between a run and its resume: they change at most float rounding
+RESUMABLE_CHANGES = ("checkpoint_every", "threads", "on_nonfinite", "compile")
+
+
+def compiled(net: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile(net)``, or ``net`` itself (with a warning) where inductor has no C++
+    compiler to build its CPU kernels."""
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        warnings.warn("compile=True but no C++ compiler (g++, c++ or clang++) was found; "
+                      "training runs eagerly", RuntimeWarning, stacklevel=3)
+        return net
+    return torch.compile(net, dynamic=False)
+
+
+class NonFiniteError(ValueError):
+    """A step's loss or gradient was NaN/inf and ``on_nonfinite`` is ``stop``."""
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        history: one dict per epoch: ``epoch``, ``step``, ``train_loss`` {task: loss},
+            ``valid`` {task: {metric: value}} (when validation data was given), ``seconds``,
+            ``samples_per_s``.
+        best_epoch: epoch (1-based) whose weights the model holds at the end (the best
+            validation epoch with ``restore_best``, else the last one).
+        best_score: the best value of the monitored metric (NaN without validation).
+        monitor: ``"task/metric"`` that was monitored.
+        stopped_early: whether early stopping ended training.
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = math.nan
+    monitor: str = ""
+    stopped_early: bool = False
+
+
+class Trainer:
+    """Trains one model; checkpoints to ``checkpoint`` (if given) and resumes from it.
+
+    Args:
+        model: the model to train (in place).
+        config: training settings.
+        checkpoint: file to write checkpoints to (``None``: no checkpoints).
+        extras: JSON-able data stored in every checkpoint (e.g. the fitted encoder).
+        progress: show a progress bar (default: when stderr is a terminal, on rank 0).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``. Under ``torchrun`` with
+            more than one process, training is data-parallel (see :mod:`.distributed`).
+
+    Creating a Trainer builds (or loads) the native CPU kernels (:func:`mmoe.ops.build_native`).
+
+    Example:
+        >>> from mmoe import TaskSpec, build_model
+        >>> model = build_model("mmoe", 3, [TaskSpec("y", "regression")], num_experts=2)
+        >>> data = TensorTable.from_arrays(torch.randn(64, 3), torch.randn(64))
+        >>> result = Trainer(model, TrainConfig(epochs=2, batch_size=16)).fit(data, data)
+        >>> [r["epoch"] for r in result.history], sorted(result.history[-1]["valid"]["y"])
+        ([1, 2], ['mse', 'n', 'r2'])
+    """
+
+    def __init__(self, model: MultiTaskModel, config: TrainConfig = TrainConfig(), *,
+                 checkpoint: str | os.PathLike | None = None,
+                 extras: dict[str, Any] | None = None, progress: bool | None = None,
+                 device: str = "auto"):
+        self.ctx = setup(device)
+        ops.build_native()  # here, never from inside a forward
+        model.to(self.ctx.device)
+        self.model, self.config = model, config
+        self.net = wrap(model, self.ctx)  # DDP across ranks, else the model itself
+        if config.compile:
+            self.net = compiled(self.net)
+        _checks.check(not (self.ctx.distributed
+                           and config.loss_weighting in ("gradnorm", "pcgrad")),
+                      f"loss_weighting '{config.loss_weighting}' needs per-task gradients and "
+                      "does not run data-parallel; use static or uncertainty under torchrun")
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.extras = extras or {}
+        self.progress = self.ctx.is_main and (sys.stderr.isatty() if progress is None
+                                              else progress)
+        self.loss_fn = MultiTaskLoss(model.tasks, model.task_slices)
+        self.weighting = make_weighting(config, model)  # static, uncertainty, gradnorm, pcgrad
+        # torch's fused Adam (one kernel for all parameters), called without the per-step
+        # regrouping once every parameter has its state
+        self.optimizer = LeanAdam([*model.parameters(), *self.weighting.parameters()],
+                                  lr=config.lr, weight_decay=config.weight_decay)
+        names = [t.name for t in model.tasks]
+        monitor = config.monitor or names[0]
+        _checks.check(monitor in names, f"monitor task '{monitor}' is not one of {names}")
+        self.monitor_task = model.tasks[names.index(monitor)]
+        self.metric, self.higher_is_better = primary_metric(self.monitor_task)
+        self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self._unit_scale = torch.ones(1, device=self.ctx.device)  # the check's scale: 1
+        # skip must not let a bad batch into batch-norm running statistics either
+        self._buffers = (list(model.buffers()) if config.on_nonfinite == "skip"
+                         and model.config.batch_norm else [])
+        # Trainer state: everything resume needs besides model/optimizer weights.
+        self.state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0,
+                                      "history": [], "best_score": None, "best_epoch": 0,
+                                      "bad_epochs": 0, "stopped_early": False,
+                                      "loss_sum": [0.0] * len(names), "rows": 0,
+                                      "skipped_steps": 0,
+                                      "config": config.to_dict()}
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def save(self) -> None:
+        """Write the current state to the checkpoint file (atomic; rank 0 only)."""
+        if self.checkpoint is None:
+            return
+        if not self.ctx.is_main:
+            barrier(self.ctx)  # wait until rank 0 has written it
+            return
+        tensors = {"rng": torch.get_rng_state()}
+        if self.best_weights is not None:
+            tensors["best_weights"] = self.best_weights
+        if self.weighting.state_dict():
+            tensors["weighting"] = self.weighting.state_dict()
+        save_checkpoint(self.checkpoint, self.model, optimizer=self.optimizer,
+                        trainer=self.state, tensors=tensors, extras=self.extras)
+        barrier(self.ctx)
+
+    def restore(self) -> bool:
+        """Load model, optimizer, RNG and trainer state from the checkpoint, if one exists."""
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return False
+        ckpt = load_checkpoint(self.checkpoint)
+        saved = ckpt["trainer"].get("config", {})
+
+        def outcome(cfg: dict[str, Any]) -> dict[str, Any]:
+            full = {**TrainConfig().to_dict(), **cfg}  # keys added later: their defaults
+            return {k: v for k, v in full.items() if k not in RESUMABLE_CHANGES}
+
+        _checks.check(outcome(saved) == outcome(self.config.to_dict()),
+                      f"checkpoint '{self.checkpoint}' was written with different training "
+                      f"settings {saved}; resume with the same settings or start a new run")
+        self.model.load_state_dict(ckpt["state_dict"], strict=True)
+        self.optimizer.load_state_dict(ckpt["optimizer"])  # moves state to the params' device
+        self.state = {**self.state, **ckpt["trainer"], "config": self.config.to_dict()}
+        torch.set_rng_state(ckpt["tensors"]["rng"])
+        self.best_weights = ckpt["tensors"].get("best_weights")
+        if "weighting" in ckpt["tensors"]:
+            self.weighting.load_state_dict(ckpt["tensors"]["weighting"])
+        return True
+
+    # ---- training ------------------------------------------------------------------------
+    def fit(self, train: TensorTable | EpochSource, valid: TensorTable | None = None,
+            resume: bool = False) -> FitResult:
+        """Train for ``config.epochs`` epochs (or until early stopping).
+
+        Args:
+            train: labelled training rows, or an epoch source (:mod:`.epochs`: a stream).
+            valid: labelled validation rows for per-epoch metrics and early stopping.
+            resume: continue from the checkpoint file when it exists.
+        """
+        for _ in self.iter_epochs(train, valid, resume):
+            pass
+        return self.result()
+
+    def iter_epochs(self, train: TensorTable | EpochSource, valid: TensorTable | None = None,
+                    resume: bool = False) -> Iterator[dict[str, Any]]:
+        """Like :meth:`fit`, one epoch at a time: yields each epoch's history record, so a
+        caller can interleave work (or stop) between epochs. Best weights are restored when
+        the last epoch is done."""
+        cfg = self.config
+        source = self._source(train)
+        if not (resume and self.restore()):
+            torch.manual_seed(cfg.seed)  # dropout stream; init is the caller's (build_model)
+        st = self.state
+        caller_threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads())
+        try:
+            while st["epoch"] < cfg.epochs and not st["stopped_early"]:
+                rows, seconds = self._train_epoch(source)
+                self._end_epoch(valid, rows, seconds)
+                yield st["history"][-1]
+        finally:
+            torch.set_num_threads(caller_threads)  # training's choice stays inside training
+        if cfg.restore_best and self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+
+    def _source(self, train: TensorTable | EpochSource) -> EpochSource:
+        """The epoch source of ``train``, checked against the model and the settings."""
+        cfg, tasks = self.config, self.model.tasks
+        if isinstance(train, TensorTable):
+            _checks.check(train.labels is not None, "training data needs labels")
+            _checks.check(train.labels.shape[1] == len(tasks),
+                          f"labels have {train.labels.shape[1]} columns for {len(tasks)} tasks")
+            train = InMemoryEpochs(train, cfg.batch_size, cfg.seed,
+                                   drop_single_row=self.model.config.batch_norm)
+        _checks.check(train.distributable or (self.ctx.world == 1
+                                              and self.ctx.device.type == "cpu"),
+                      "streaming training runs in one CPU process; drop --stream for "
+                      "distributed or GPU training")
+        _checks.check(train.resumable_mid_epoch or cfg.checkpoint_every is None,
+                      "streaming training checkpoints at epoch ends only; unset "
+                      "checkpoint_every")
+        return train
+
+    def threads(self) -> int:
+        """Intra-op threads for training: ``config.threads``, else 1 for a small model (its
+        matmuls are too small to split: docs/benchmarks/), else torch's current setting."""
+        if self.config.threads:
+            return self.config.threads
+        params = sum(p.numel() for p in self.model.parameters())
+        return 1 if params < SMALL_MODEL_PARAMS else torch.get_num_threads()
+
+    def result(self) -> FitResult:
+        """The :class:`FitResult` of the training so far."""
+        st = self.state
+        held = st["best_epoch"] if self.config.restore_best or not st["history"] else \
+            st["history"][-1]["epoch"]  # without restore_best the model keeps the last weights
+        return FitResult(st["history"], held,
+                         math.nan if st["best_score"] is None else st["best_score"],
+                         f"{self.monitor_task.name}/{self.metric}", st["stopped_early"])
+
+    def _train_epoch(self, source: EpochSource) -> tuple[int, float]:
+        """Run the epoch's remaining steps; returns (rows trained now, seconds)."""
+        cfg, st, ctx = self.config, self.state, self.ctx
+        base = torch.tensor(st["loss_sum"], dtype=torch.float64)  # all ranks, this epoch so far
+        loss_sum = torch.zeros_like(base)  # this rank, since `base`
+        self.model.train()
+        start, done = time.perf_counter(), 0
+        bar = tqdm(total=source.steps, initial=st["step_in_epoch"], disable=not self.progress,
+                   desc=f"epoch {st['epoch'] + 1}/{cfg.epochs}", unit="step", leave=False)
+        for batch in source.batches(st["epoch"], st["step_in_epoch"], ctx):
+            table = batch.table
+            if ctx.device.type != "cpu":
+                table = TensorTable(*to_device((table.numeric, table.categorical,
+                                                table.labels, table.weights), ctx))
+            task_losses = self._step(table)
+            if task_losses is not None:
+                loss_sum += task_losses * batch.rows / ctx.world
+                st["rows"] += batch.rows
+                done += batch.rows
+            st["step_in_epoch"], st["global_step"] = (st["step_in_epoch"] + 1,
+                                                      st["global_step"] + 1)
+            bar.update()
+            if cfg.checkpoint_every and st["global_step"] % cfg.checkpoint_every == 0:
+                st["loss_sum"] = (base + all_reduce_sum(loss_sum.clone(), ctx)).tolist()
+                self.save()
+        bar.close()
+        st["loss_sum"] = (base + all_reduce_sum(loss_sum, ctx)).tolist()
+        return done, time.perf_counter() - start
+
+    def _step(self, batch: TensorTable) -> torch.Tensor | None:
+        """One optimisation step on a batch already on the device. Returns the per-task
+        losses (T,) on the CPU, or ``None`` when the step had a non-finite loss or gradient
+        and was skipped."""
+        saved = [b.clone() for b in self._buffers]  # only for skip with batch norm
+        out = self.net(*batch.inputs(), parts=True)  # logits (B, O), gates, aux_loss
+        num, den = self.loss_fn.parts(out.logits, batch.labels, batch.weights)
+        # Normalise by the global batch's label mass; DDP averages the ranks' gradients,
+        # hence the factor world: the step equals a single process's on the whole batch.
+        den = all_reduce_sum(den.detach(), self.ctx)
+        task_losses = num / safe_denominator(den)
+        if self.ctx.world > 1:
+            task_losses = task_losses * self.ctx.world
+        self.optimizer.zero_grad(set_to_none=True)
+        self.weighting.backward(task_losses, out.aux_loss)  # static: sum λ_t L_t (+ aux)
+        # Non-finite check with one host read per step (the losses are read anyway): one
+        # kernel flags a non-finite element in any gradient (GradScaler's check, at scale 1).
+        grads = [p.grad for p in self._params if p.grad is not None]
+        flag = torch.zeros(1, device=task_losses.device)
+        if grads:
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, flag, self._unit_scale)
+        values = torch.cat([task_losses.detach(), flag.to(task_losses.dtype)])  # (T+1,)
+        *losses, flagged = values.tolist()
+        finite = not flagged and all(math.isfinite(v) for v in losses)
+        if self.ctx.distributed:  # every rank takes the same decision
+            flag = torch.tensor([0.0 if finite else 1.0], device=self.ctx.device)
+            finite = float(all_reduce_sum(flag, self.ctx)) == 0.0
+        if not finite:
+            self._nonfinite(losses, grads, saved)
+            return None
+        self.optimizer.step()
+        self.weighting.after_step()
+        return values[:-1].cpu()
+
+    def _nonfinite(self, losses: list[float], grads: list[torch.Tensor],
+                   saved: list[torch.Tensor]) -> None:
+        """Stop with an error naming the task(s), or skip the step (no weight update)."""
+        st, names = self.state, [t.name for t in self.model.tasks]
+        bad = [f"'{n}' ({v})" for n, v in zip(names, losses, strict=True)
+               if not math.isfinite(v)]
+        norm = torch.nn.utils.get_total_norm(grads).item() if grads else 0.0
+        what = (f"loss of task {', '.join(bad)}" if bad else
+                f"gradient (norm {norm}; every task loss is finite)")
+        where = f"non-finite {what} at step {st['global_step'] + 1} (epoch {st['epoch'] + 1})"
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.config.on_nonfinite == "skip":
+            for buf, old in zip(self._buffers, saved, strict=True):
+                buf.copy_(old)
+            st["skipped_steps"] = st.get("skipped_steps", 0) + 1
+            return
+        kept = (f"; the last good checkpoint is kept in '{self.checkpoint}' (resume from it)"
+                if self.checkpoint is not None else "")
+        raise NonFiniteError(f"{where}: training stopped{kept}. Lower the learning rate, check "
+                             "the data for extreme values, or skip such steps with "
+                             "on_nonfinite='skip' (--on-nonfinite skip)")
+
+    def _end_epoch(self, valid: TensorTable | None, done: int, seconds: float) -> None:
+        st, names = self.state, [t.name for t in self.model.tasks]
+        rows = max(st["rows"], 1)
+        record: dict[str, Any] = {
+            "epoch": st["epoch"] + 1, "step": st["global_step"],
+            "train_loss": dict(zip(names, (s / rows if st["rows"] else math.nan  # all skipped
+                                           for s in st["loss_sum"]), strict=True)),
+            "seconds": seconds, "samples_per_s": done / seconds if seconds > 0 else None}
+        if (weights := self.weighting.describe()) is not None:
+            record["loss_weights"] = weights
+        if self.config.on_nonfinite == "skip":
+            record["skipped_steps"] = st.get("skipped_steps", 0)
+        if valid is not None:
+            record["valid"], gates = validate(self.model, valid, self.ctx, warn=True)
+            if gates is not None:  # None for models without gates
+                record["gates"] = gates
+            self._track_best(record["valid"][self.monitor_task.name].get(self.metric, math.nan))
+        else:
+            st["best_epoch"] = st["epoch"] + 1
+        st["history"].append(record)
+        st["epoch"] += 1
+        st["step_in_epoch"], st["loss_sum"], st["rows"] = 0, [0.0] * len(names), 0
+        st["skipped_steps"] = 0
+        if self.progress:
+            tqdm.write(_format_record(record))
+        self.save()
+
+    def _track_best(self, score: float) -> None:
+        st = self.state
+        best = st["best_score"]
+        better = best is None or (not math.isnan(score) and (
+            score > best if self.higher_is_better else score < best))
+        if better:
+            st["best_score"], st["best_epoch"], st["bad_epochs"] = score, st["epoch"] + 1, 0
+            if self.config.restore_best:
+                self.best_weights = copy.deepcopy(self.model.state_dict())
+        else:
+            st["bad_epochs"] += 1
+            patience = self.config.patience
+            st["stopped_early"] = patience is not None and st["bad_epochs"] >= patience
+
+
+def _format_record(record: dict[str, Any]) -> str:
+    parts = [f"epoch {record['epoch']}"]
+    parts += [f"loss[{k}]={v:.4f}" for k, v in record["train_loss"].items()]
+    for task, metrics in record.get("valid", {}).items():
+        parts += [f"{task}.{m}={v:.4f}" for m, v in metrics.items() if m != "n"]
+    return "  ".join(parts)
+
+
+def fit(model: MultiTaskModel, train: TensorTable, valid: TensorTable | None = None,
+        config: TrainConfig = TrainConfig(), **kwargs: Any) -> FitResult:
+    """Train ``model`` in place (see :class:`Trainer` for ``checkpoint``, ``extras``,
+    ``progress`` and ``resume``).
+
+    Example:
+        >>> from mmoe import TaskSpec, build_model
+        >>> model = build_model("shared_bottom", 3, [TaskSpec("y", "regression")])
+        >>> data = TensorTable.from_arrays(torch.randn(32, 3), torch.randn(32))
+        >>> fit(model, data, data, TrainConfig(epochs=1)).best_epoch
+        1
+    """
+    resume = kwargs.pop("resume", False)
+    return Trainer(model, config, **kwargs).fit(train, valid, resume=resume)
