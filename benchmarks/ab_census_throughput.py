@@ -2,7 +2,8 @@
 
     python benchmarks/ab_census_throughput.py --base REV --data-dir ../shared/data/census-income
 
-``REV`` is checked out into a git worktree (under ``--work``). Rounds alternate the two trees
+``REV`` (and ``--head REV2``, else this working tree) is checked out into a git worktree
+under ``--work``. Rounds alternate the two trees
 (A B, then B A, ...), each round one fresh process per tree training the census group-1 MMoE
 at the matched configuration (8 experts x 16 units, towers of 8, embeddings of 8, batch 1024,
 Adam 1e-3, 1 thread) for ``--epochs`` epochs; the first epoch of each process (kernel load,
@@ -56,9 +57,19 @@ def epochs_of(src: Path, data_dir: str, epochs: int) -> list[float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def checkout(rev: str, tree: Path) -> Path:
+    """A git worktree of ``rev`` at ``tree`` (reused when it exists)."""
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+                       check=True, capture_output=True)
+    return tree
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="git revision to compare against")
+    ap.add_argument("--head", default=None,
+                    help="git revision to measure (default: this working tree)")
     ap.add_argument("--data-dir", default=os.environ.get("MMOE_DATA_DIR"))
     ap.add_argument("--work", default="results/ab_census")
     ap.add_argument("--rounds", type=int, default=6)
@@ -66,11 +77,8 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    tree = work / "base-tree"
-    if not tree.exists():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree),
-                        args.base], check=True, capture_output=True)
-    sides = {"base": tree / "src", "head": ROOT / "src"}
+    sides = {"base": checkout(args.base, work / "base-tree") / "src",
+             "head": (checkout(args.head, work / "head-tree") if args.head else ROOT) / "src"}
     seconds: dict[str, list[list[float]]] = {"base": [], "head": []}
     for r in range(args.rounds):
         order = ("base", "head") if r % 2 == 0 else ("head", "base")

@@ -17,8 +17,8 @@ import warnings
 import torch
 
 from mmoe import ModelConfig, TrainConfig, build_model
-from mmoe.experiments.census import prepare
 from mmoe.diagnostics import GateHealthWarning
+from mmoe.experiments.census import prepare
 from mmoe.train import Trainer, evaluate_model
 
 BASE = {"num_experts": 8, "expert_units": (16,), "tower_units": (8,), "batch_norm": True}

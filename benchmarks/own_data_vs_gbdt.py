@@ -23,10 +23,10 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
-from mmoe.data.datasets.census import LABEL_EDUCATION, LABEL_INCOME, LABEL_MARITAL, load_census
 from mmoe.app.fit import train_model_dir as train_run
 from mmoe.app.predict import evaluate_dir
 from mmoe.app.spec import build_run_spec
+from mmoe.data.datasets.census import LABEL_EDUCATION, LABEL_INCOME, LABEL_MARITAL, load_census
 
 TASKS = {"income": LABEL_INCOME, "marital": LABEL_MARITAL, "education": LABEL_EDUCATION}
 

@@ -47,7 +47,29 @@ def fsync_dir(directory: str | os.PathLike) -> None:
             os.close(fd)
 
 
-class AtomicFile:
+class Transaction:
+    """A write that is committed when its ``with`` block ends without an error, and aborted
+    (nothing of it left, the destination as it was) when the block raises."""
+
+    def commit(self) -> Path:
+        """Make the write visible under its final name."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop the write."""
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+class AtomicFile(Transaction):
     """A file written under a temporary name and moved over ``path`` by :meth:`commit`.
 
     Args:
@@ -97,15 +119,6 @@ class AtomicFile:
         with contextlib.suppress(OSError):
             self.handle.close()
         self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> AtomicFile:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 @contextlib.contextmanager

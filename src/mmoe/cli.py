@@ -5,7 +5,7 @@ print. User errors (``ValueError``, missing files) become one line on stderr and
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -86,71 +86,84 @@ def data_fetch_cmd(
 _LIST = "Repeat the flag or separate names with commas."
 
 
+# `mmoe train`'s options: the help of each, by parameter name
+TRAIN_HELP = {
+    "out": "Model directory to write.",
+    "train": "Training file: .csv, .csv.gz or .parquet.",
+    "task": ("COLUMN:KIND[:POSITIVE], KIND = binary | regression | multiclass "
+             "(e.g. morekids:binary:yes). Repeat per task."),
+    "valid": "Validation file (default: hold out part of --train).",
+    "model": "Model name (mmoe models).",
+    "epochs": "Max epochs.",
+    "lr": "Adam learning rate.",
+    "threads": "Intra-op threads.",
+    "config": "TOML file with [data], [columns], tasks, [model], [training]; flags override it.",
+    "id_columns": f"Id column(s), copied to predictions. {_LIST}",
+    "weight": "Sample-weight column.",
+    "numeric": f"Columns to treat as numeric. {_LIST}",
+    "categorical": f"Columns to treat as categorical. {_LIST}",
+    "exclude": f"Columns not used as inputs. {_LIST}",
+    "valid_fraction": "Share held out without --valid (default 0.1).",
+    "stream": "Train batch by batch from the file (bounded memory).",
+    "buffer_rows": "Shuffle-buffer rows with --stream.",
+    "tensorboard": "Write TensorBoard event files into DIR/tensorboard.",
+    "overwrite": ("Replace an existing --out directory (after training) and discard an "
+                  "interrupted run's checkpoint."),
+    "resume": ("Continue an interrupted run of --out from its checkpoint (.DIR.partial beside "
+               "DIR); start fresh when there is none."),
+    "checkpoint_every": "Also checkpoint every N steps (epoch ends always checkpoint).",
+    "on_nonfinite": ("A NaN/inf loss or gradient: stop (error, last good checkpoint kept) or "
+                     "skip the step."),
+    "device": ("auto (CUDA when available), cpu or cuda. Under torchrun --nproc_per_node=N "
+               "training is data-parallel."),
+    "compile_": ("Train through torch.compile: a compile of seconds to tens of seconds, for "
+                 "models whose steps are many small torch ops (on the census MMoE the native "
+                 "kernels leave it nothing to gain)."),
+    "loss_weighting": ("static (task weights), uncertainty (Kendall et al. 2018), gradnorm "
+                       "(Chen et al. 2018) or pcgrad (Yu et al. 2020)."),
+    "gate_dropout": ("Gated models: drop each expert's gate weight with this probability in "
+                     "training and renormalise."),
+    "gate_balance": "Gated models: weight of a load-balancing penalty on the gates.",
+}
+
+
+def _opt(helps: dict[str, str], name: str, flag: str | None = None) -> Any:
+    """A typer option for a command's parameter ``name``: ``--name-with-dashes`` (or
+    ``flag``), with its help from the command's table ``helps``."""
+    return typer.Option(flag or "--" + name.rstrip("_").replace("_", "-"), help=helps.get(name))
+
+
 @app.command("train")
 def train_cmd(
-    out: Annotated[str, typer.Option("--out", help="Model directory to write.")],
-    train: Annotated[str | None, typer.Option(
-        "--train", help="Training file: .csv, .csv.gz or .parquet.")] = None,
-    task: Annotated[list[str] | None, typer.Option(
-        "--task", help="COLUMN:KIND[:POSITIVE], KIND = binary | regression | multiclass "
-                       "(e.g. morekids:binary:yes). Repeat per task.")] = None,
-    valid: Annotated[str | None, typer.Option(
-        "--valid", help="Validation file (default: hold out part of --train).")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model name (mmoe models).")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Max epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="Intra-op threads.")] = None,
-    config: Annotated[str | None, typer.Option(
-        "--config", help="TOML file with [data], [columns], tasks, [model], [training]; "
-                         "flags override it.")] = None,
-    id_columns: Annotated[list[str] | None, typer.Option(
-        "--id", help=f"Id column(s), copied to predictions. {_LIST}")] = None,
-    weight: Annotated[str | None, typer.Option("--weight", help="Sample-weight column.")] = None,
-    numeric: Annotated[list[str] | None, typer.Option(
-        "--numeric", help=f"Columns to treat as numeric. {_LIST}")] = None,
-    categorical: Annotated[list[str] | None, typer.Option(
-        "--categorical", help=f"Columns to treat as categorical. {_LIST}")] = None,
-    exclude: Annotated[list[str] | None, typer.Option(
-        "--exclude", help=f"Columns not used as inputs. {_LIST}")] = None,
-    valid_fraction: Annotated[float | None, typer.Option(
-        "--valid-fraction", help="Share held out without --valid (default 0.1).")] = None,
-    stream: Annotated[bool, typer.Option(
-        "--stream", help="Train batch by batch from the file (bounded memory).")] = False,
-    buffer_rows: Annotated[int | None, typer.Option(
-        "--buffer-rows", help="Shuffle-buffer rows with --stream.")] = None,
-    tensorboard: Annotated[bool, typer.Option(
-        "--tensorboard", help="Write TensorBoard event files into DIR/tensorboard.")] = False,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace an existing --out directory (after training) and "
-                            "discard an interrupted run's checkpoint.")] = False,
-    resume: Annotated[bool, typer.Option(
-        "--resume", help="Continue an interrupted run of --out from its checkpoint "
-                         "(.DIR.partial beside DIR); start fresh when there is none.")] = False,
-    checkpoint_every: Annotated[int | None, typer.Option(
-        "--checkpoint-every", help="Also checkpoint every N steps (epoch ends always "
-                                   "checkpoint).")] = None,
-    on_nonfinite: Annotated[str | None, typer.Option(
-        "--on-nonfinite", help="A NaN/inf loss or gradient: stop (error, last good "
-                               "checkpoint kept) or skip the step.")] = None,
-    device: Annotated[str, typer.Option(
-        "--device", help="auto (CUDA when available), cpu or cuda. Under torchrun "
-                         "--nproc_per_node=N training is data-parallel.")] = "auto",
-    compile_: Annotated[bool, typer.Option(
-        "--compile", help="Train through torch.compile: a compile of seconds to tens of "
-                          "seconds, for models whose steps are many small torch ops (on the "
-                          "census MMoE the native kernels leave it nothing to gain).")] = False,
-    loss_weighting: Annotated[str | None, typer.Option(
-        "--loss-weighting", help="static (task weights), uncertainty (Kendall et al. 2018), "
-                                 "gradnorm (Chen et al. 2018) or pcgrad (Yu et al. "
-                                 "2020).")] = None,
-    gate_dropout: Annotated[float | None, typer.Option(
-        "--gate-dropout", help="Gated models: drop each expert's gate weight with this "
-                               "probability in training and renormalise.")] = None,
-    gate_balance: Annotated[float | None, typer.Option(
-        "--gate-balance", help="Gated models: weight of a load-balancing penalty on the "
-                               "gates.")] = None,
+    out: Annotated[str, _opt(TRAIN_HELP, "out")],
+    train: Annotated[str | None, _opt(TRAIN_HELP, "train")] = None,
+    task: Annotated[list[str] | None, _opt(TRAIN_HELP, "task")] = None,
+    valid: Annotated[str | None, _opt(TRAIN_HELP, "valid")] = None,
+    model: Annotated[str | None, _opt(TRAIN_HELP, "model")] = None,
+    epochs: Annotated[int | None, _opt(TRAIN_HELP, "epochs")] = None,
+    batch_size: Annotated[int | None, _opt(TRAIN_HELP, "batch_size")] = None,
+    lr: Annotated[float | None, _opt(TRAIN_HELP, "lr")] = None,
+    seed: Annotated[int | None, _opt(TRAIN_HELP, "seed")] = None,
+    threads: Annotated[int | None, _opt(TRAIN_HELP, "threads")] = None,
+    config: Annotated[str | None, _opt(TRAIN_HELP, "config")] = None,
+    id_columns: Annotated[list[str] | None, _opt(TRAIN_HELP, "id_columns", "--id")] = None,
+    weight: Annotated[str | None, _opt(TRAIN_HELP, "weight")] = None,
+    numeric: Annotated[list[str] | None, _opt(TRAIN_HELP, "numeric")] = None,
+    categorical: Annotated[list[str] | None, _opt(TRAIN_HELP, "categorical")] = None,
+    exclude: Annotated[list[str] | None, _opt(TRAIN_HELP, "exclude")] = None,
+    valid_fraction: Annotated[float | None, _opt(TRAIN_HELP, "valid_fraction")] = None,
+    stream: Annotated[bool, _opt(TRAIN_HELP, "stream")] = False,
+    buffer_rows: Annotated[int | None, _opt(TRAIN_HELP, "buffer_rows")] = None,
+    tensorboard: Annotated[bool, _opt(TRAIN_HELP, "tensorboard")] = False,
+    overwrite: Annotated[bool, _opt(TRAIN_HELP, "overwrite")] = False,
+    resume: Annotated[bool, _opt(TRAIN_HELP, "resume")] = False,
+    checkpoint_every: Annotated[int | None, _opt(TRAIN_HELP, "checkpoint_every")] = None,
+    on_nonfinite: Annotated[str | None, _opt(TRAIN_HELP, "on_nonfinite")] = None,
+    device: Annotated[str, _opt(TRAIN_HELP, "device")] = "auto",
+    compile_: Annotated[bool, _opt(TRAIN_HELP, "compile_")] = False,
+    loss_weighting: Annotated[str | None, _opt(TRAIN_HELP, "loss_weighting")] = None,
+    gate_dropout: Annotated[float | None, _opt(TRAIN_HELP, "gate_dropout")] = None,
+    gate_balance: Annotated[float | None, _opt(TRAIN_HELP, "gate_balance")] = None,
 ) -> None:
     """Train a multi-task model on your own table and write a model directory."""
     from .app.fit import train_model_dir
@@ -233,31 +246,37 @@ def _model_list(models: str | None) -> list[str] | None:
     return [m.strip() for m in models.split(",") if m.strip()] if models else None
 
 
+# `mmoe reproduce census`'s options
+CENSUS_HELP = {
+    "group": "1 = (income; marital), 2 = (education; marital).",
+    "models": "Comma-separated models (default: the paper's seven; cgc, ple also accepted).",
+    "runs": "Runs per model from random init.",
+    "data_dir": "Census-Income files (default: $MMOE_DATA_DIR, else the user cache dir).",
+    "out": "Output directory (default: results/census_g<group>).",
+    "config": ("Config file (e.g. from mmoe tune) overriding the committed settings of the models "
+               "it lists."),
+    "seed": "First run seed.",
+    "threads": "Intra-op threads per run.",
+    "epochs": "Override every model's epochs (quick checks).",
+    "nrows": "Read only the first N rows of each file (quick checks).",
+    "jobs": ("Runs trained at once, one worker process each (default: min(2, CPU cores)); results "
+             "do not depend on it."),
+}
+
+
 @reproduce_app.command("census")
 def reproduce_census_cmd(
-    group: Annotated[int, typer.Option("--group", help="1 = (income; marital), "
-                                       "2 = (education; marital).")] = 1,
-    models: Annotated[str | None, typer.Option(
-        "--models", help="Comma-separated models (default: the paper's seven; cgc, ple also "
-                         "accepted).")] = None,
-    runs: Annotated[int, typer.Option("--runs", help="Runs per model from random init.")] = 3,
-    data_dir: Annotated[str | None, typer.Option(
-        "--data-dir", help="Census-Income files (default: $MMOE_DATA_DIR, else the user "
-                           "cache dir).")] = None,
-    out: Annotated[str | None, typer.Option(
-        "--out", help="Output directory (default: results/census_g<group>).")] = None,
-    config: Annotated[str | None, typer.Option(
-        "--config", help="Config file (e.g. from mmoe tune) overriding the committed "
-                         "settings of the models it lists.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="First run seed.")] = 0,
-    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads per run.")] = 1,
-    epochs: Annotated[int | None, typer.Option(
-        "--epochs", help="Override every model's epochs (quick checks).")] = None,
-    nrows: Annotated[int | None, typer.Option(
-        "--nrows", help="Read only the first N rows of each file (quick checks).")] = None,
-    jobs: Annotated[int | None, typer.Option(
-        "--jobs", help="Runs trained at once, one worker process each (default: min(2, CPU "
-                       "cores)); results do not depend on it.")] = None,
+    group: Annotated[int, _opt(CENSUS_HELP, "group")] = 1,
+    models: Annotated[str | None, _opt(CENSUS_HELP, "models")] = None,
+    runs: Annotated[int, _opt(CENSUS_HELP, "runs")] = 3,
+    data_dir: Annotated[str | None, _opt(CENSUS_HELP, "data_dir")] = None,
+    out: Annotated[str | None, _opt(CENSUS_HELP, "out")] = None,
+    config: Annotated[str | None, _opt(CENSUS_HELP, "config")] = None,
+    seed: Annotated[int, _opt(CENSUS_HELP, "seed")] = 0,
+    threads: Annotated[int, _opt(CENSUS_HELP, "threads")] = 1,
+    epochs: Annotated[int | None, _opt(CENSUS_HELP, "epochs")] = None,
+    nrows: Annotated[int | None, _opt(CENSUS_HELP, "nrows")] = None,
+    jobs: Annotated[int | None, _opt(CENSUS_HELP, "jobs")] = None,
 ) -> None:
     """Reproduce the paper's Census-Income Table 1 or 2 (results.json, report.md, figure).
 
@@ -275,27 +294,38 @@ def reproduce_census_cmd(
         typer.echo(f"wrote {res.files['results']}, {res.files['report']}")
 
 
+# `mmoe tune`'s options
+TUNE_HELP = {
+    "model": "Model to tune.",
+    "group": "Census group, 1 or 2.",
+    "trials": "Optuna trials.",
+    "data_dir": "Census-Income files (default: $MMOE_DATA_DIR).",
+    "out": "Config file to write (default: census_g<group>_<model>.toml).",
+    "seed": "Sampler and training seed.",
+    "threads": "Intra-op threads.",
+    "timeout": "Stop starting trials after this many seconds.",
+    "sampler": "auto, gp or tpe.",
+    "max_epochs": "Upper end of the epochs searched.",
+    "max_units": ("Cap on experts x units for MoE models (paper: 2048; smaller bounds the time "
+                  "per trial)."),
+    "nrows": "Read only the first N rows of each file (quick checks).",
+}
+
+
 @app.command("tune")
 def tune_cmd(
-    model: Annotated[str, typer.Option("--model", help="Model to tune.")],
-    group: Annotated[int, typer.Option("--group", help="Census group, 1 or 2.")] = 1,
-    trials: Annotated[int, typer.Option("--trials", help="Optuna trials.")] = 20,
-    data_dir: Annotated[str | None, typer.Option(
-        "--data-dir", help="Census-Income files (default: $MMOE_DATA_DIR).")] = None,
-    out: Annotated[str | None, typer.Option(
-        "--out", help="Config file to write (default: census_g<group>_<model>.toml).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Sampler and training seed.")] = 0,
-    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads.")] = 1,
-    timeout: Annotated[float | None, typer.Option(
-        "--timeout", help="Stop starting trials after this many seconds.")] = None,
-    sampler: Annotated[str, typer.Option("--sampler", help="auto, gp or tpe.")] = "auto",
-    max_epochs: Annotated[int, typer.Option(
-        "--max-epochs", help="Upper end of the epochs searched.")] = 10,
-    max_units: Annotated[int, typer.Option(
-        "--max-units", help="Cap on experts x units for MoE models (paper: 2048; smaller "
-                            "bounds the time per trial).")] = 2048,
-    nrows: Annotated[int | None, typer.Option(
-        "--nrows", help="Read only the first N rows of each file (quick checks).")] = None,
+    model: Annotated[str, _opt(TUNE_HELP, "model")],
+    group: Annotated[int, _opt(TUNE_HELP, "group")] = 1,
+    trials: Annotated[int, _opt(TUNE_HELP, "trials")] = 20,
+    data_dir: Annotated[str | None, _opt(TUNE_HELP, "data_dir")] = None,
+    out: Annotated[str | None, _opt(TUNE_HELP, "out")] = None,
+    seed: Annotated[int, _opt(TUNE_HELP, "seed")] = 0,
+    threads: Annotated[int, _opt(TUNE_HELP, "threads")] = 1,
+    timeout: Annotated[float | None, _opt(TUNE_HELP, "timeout")] = None,
+    sampler: Annotated[str, _opt(TUNE_HELP, "sampler")] = "auto",
+    max_epochs: Annotated[int, _opt(TUNE_HELP, "max_epochs")] = 10,
+    max_units: Annotated[int, _opt(TUNE_HELP, "max_units")] = 2048,
+    nrows: Annotated[int | None, _opt(TUNE_HELP, "nrows")] = None,
 ) -> None:
     """Search a model's census hyperparameters (validation main-task AUC) with Optuna."""
     from .experiments.census.tune import tune
@@ -318,41 +348,51 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
         raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
 
 
+# `mmoe reproduce synthetic`'s options
+SYNTHETIC_HELP = {
+    "runs": "Runs per (model, correlation) (default 16; the paper used 200).",
+    "steps": "Adam steps per run.",
+    "correlations": "Task correlations p (default 0.5,0.9,1.0).",
+    "models": "Comma-separated models (default shared_bottom,omoe,mmoe).",
+    "lr": "Comma-separated learning-rate grid, chosen on validation data.",
+    "lr_runs": "Pilot runs per (lr, correlation) for choosing the lr.",
+    "batch_size": "Rows per step.",
+    "n_train": "Training rows per run.",
+    "d": "Input dimension (default 100).",
+    "c": "Scale of w1, w2 (default 1).",
+    "m": "Number of sine terms (default 10).",
+    "sigma": "Label noise std (default 0.1).",
+    "alpha_std": "Std of the sine frequencies alpha_i (default 1).",
+    "seed": "Run r uses seed + r (--independent: seed + 10000*i + r at the i-th correlation).",
+    "paired": ("Run r shares its seed (data and initialisation) across the correlations, so only "
+               "p differs (default), or draws them independently per correlation."),
+    "threads": "Intra-op threads.",
+    "out": "Output directory.",
+    "progress": "Show a progress bar (default: when stderr is a terminal).",
+}
+
+
 @reproduce_app.command("synthetic")
 def reproduce_synthetic_cmd(
-    runs: Annotated[int | None, typer.Option(
-        "--runs", help="Runs per (model, correlation) (default 16; the paper used 200).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Adam steps per run.")] = None,
-    correlations: Annotated[str | None, typer.Option(
-        "--correlations", help="Task correlations p (default 0.5,0.9,1.0).")] = None,
-    models: Annotated[str | None, typer.Option(
-        "--models", help="Comma-separated models (default shared_bottom,omoe,mmoe).")] = None,
-    lr: Annotated[str | None, typer.Option(
-        "--lr", help="Comma-separated learning-rate grid, chosen on validation data.")] = None,
-    lr_runs: Annotated[int | None, typer.Option(
-        "--lr-runs", help="Pilot runs per (lr, correlation) for choosing the lr.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per step.")] = None,
-    n_train: Annotated[int | None, typer.Option("--n-train", help="Training rows per run.")
-                       ] = None,
-    d: Annotated[int | None, typer.Option("--d", help="Input dimension (default 100).")] = None,
-    c: Annotated[float | None, typer.Option("--c", help="Scale of w1, w2 (default 1).")] = None,
-    m: Annotated[int | None, typer.Option("--m", help="Number of sine terms (default 10).")] = None,
-    sigma: Annotated[float | None, typer.Option("--sigma", help="Label noise std (default 0.1).")
-                     ] = None,
-    alpha_std: Annotated[float | None, typer.Option(
-        "--alpha-std", help="Std of the sine frequencies alpha_i (default 1).")] = None,
-    seed: Annotated[int, typer.Option(
-        "--seed", help="Run r uses seed + r (--independent: seed + 10000*i + r at the i-th "
-        "correlation).")] = 0,
-    paired: Annotated[bool, typer.Option(
-        "--paired/--independent",
-        help="Run r shares its seed (data and initialisation) across the correlations, so "
-        "only p differs (default), or draws them independently per correlation.")] = True,
-    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads.")] = 1,
-    out: Annotated[str, typer.Option("--out", help="Output directory.")] = "results/synthetic",
-    progress: Annotated[bool | None, typer.Option(
-        "--progress/--no-progress",
-        help="Show a progress bar (default: when stderr is a terminal).")] = None,
+    runs: Annotated[int | None, _opt(SYNTHETIC_HELP, "runs")] = None,
+    steps: Annotated[int | None, _opt(SYNTHETIC_HELP, "steps")] = None,
+    correlations: Annotated[str | None, _opt(SYNTHETIC_HELP, "correlations")] = None,
+    models: Annotated[str | None, _opt(SYNTHETIC_HELP, "models")] = None,
+    lr: Annotated[str | None, _opt(SYNTHETIC_HELP, "lr")] = None,
+    lr_runs: Annotated[int | None, _opt(SYNTHETIC_HELP, "lr_runs")] = None,
+    batch_size: Annotated[int | None, _opt(SYNTHETIC_HELP, "batch_size")] = None,
+    n_train: Annotated[int | None, _opt(SYNTHETIC_HELP, "n_train")] = None,
+    d: Annotated[int | None, _opt(SYNTHETIC_HELP, "d")] = None,
+    c: Annotated[float | None, _opt(SYNTHETIC_HELP, "c")] = None,
+    m: Annotated[int | None, _opt(SYNTHETIC_HELP, "m")] = None,
+    sigma: Annotated[float | None, _opt(SYNTHETIC_HELP, "sigma")] = None,
+    alpha_std: Annotated[float | None, _opt(SYNTHETIC_HELP, "alpha_std")] = None,
+    seed: Annotated[int, _opt(SYNTHETIC_HELP, "seed")] = 0,
+    paired: Annotated[bool, _opt(SYNTHETIC_HELP, "paired", "--paired/--independent")] = True,
+    threads: Annotated[int, _opt(SYNTHETIC_HELP, "threads")] = 1,
+    out: Annotated[str, _opt(SYNTHETIC_HELP, "out")] = "results/synthetic",
+    progress: Annotated[bool | None,
+                        _opt(SYNTHETIC_HELP, "progress", "--progress/--no-progress")] = None,
 ) -> None:
     """Reproduce the paper's synthetic task-relatedness study (Figs. 2, 4, 5)."""
     from tqdm import tqdm

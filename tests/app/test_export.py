@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mmoe import TaskSpec, available_models, build_model
-from mmoe.data.encoders import TableEncoder
 from mmoe.app.export import ExportWrapper, export_model, sample_inputs
+from mmoe.data.encoders import TableEncoder
 from mmoe.train.model_dir import save_model_dir
 
 from .conftest import make_table

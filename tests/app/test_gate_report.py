@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from mmoe import TaskSpec, build_model
+from mmoe.app.gate_report import expert_utilisation, gate_report
 from mmoe.cli import main
 from mmoe.data.encoders import TableEncoder
-from mmoe.app.gate_report import expert_utilisation, gate_report
 from mmoe.train.model_dir import save_model_dir
 
 

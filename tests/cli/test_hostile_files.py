@@ -9,8 +9,8 @@ import pickle
 import pytest
 import torch
 
-from mmoe.cli import main
 from mmoe.app.fit import partial_dir
+from mmoe.cli import main
 
 from .conftest import make_table
 

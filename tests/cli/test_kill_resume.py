@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from mmoe.cli import main
 from mmoe.app.fit import partial_dir
 from mmoe.app.predict import predict_frame
+from mmoe.cli import main
 from mmoe.train.checkpoint import load_checkpoint
 from mmoe.train.model_dir import load_model_dir, read_manifest
 

@@ -8,7 +8,6 @@ import torch
 from mmoe import TaskSpec, TrainConfig, build_model
 from mmoe.data.table import TensorTable
 from mmoe.objectives import MultiTaskLoss
-from mmoe.train import Trainer
 from mmoe.objectives.weighting import (
     GradNorm,
     PCGrad,
@@ -17,6 +16,7 @@ from mmoe.objectives.weighting import (
     make_weighting,
     pcgrad_project,
 )
+from mmoe.train import Trainer
 
 TASKS = (TaskSpec("a", "binary"), TaskSpec("b", "regression", weight=2.0))
 

@@ -5,8 +5,7 @@ import torch
 from mmoe import TaskSpec, TrainConfig, build_model
 from mmoe.data.table import TensorTable
 from mmoe.train import Trainer
-from mmoe.train.epochs import epoch_permutation
-from mmoe.train.epochs import StreamEpochs, shuffle_batches
+from mmoe.train.epochs import StreamEpochs, epoch_permutation, shuffle_batches
 
 
 def _chunks(n=103, size=10, seed=0):

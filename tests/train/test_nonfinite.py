@@ -8,10 +8,9 @@ import torch
 
 from mmoe import TaskSpec, TrainConfig, build_model
 from mmoe.data.table import TensorTable
-from mmoe.train.checkpoint import load_checkpoint
 from mmoe.train import NonFiniteError, Trainer
-from mmoe.train.epochs import epoch_permutation
-from mmoe.train.epochs import StreamEpochs, shuffle_batches
+from mmoe.train.checkpoint import load_checkpoint
+from mmoe.train.epochs import StreamEpochs, epoch_permutation, shuffle_batches
 
 TASKS = (TaskSpec("a", "binary"), TaskSpec("b", "regression"))
 BS, SEED = 16, 2

@@ -176,3 +176,16 @@ def test_small_models_train_on_one_thread_and_the_callers_setting_is_restored():
         assert Trainer(model, TrainConfig(threads=3)).threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_one_validation_pass_per_epoch_gives_metrics_and_gate_health():
+    """The epoch end runs the model over the validation rows once, for the metrics and the
+    gate statistics together."""
+    model = _model()
+    eval_calls = []
+    model.register_forward_hook(lambda m, args, out: None if m.training else eval_calls.append(1))
+    valid = _data(20_000, seed=1)  # two evaluation batches of at most 16,384 rows
+    result = Trainer(model, TrainConfig(epochs=3, batch_size=64), progress=False).fit(
+        _data(128), valid)
+    assert len(eval_calls) == 3 * 2  # three epochs, one pass of two batches each
+    assert all("gates" in r and "valid" in r for r in result.history)

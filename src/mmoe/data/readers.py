@@ -22,7 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .. import _checks
-from .._fileio import AtomicFile
+from .._fileio import AtomicFile, Transaction
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.gzip", ".txt", ".txt.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -233,12 +233,12 @@ def _rebatch(reader: Any, rows: int) -> Iterator[pa.RecordBatch]:
         yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
 
 
-class TableWriter:
+class TableWriter(Transaction):
     """Write DataFrames chunk by chunk to CSV or Parquet (by extension), atomically.
 
     Rows go to a temporary file beside ``path`` (:class:`mmoe._fileio.AtomicFile`);
-    :meth:`close` moves it over ``path``. Leaving the ``with`` block on an error deletes the
-    temporary file and leaves any existing ``path`` untouched.
+    :meth:`commit` (or :meth:`close`) moves it over ``path``. Leaving the ``with`` block on an
+    error deletes the temporary file and leaves any existing ``path`` untouched.
 
     Example:
         >>> with TableWriter(tmp_path / "out.parquet") as w:
@@ -284,7 +284,7 @@ class TableWriter:
         if self._sink is not None:
             self._sink.close()
 
-    def close(self) -> Path:
+    def commit(self) -> Path:
         """Finish the file and move it into place."""
         if self._writer is None:
             self.abort()
@@ -299,14 +299,7 @@ class TableWriter:
         finally:
             self._file.abort()
 
-    def __enter__(self) -> TableWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+    close = commit
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:

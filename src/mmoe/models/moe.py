@@ -11,10 +11,31 @@ from ..nn import Gates, StackedLinear, StackedMLP, mix_experts
 from .protocol import BackboneOut, LinearInputBackbone
 
 
-class SharedBottom(LinearInputBackbone):
-    """One network f shared by all tasks: y_k = h^k(f(x))   (paper §4.1, Shared-Bottom).
+class _TaskNetworks(LinearInputBackbone):
+    """G stacked MLPs on x and no gates: G = 1 shared by all tasks, or one per task (G = T).
 
-    Shapes: x (B, d) -> h (T, B, units[-1]) (the same tensor for every task, no copy).
+    Shapes: x (B, d) -> h (T, B, units[-1]) (G = 1: the same tensor for every task, no copy).
+    """
+
+    def __init__(self, num_tasks: int):
+        super().__init__()
+        self.num_tasks = num_tasks
+
+    def networks(self) -> StackedMLP:
+        """The stacked MLPs."""
+        raise NotImplementedError
+
+    def input_layers(self) -> list[StackedLinear]:
+        return [self.networks().layers[0]]
+
+    def from_inputs(self, first: list[torch.Tensor]) -> BackboneOut:
+        h = self.networks().after_first(first[0])  # (G, B, k)
+        return BackboneOut(h if h.shape[0] == self.num_tasks  # (T, B, k)
+                           else h.expand(self.num_tasks, -1, -1))
+
+
+class SharedBottom(_TaskNetworks):
+    """One network f shared by all tasks: y_k = h^k(f(x))   (paper §4.1, Shared-Bottom).
 
     Example:
         >>> SharedBottom(10, (16,), num_tasks=2)(torch.randn(4, 10)).h.shape
@@ -23,44 +44,34 @@ class SharedBottom(LinearInputBackbone):
 
     def __init__(self, in_features: int, units: tuple[int, ...], num_tasks: int,
                  dropout: float = 0.0):
-        super().__init__()
-        self.num_tasks = num_tasks
-        self.bottom = StackedMLP(1, in_features, units, dropout)
+        super().__init__(num_tasks)
+        self.bottom = StackedMLP(1, in_features, units, dropout)  # f
         self.out_features = self.bottom.out_features
 
-    def input_layers(self) -> list[StackedLinear]:
-        return [self.bottom.layers[0]]
-
-    def from_inputs(self, first: list[torch.Tensor]) -> BackboneOut:
-        h = self.bottom.after_first(first[0])  # f(x): (1, B, k)
-        return BackboneOut(h.expand(self.num_tasks, -1, -1))  # (T, B, k)
+    def networks(self) -> StackedMLP:
+        return self.bottom
 
     def last_shared_layer(self) -> list[torch.nn.Parameter]:
         return [self.bottom.layers[-1].weight]
 
 
-class SingleTask(LinearInputBackbone):
-    """An independent network per task, nothing shared: y_k = h^k(f_k(x)).
-
-    The T networks are stacked and computed in one batched matmul per layer.
-    Shapes: x (B, d) -> h (T, B, units[-1]).
+class SingleTask(_TaskNetworks):
+    """An independent network per task, nothing shared: y_k = h^k(f_k(x)); the T networks
+    are stacked and computed in one batched matmul per layer.
 
     Example:
-        >>> SingleTask(10, (16,), num_tasks=3)(torch.randn(4, 10)).h.shape
-        torch.Size([3, 4, 16])
+        >>> [p.shape for p in SingleTask(10, (16,), num_tasks=3).parameters()]
+        [torch.Size([3, 10, 16]), torch.Size([3, 16])]
     """
 
     def __init__(self, in_features: int, units: tuple[int, ...], num_tasks: int,
                  dropout: float = 0.0):
-        super().__init__()
-        self.nets = StackedMLP(num_tasks, in_features, units, dropout)
+        super().__init__(num_tasks)
+        self.nets = StackedMLP(num_tasks, in_features, units, dropout)  # f_k
         self.out_features = self.nets.out_features
 
-    def input_layers(self) -> list[StackedLinear]:
-        return [self.nets.layers[0]]
-
-    def from_inputs(self, first: list[torch.Tensor]) -> BackboneOut:
-        return BackboneOut(self.nets.after_first(first[0]))  # f_k(x): (T, B, k)
+    def networks(self) -> StackedMLP:
+        return self.nets
 
 
 class MixtureOfExperts(LinearInputBackbone):

@@ -12,8 +12,9 @@ Layout (``FORMAT_VERSION`` 1)::
 
 The directory is built under a temporary name beside ``DIR`` and renamed into place
 (:func:`mmoe._fileio.atomic_dir`), so a kill leaves either no directory or a complete one; an
-existing ``DIR`` is only replaced (``overwrite=True``) once the new one is complete. Loading verifies the manifest's format,
-version and checksums and refuses a directory that fails any of them.
+existing ``DIR`` is only replaced (``overwrite=True``) once the new one is complete. Loading
+verifies the manifest's format, version and checksums and refuses a directory that fails any
+of them.
 """
 
 from __future__ import annotations

@@ -32,36 +32,27 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience")
 
 # Paper Tables 1 and 2 (PAPER.md): main-task AUC of the best run and the mean over 400 runs;
 # auxiliary (marital) AUC of that best run and its mean.
-PAPER: dict[int, dict[str, dict[str, float]]] = {
-    1: {"single_task": {"main_auc_best": 0.9398, "main_auc_mean": 0.9337,
-                        "aux_auc_at_best": 0.9933, "aux_auc_mean": 0.9922},
-        "shared_bottom": {"main_auc_best": 0.9361, "main_auc_mean": 0.9295,
-                          "aux_auc_at_best": 0.9915, "aux_auc_mean": 0.9921},
-        "l2_constrained": {"main_auc_best": 0.9389, "main_auc_mean": 0.9359,
-                           "aux_auc_at_best": 0.9922, "aux_auc_mean": 0.9918},
-        "cross_stitch": {"main_auc_best": 0.9406, "main_auc_mean": 0.9361,
-                         "aux_auc_at_best": 0.9917, "aux_auc_mean": 0.9922},
-        "tensor_factorization": {"main_auc_best": 0.7460, "main_auc_mean": 0.6765,
-                                 "aux_auc_at_best": 0.8175, "aux_auc_mean": 0.8412},
-        "omoe": {"main_auc_best": 0.9387, "main_auc_mean": 0.9319,
-                 "aux_auc_at_best": 0.9928, "aux_auc_mean": 0.9923},
-        "mmoe": {"main_auc_best": 0.9410, "main_auc_mean": 0.9359,
-                 "aux_auc_at_best": 0.9926, "aux_auc_mean": 0.9927}},
-    2: {"single_task": {"main_auc_best": 0.8843, "main_auc_mean": 0.8792,
-                        "aux_auc_at_best": 0.9933, "aux_auc_mean": 0.9922},
-        "shared_bottom": {"main_auc_best": 0.8836, "main_auc_mean": 0.8813,
-                          "aux_auc_at_best": 0.9927, "aux_auc_mean": 0.9917},
-        "l2_constrained": {"main_auc_best": 0.8855, "main_auc_mean": 0.8823,
-                           "aux_auc_at_best": 0.9923, "aux_auc_mean": 0.9918},
-        "cross_stitch": {"main_auc_best": 0.8855, "main_auc_mean": 0.8819,
-                         "aux_auc_at_best": 0.9919, "aux_auc_mean": 0.9921},
-        "tensor_factorization": {"main_auc_best": 0.7367, "main_auc_mean": 0.7256,
-                                 "aux_auc_at_best": 0.7453, "aux_auc_mean": 0.7497},
-        "omoe": {"main_auc_best": 0.8852, "main_auc_mean": 0.8813,
-                 "aux_auc_at_best": 0.9915, "aux_auc_mean": 0.9912},
-        "mmoe": {"main_auc_best": 0.8860, "main_auc_mean": 0.8826,
-                 "aux_auc_at_best": 0.9932, "aux_auc_mean": 0.9924}},
+_PAPER_COLUMNS = ("main_auc_best", "main_auc_mean", "aux_auc_at_best", "aux_auc_mean")
+_PAPER_TABLES = {
+    1: """single_task 0.9398 0.9337 0.9933 0.9922
+          shared_bottom 0.9361 0.9295 0.9915 0.9921
+          l2_constrained 0.9389 0.9359 0.9922 0.9918
+          cross_stitch 0.9406 0.9361 0.9917 0.9922
+          tensor_factorization 0.7460 0.6765 0.8175 0.8412
+          omoe 0.9387 0.9319 0.9928 0.9923
+          mmoe 0.9410 0.9359 0.9926 0.9927""",
+    2: """single_task 0.8843 0.8792 0.9933 0.9922
+          shared_bottom 0.8836 0.8813 0.9927 0.9917
+          l2_constrained 0.8855 0.8823 0.9923 0.9918
+          cross_stitch 0.8855 0.8819 0.9919 0.9921
+          tensor_factorization 0.7367 0.7256 0.7453 0.7497
+          omoe 0.8852 0.8813 0.9915 0.9912
+          mmoe 0.8860 0.8826 0.9932 0.9924""",
 }
+PAPER: dict[int, dict[str, dict[str, float]]] = {
+    group: {name: dict(zip(_PAPER_COLUMNS, map(float, values), strict=True))
+            for name, *values in (line.split() for line in table.splitlines())}
+    for group, table in _PAPER_TABLES.items()}
 # Mean test AUC of an untuned open-source PyTorch MMoE (8 experts x 16 units, embeddings,
 # batch norm, 5 epochs) under this protocol: what a tuned MMoE should at least reach.
 REFERENCE_MMOE = {1: 0.942, 2: 0.889}

@@ -8,11 +8,11 @@
 // scalars. at::parallel_for splits rows, groups or segments over torch's intra-op threads, so
 // no output element is summed by two threads: results do not depend on the thread count.
 //
-// Built at first use by mmoe/native/__init__.py (torch.utils.cpp_extension). Four ops are
+// Built and loaded by mmoe/ops/native/loader.py (torch.utils.cpp_extension). Four ops are
 // registered, fold_linear, grouped_linear and mix (each with its backward) and take_rows (a
-// batch's rows of a table); the other functions are their parts. All have pure-torch twins
-// (in mmoe/nn and TensorTable.take), used when no C++ compiler is available; tests compare
-// them.
+// batch's rows of a table); the other functions are their parts. Each op's specification is
+// its plain-torch function in mmoe/ops/reference.py, which the tests hold them to; what each
+// kernel gains is measured in docs/benchmarks/.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -99,31 +99,45 @@ struct Relu {
   template <typename V> V operator()(const V& v) const { return v > V{} ? v : V{}; }
 };
 
+// For each block of K vectors [o, o + K·L) of columns [0, width): Q accumulators per vector,
+// acc[q][i] = init(v, column), handed to body(k, v, acc, o) (k and v carry K and the vector
+// type V, as in for_blocks), where they stay in registers.
+template <int Q, typename T, typename Init, typename Body>
+inline void accumulate_blocks(int64_t width, const Init& init, const Body& body) {
+  for_blocks<T>(0, width, [&](auto k, auto v, int64_t o) {
+    using V = decltype(v);
+    constexpr int K = decltype(k)::value;
+    V acc[Q][K];
+    for (int q = 0; q < Q; ++q)
+      for (int i = 0; i < K; ++i) acc[q][i] = init(v, o + i * lanes<V, T>);
+    body(k, v, acc, o);
+  });
+}
+
 // dst(q)[0:width] = sum_j a(q, j) * f(src(j)[0:width]) for q < Q over rows j < n (src(j)
 // points at row j's first column): each block of vectors is accumulated in registers over all
 // the rows, and the Q outputs share each load of a row block.
 template <int Q, typename T, typename A, typename S, typename D, typename F = Plain>
 inline void weighted_rows_q(int64_t n, const A& a, const S& src, int64_t width, const D& dst,
                             const F& f = {}) {
-  for_blocks<T>(0, width, [&](auto k, auto v, int64_t o) {
-    using V = decltype(v);
-    constexpr int K = decltype(k)::value;
-    constexpr int64_t L = lanes<V, T>;
-    V acc[Q][K];
-    for (int q = 0; q < Q; ++q)
-      for (int i = 0; i < K; ++i) acc[q][i] = V{};
-    for (int64_t j = 0; j < n; ++j) {
-      const T* row = src(j) + o;
-      V r[K];
-      for (int i = 0; i < K; ++i) r[i] = f(load<V>(row + i * L));
-      for (int q = 0; q < Q; ++q) {
-        const T c = a(q, j);
-        for (int i = 0; i < K; ++i) acc[q][i] += c * r[i];
-      }
-    }
-    for (int q = 0; q < Q; ++q)
-      for (int i = 0; i < K; ++i) store(dst(q) + o + i * L, acc[q][i]);
-  });
+  accumulate_blocks<Q, T>(
+      width, [](auto v, int64_t) { return decltype(v){}; },
+      [&](auto k, auto v, auto& acc, int64_t o) {
+        using V = decltype(v);
+        constexpr int K = decltype(k)::value;
+        constexpr int64_t L = lanes<V, T>;
+        for (int64_t j = 0; j < n; ++j) {
+          const T* row = src(j) + o;
+          V r[K];
+          for (int i = 0; i < K; ++i) r[i] = f(load<V>(row + i * L));
+          for (int q = 0; q < Q; ++q) {
+            const T c = a(q, j);
+            for (int i = 0; i < K; ++i) acc[q][i] += c * r[i];
+          }
+        }
+        for (int q = 0; q < Q; ++q)
+          for (int i = 0; i < K; ++i) store(dst(q) + o + i * L, acc[q][i]);
+      });
 }
 
 // dst[0:width] = sum_j a(j) * f(src(j)[0:width]) over rows j < n.
@@ -154,6 +168,26 @@ inline void rows_times_weight(V (&acc)[R][K], const X& x, const T* w, int64_t I,
       for (int i = 0; i < K; ++i) acc[r][i] += a * wv[i];
     }
   }
+}
+
+// For rows b of [b0, b1), four at a time then one by one (R = 4, then 1), and each block of K
+// vectors [o, o + K·L) of the O outputs: acc[r] = init(o) + sum_j x(b + r, j) * w[j * O + o]
+// (rows_times_weight), then finish(b, acc, o) with acc V[R][K]: the small products whose
+// weight loads the R rows share (grouped_matmul, the folded layer's numeric columns).
+template <typename T, typename Init, typename X, typename Finish>
+inline void rows_times_weight_blocks(int64_t b0, int64_t b1, const T* w, int64_t I, int64_t O,
+                                     const Init& init, const X& x, const Finish& finish) {
+  auto run = [&](auto r_, int64_t b) {
+    constexpr int R = decltype(r_)::value;
+    accumulate_blocks<R, T>(O, init, [&](auto k, auto, auto& acc, int64_t o) {
+      rows_times_weight<R, decltype(k)::value>(
+          acc, [&](int r, int64_t j) { return x(b + r, j); }, w, I, O, o);
+      finish(b, acc, o);
+    });
+  };
+  int64_t b = b0;
+  for (; b + 4 <= b1; b += 4) run(Blocks<4>{}, b);
+  for (; b < b1; ++b) run(Blocks<1>{}, b);
 }
 
 // The folded first layer of several stacked layers that read the same input x (experts and
@@ -242,40 +276,32 @@ void gather_sum(const T* table, const T* base_sum, int64_t V_, const int32_t* st
       const int64_t O = sg.width;
       const T* tab = table + V_ * sg.n0;
       const T* wn = w[sg.layer] + sg.group * I * O;  // its numeric rows
-      // R rows at a time share each load of the numeric weight rows (R = 4, then 1).
-      auto rows_of = [&](auto r_, int64_t b) {
-        constexpr int R = decltype(r_)::value;
-        for_blocks<T>(0, O, [&](auto k, auto v, int64_t o) {
-          using V = decltype(v);
-          constexpr int K = decltype(k)::value;
-          constexpr int64_t L = lanes<V, T>;
-          V acc[R][K];
-          for (int q = 0; q < R; ++q)
-            for (int i = 0; i < K; ++i) acc[q][i] = load<V>(base_sum + sg.n0 + o + i * L);
-          rows_times_weight<R, K>(
-              acc, [&](int q, int64_t j) { return numeric[(b + q) * n_num + j]; }, wn, n_num, O,
-              o);
-          for (int q = 0; q < R; ++q) {
-            V odd[K];  // two chains of adds per vector: latency, not loads, bounds one
-            for (int i = 0; i < K; ++i) odd[i] = V{};
-            int64_t c = start[b + q];
-            const int64_t end = start[b + q + 1];
-            for (; c + 1 < end; c += 2) {
-              const T* src = tab + rows[c] * O + o;
-              const T* src2 = tab + rows[c + 1] * O + o;
-              for (int i = 0; i < K; ++i) acc[q][i] += load<V>(src + i * L);
-              for (int i = 0; i < K; ++i) odd[i] += load<V>(src2 + i * L);
+      rows_times_weight_blocks<T>(
+          b0, b1, wn, n_num, O,
+          [&](auto v, int64_t at) { return load<decltype(v)>(base_sum + sg.n0 + at); },
+          [&](int64_t row, int64_t j) { return numeric[row * n_num + j]; },
+          [&](int64_t b, auto& acc, int64_t o) {
+            using A = std::remove_reference_t<decltype(acc)>;
+            using V = std::remove_all_extents_t<A>;
+            constexpr int R = std::extent_v<A, 0>, K = std::extent_v<A, 1>;
+            constexpr int64_t L = lanes<V, T>;
+            for (int q = 0; q < R; ++q) {
+              V odd[K];  // two chains of adds per vector: latency, not loads, bounds one
+              for (int i = 0; i < K; ++i) odd[i] = V{};
+              int64_t c = start[b + q];
+              const int64_t end = start[b + q + 1];
+              for (; c + 1 < end; c += 2) {
+                const T* src = tab + rows[c] * O + o;
+                const T* src2 = tab + rows[c + 1] * O + o;
+                for (int i = 0; i < K; ++i) acc[q][i] += load<V>(src + i * L);
+                for (int i = 0; i < K; ++i) odd[i] += load<V>(src2 + i * L);
+              }
+              if (c < end)
+                for (int i = 0; i < K; ++i) acc[q][i] += load<V>(tab + rows[c] * O + o + i * L);
+              T* dst = outs[sg.layer] + (sg.group * B + b + q) * O;
+              for (int i = 0; i < K; ++i) store(dst + o + i * L, acc[q][i] + odd[i]);
             }
-            if (c < end)
-              for (int i = 0; i < K; ++i) acc[q][i] += load<V>(tab + rows[c] * O + o + i * L);
-            T* dst = outs[sg.layer] + (sg.group * B + b + q) * O;
-            for (int i = 0; i < K; ++i) store(dst + o + i * L, acc[q][i] + odd[i]);
-          }
-        });
-      };
-      int64_t b = b0;
-      for (; b + 4 <= b1; b += 4) rows_of(Blocks<4>{}, b);
-      for (; b < b1; ++b) rows_of(Blocks<1>{}, b);
+          });
     });
   });
 }
@@ -600,33 +626,28 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> fold_li
 
 // out (G, B, O) = x[g] @ weight[g] + bias[g] for G small independent layers: x (G, B, I) with
 // strides (sg, sb, 1), weight (G, I, O) contiguous, bias (G, O) or nullptr. Four rows at a
-// time share each weight block load; threads split the rows of every group. (MKL's batched
-// GEMM is slow for such thin matrices: 50 us for (2, 1024, 16) x (2, 16, 8).)
+// time share each weight block load; threads split the rows of every group (a batched GEMM is
+// slow for such thin matrices).
 template <typename T>
 void grouped_matmul(const T* x, int64_t sg, int64_t sb, const T* weight, const T* bias,
                     int64_t G, int64_t B, int64_t I, int64_t O, T* out) {
   at::parallel_for(0, G * B, grain(I * O), [&](int64_t q0, int64_t q1) {
     segment_runs(q0, q1, B, [&](int64_t g, int64_t b0, int64_t b1) {  // rows of group g
       const T* xg = x + g * sg;
-      const T* w = weight + g * I * O;
-      auto run = [&](auto r_, int64_t b) {
-        constexpr int R = decltype(r_)::value;
-        for_blocks<T>(0, O, [&](auto k, auto v, int64_t o) {
-          using V = decltype(v);
-          constexpr int K = decltype(k)::value;
-          constexpr int64_t L = lanes<V, T>;
-          V acc[R][K];
-          for (int r = 0; r < R; ++r)
-            for (int i = 0; i < K; ++i) acc[r][i] = bias ? load<V>(bias + g * O + o + i * L) : V{};
-          rows_times_weight<R, K>(
-              acc, [&](int r, int64_t j) { return xg[(b + r) * sb + j]; }, w, I, O, o);
-          for (int r = 0; r < R; ++r)
-            for (int i = 0; i < K; ++i) store(out + (g * B + b + r) * O + o + i * L, acc[r][i]);
-        });
-      };
-      int64_t b = b0;
-      for (; b + 4 <= b1; b += 4) run(Blocks<4>{}, b);
-      for (; b < b1; ++b) run(Blocks<1>{}, b);
+      rows_times_weight_blocks<T>(
+          b0, b1, weight + g * I * O, I, O,
+          [&](auto v, int64_t at) {
+            using V = decltype(v);
+            return bias ? load<V>(bias + g * O + at) : V{};
+          },
+          [&](int64_t row, int64_t j) { return xg[row * sb + j]; },
+          [&](int64_t b, auto& acc, int64_t o) {
+            using A = std::remove_reference_t<decltype(acc)>;
+            constexpr int R = std::extent_v<A, 0>, K = std::extent_v<A, 1>;
+            constexpr int64_t L = lanes<std::remove_all_extents_t<A>, T>;
+            for (int r = 0; r < R; ++r)
+              for (int i = 0; i < K; ++i) store(out + (g * B + b + r) * O + o + i * L, acc[r][i]);
+          });
     });
   });
 }
@@ -784,7 +805,7 @@ std::tuple<at::Tensor, at::Tensor> mix_backward(const at::Tensor& grad, const at
 // out_k = columns_k.index_select(0, index) for every column of a table at once (any dtype,
 // rows of any width): a batch's rows are scattered over a table far larger than the caches,
 // so each copy first prefetches the row kAhead places ahead, keeping several memory reads in
-// flight (1.8x faster than index_select on census's three columns).
+// flight.
 constexpr int64_t kAhead = 16;
 
 std::vector<at::Tensor> take_rows(at::TensorList columns, const at::Tensor& index) {
