@@ -5,9 +5,10 @@ census run of every group-1 model, and `mmoe train` / `predict` / `evaluate` on 
     python benchmarks/check_identical.py --base REV --data-dir ../shared/data/census-income \
         --work results/identical
 
-``REV`` is checked out into a git worktree under ``--work`` and run with the same Python as
-this tree (``PYTHONPATH=<tree>/src``). Each side's outputs are kept under ``--work/<side>`` and
-a side whose outputs exist is not run again (``--fresh`` reruns both). Compared: every number
+``REV`` (and ``--head REV2``, else this working tree) is checked out into a git worktree under
+``--work`` and run with the same Python (``PYTHONPATH=<tree>/src``). Each side's outputs are
+kept under ``--work/<side>``; a side whose outputs exist is not run again (``--fresh`` reruns
+both). Compared: every number
 of ``results.json`` / ``metrics.json`` (timings, paths and the git commit left out), every
 tensor of the trained models (``torch.equal``), and the prediction and evaluation files byte
 for byte. ``--quick`` shrinks every job (seconds instead of minutes) for a smoke check.
@@ -138,9 +139,19 @@ def compare(base: Path, head: Path) -> dict[str, list[str]]:
     return report
 
 
+def checkout(rev: str, tree: Path) -> Path:
+    """A git worktree of ``rev`` at ``tree`` (reused when it exists)."""
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+                       check=True, capture_output=True)
+    return tree
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="git revision to compare against")
+    ap.add_argument("--head", default=None,
+                    help="git revision to check (default: this working tree)")
     ap.add_argument("--data-dir", default=os.environ.get("MMOE_DATA_DIR"))
     ap.add_argument("--work", default="results/identical")
     ap.add_argument("--quick", action="store_true")
@@ -152,15 +163,13 @@ def main() -> None:
         shutil.rmtree(work / "base", ignore_errors=True)
         shutil.rmtree(work / "head", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
-    tree = work / "base-tree"
-    if not tree.exists():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree),
-                        args.base], check=True, capture_output=True)
+    sides = {"base": checkout(args.base, work / "base-tree") / "src",
+             "head": (checkout(args.head, work / "head-tree") if args.head else ROOT) / "src"}
     table = work / "fixed.csv"
     if not table.exists():
         fixed_table(table)
     commands = jobs(args.data_dir, table, args.quick)
-    for side, src in (("base", tree / "src"), ("head", ROOT / "src")):
+    for side, src in sides.items():
         if args.only in (None, side):
             (work / side).mkdir(exist_ok=True)
             run_side(src, work / side, commands)

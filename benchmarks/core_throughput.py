@@ -1,4 +1,4 @@
-"""Training throughput of mmoe on a generated table (issue: core).
+"""Training throughput of mmoe on a generated table.
 
 A 200k-row table with 40 input columns (30 numeric, 10 categorical with 20 levels each) and
 two binary tasks; MMoE with 8 experts x 16 units, towers of 8, batch 1024, Adam lr 1e-3.

@@ -1,4 +1,4 @@
-"""Peak RSS of `mmoe train --stream` on 1x and 10x rows (issue 6): prints JSON.
+"""Peak RSS of `mmoe train --stream` on 1x and 10x rows: prints JSON.
 
 Each run is a fresh process; its peak RSS comes from getrusage(RUSAGE_CHILDREN) in a
 wrapper process that runs only that one child. Files are Parquet with 50k-row row groups

@@ -1,4 +1,4 @@
-"""Quality bar of issue 6: `mmoe train` with default settings vs per-task gradient boosting
+"""Quality bar: `mmoe train` with default settings vs per-task gradient boosting
 (sklearn HistGradientBoosting) on Census-Income with three binary tasks. Prints JSON.
 
 Tasks: income > 50K, never married, holds a college degree; inputs: every other column
@@ -23,7 +23,7 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
-from mmoe.app.fit import train_model_dir as train_run
+from mmoe.app.fit import train_model_dir
 from mmoe.app.predict import evaluate_dir
 from mmoe.app.spec import build_run_spec
 from mmoe.data.datasets.census import LABEL_EDUCATION, LABEL_INCOME, LABEL_MARITAL, load_census
@@ -50,7 +50,7 @@ def main() -> None:
                               tasks=[f"{c}:binary" for c in TASKS.values()],
                               threads=args.threads)
         start = time.perf_counter()
-        train_run(spec, d / "model")
+        train_model_dir(spec, d / "model")
         result["mmoe_seconds"] = round(time.perf_counter() - start, 1)
         mmoe = evaluate_dir(d / "model", d / "test.parquet")
 

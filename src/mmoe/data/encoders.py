@@ -36,7 +36,7 @@ def _key(value: Any) -> str:
 
 def _keys(series: pd.Series) -> pd.Series:
     """``_key`` of every value (missing stays missing). A text column holds only strings, so
-    ``_key`` is computed once per distinct value (~20x faster on Census-Income's 200k rows)."""
+    ``_key`` is computed once per distinct value, not once per row."""
     if pd.api.types.is_string_dtype(series.dtype):
         uniques = series.dropna().unique()
         return series.map(dict(zip(uniques, (_key(u) for u in uniques), strict=True)))

@@ -14,8 +14,8 @@ class LeanAdam(torch.optim.Adam):
     """``torch.optim.Adam(fused=True)`` whose steps, once every parameter has its state,
     call the fused kernel directly on lists gathered once (torch's ``step`` regroups the
     parameters, states and hyperparameters on every call) outside torch's per-call profiling
-    scope, and whose ``zero_grad`` is a plain loop: together about 1.1x on a census MMoE
-    training step (benchmarks/optimizer_step.py).
+    scope, and whose ``zero_grad`` is a plain loop: what a small model's step spends on
+    bookkeeping (measured by benchmarks/optimizer_step.py; docs/benchmarks/).
 
     The update is torch's own kernel with the same arguments, so the parameters follow
     exactly the trajectory of ``torch.optim.Adam(fused=True)`` (tested bit for bit), and

@@ -390,7 +390,7 @@ def _format_record(record: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def fit(model: MultiTaskModel, train: TensorTable, valid: TensorTable | None = None,
+def fit(model: MultiTaskModel, train: TensorTable | EpochSource, valid: TensorTable | None = None,
         config: TrainConfig = TrainConfig(), **kwargs: Any) -> FitResult:
     """Train ``model`` in place (see :class:`Trainer` for ``checkpoint``, ``extras``,
     ``progress`` and ``resume``).

@@ -131,7 +131,7 @@ def read_census_file(path: str | Path, nrows: int | None = None) -> pd.DataFrame
         >>> read_census_file(census_dir / "census-income.test.gz", nrows=5).shape
         (5, 42)
     """
-    # Default type inference is ~3x faster than asking for str on every column; the coded
+    # Default type inference is much faster than asking for str on every column; the coded
     # integer columns are turned into text afterwards.
     frame = pd.read_csv(path, header=None, names=list(COLUMNS), nrows=nrows,
                         skipinitialspace=True, na_values=["?"], keep_default_na=False)

@@ -44,7 +44,7 @@ def summarize(model: str, runs: Sequence[dict[str, Any]], tasks: Sequence[str]) 
 
 
 def targets(group: int, summary: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets on the test means: MMoE >= the paper's MMoE mean, and (group 2)
+    """The reproduction's targets on the test means: MMoE >= the paper's MMoE mean, and (group 2)
     MMoE >= Shared-Bottom. ``None`` where a needed model was not run."""
     rows = {r["model"]: r for r in summary}
     mmoe = rows.get("mmoe")
