@@ -189,3 +189,18 @@ def test_one_validation_pass_per_epoch_gives_metrics_and_gate_health():
         _data(128), valid)
     assert len(eval_calls) == 3 * 2  # three epochs, one pass of two batches each
     assert all("gates" in r and "valid" in r for r in result.history)
+
+
+def test_the_native_kernels_are_built_when_a_trainer_starts_not_on_import(monkeypatch):
+    from mmoe.cli import main
+    from mmoe.ops.native import loader
+
+    calls = []
+    monkeypatch.setattr(loader, "_state", {})
+    monkeypatch.setattr(loader, "_load", lambda: calls.append(1) or False)
+    with pytest.raises(SystemExit):
+        main(["models"])  # a command that computes nothing builds nothing
+    assert calls == []
+    Trainer(_model(), CFG, progress=False)
+    Trainer(_model(), CFG, progress=False)
+    assert calls == [1]  # once, at the first start; then its outcome is kept
