@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-import mmoe.app.fit as own_data
+import mmoe.app.tables as own_data
 from mmoe import _checks
 from mmoe.cli import main
 

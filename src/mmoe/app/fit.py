@@ -18,18 +18,15 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .. import _checks
 from .._version import git_commit
 from ..data.encoders import TableEncoder
-from ..data.readers import iter_table, read_table
 from ..data.table import TensorTable
 from ..diagnostics import gate_heatmap, utilisation_frame
 from ..models import MultiTaskModel, build_model
@@ -39,7 +36,7 @@ from ..train.distributed import env_rank, env_world
 from ..train.model_dir import check_output_dir, save_model_dir
 from .predict import evaluate_table
 from .spec import RunSpec
-from .tables import holdout, in_file, make_encoder
+from .tables import read_run_tables, stream_run_tables
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -87,22 +84,7 @@ def train_in_memory(spec: RunSpec, progress: bool | None = None, *,
                     ) -> tuple[MultiTaskModel, TableEncoder, FitResult, TensorTable]:
     """Read, encode and train on whole files (checkpointing to ``checkpoint``, resuming from
     it with ``resume``). Returns (model, encoder, fit result, valid)."""
-    with in_file(spec.train):
-        df = read_table(spec.train, categorical=spec.categorical or ())
-    if spec.valid:
-        train_df = df
-        with in_file(spec.valid):
-            valid_df = read_table(spec.valid, categorical=spec.categorical or ())
-    else:
-        train_df, valid_df = holdout(df, spec.valid_fraction, spec.training.seed)
-    del df
-    encoder = make_encoder(spec)
-    with in_file(spec.train):
-        encoder.fit(train_df)
-        train = encoder.transform(train_df)
-    with in_file(spec.valid or spec.train):
-        valid = encoder.transform(valid_df)
-    del train_df, valid_df
+    encoder, train, valid = read_run_tables(spec)
     model = build_for(spec, encoder)
     extras = _resume_extras(spec, encoder, checkpoint, resume)
     result = Trainer(model, spec.training, progress=progress, checkpoint=checkpoint,
@@ -110,62 +92,12 @@ def train_in_memory(spec: RunSpec, progress: bool | None = None, *,
     return model, encoder, result, valid
 
 
-def _head(path: str, rows: int, spec: RunSpec, columns: list[str] | None) -> pd.DataFrame:
-    """The first ``rows`` rows of a file, read in chunks."""
-    parts, have = [], 0
-    for chunk in iter_table(path, min(spec.chunk_rows, rows), columns,
-                            categorical=spec.categorical or ()):
-        parts.append(chunk.iloc[: rows - have])
-        have += len(parts[-1])
-        if have >= rows:
-            break
-    return pd.concat(parts, ignore_index=True)
-
-
 def train_streaming(spec: RunSpec, progress: bool | None = None, *,
                     checkpoint: Path | None = None, resume: bool = False, device: str = "auto"
                     ) -> tuple[MultiTaskModel, TableEncoder, FitResult, TensorTable]:
-    """Train batch by batch from the file through a shuffle buffer (bounded memory).
-
-    The encoder is fitted on the first ``fit_rows`` rows. Without a validation file every
-    k-th of those rows (k = 1/valid_fraction) is held out and skipped in training.
-    """
-    with in_file(spec.train):
-        head = _head(spec.train, spec.fit_rows, spec, None)
-        keep = [c for c in head.columns if c not in spec.id_columns
-                and c not in spec.exclude]  # only the columns the model reads
-    every = max(2, round(1 / spec.valid_fraction))
-    holdout_rows = 0
-    if spec.valid:
-        with in_file(spec.valid):
-            valid_df = read_table(spec.valid, categorical=spec.categorical or ())
-        fit_df = head
-    else:
-        _checks.check(len(head) >= 2, f"file '{spec.train}': too few rows to hold out "
-                      "validation rows; pass --valid FILE")
-        is_valid = np.arange(len(head)) % every == 0
-        valid_df, fit_df = head[is_valid], head[~is_valid]
-        holdout_rows = len(head)
-    encoder = make_encoder(spec)
-    with in_file(spec.train):
-        encoder.fit(fit_df)
-    with in_file(spec.valid or spec.train):
-        valid = encoder.transform(valid_df)
-    del head, fit_df, valid_df
-
-    def chunks() -> Iterator[TensorTable]:
-        offset = 0
-        with in_file(spec.train):
-            for chunk in iter_table(spec.train, spec.chunk_rows, keep,
-                                    categorical=spec.categorical or ()):
-                index = np.arange(offset, offset + len(chunk))
-                offset += len(chunk)
-                if holdout_rows and index[0] < holdout_rows:
-                    drop = (index < holdout_rows) & (index % every == 0)
-                    chunk = chunk[~drop]
-                if len(chunk):
-                    yield encoder.transform(chunk)
-
+    """Train batch by batch from the file through a shuffle buffer (bounded memory; see
+    :func:`~mmoe.app.tables.stream_run_tables`)."""
+    encoder, chunks, valid = stream_run_tables(spec)
     cfg = spec.training
     model = build_for(spec, encoder)
     extras = _resume_extras(spec, encoder, checkpoint, resume)
