@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from mmoe import TaskSpec
 from mmoe.data.encoders import TableEncoder
-from mmoe.data.readers import read_table, write_table
+from mmoe.data.readers import iter_table, read_table
+from mmoe.data.writers import write_table
 
 FAST = settings(max_examples=20, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -126,3 +127,96 @@ def test_infinite_and_overflowing_inputs_are_clear_errors():
                         (pd.DataFrame({"x": [1.0, 2.0], "y": [1.0, -math.inf]}), "'y'")):
         with pytest.raises(ValueError, match=needle):
             TableEncoder([task]).fit(bad).transform(bad)
+
+
+# ---- hostile files and descriptions --------------------------------------------------------
+csv_bytes = st.lists(st.one_of(st.sampled_from([b",", b'"', b"\n", b"\r\n", b"a", b"1", b"x,x",
+                                                b"\xe9", b"\xff\xfe", b"\xef\xbb\xbf", b"NA",
+                                                b"1e308", b"-", b"\x00", b" "]),
+                               st.binary(max_size=4)), min_size=1, max_size=40).map(b"".join)
+
+
+@FAST
+@given(data=csv_bytes, chunk=st.integers(1, 5), gz=st.booleans())
+def test_any_csv_bytes_give_a_table_or_one_line(tmp_path, data, chunk, gz):
+    import gzip
+
+    path = tmp_path / ("f.csv.gz" if gz else "f.csv")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    for read in (lambda: read_table(path), lambda: pd.concat(iter_table(path, chunk)),
+                 lambda: read_table(path, raw=["a"])):
+        try:
+            df = read()
+        except ValueError as err:
+            assert type(err) is ValueError and "\n" not in str(err) and str(path) in str(err)
+            continue
+        assert len(set(df.columns)) == len(df.columns) and len(df) > 0
+        assert not any(isinstance(v, bytes) for c in df.columns for v in df[c].tolist())
+
+
+ids = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+              max_size=12)
+
+
+@FAST
+@given(values=st.lists(ids, min_size=1, max_size=20), chunk=st.integers(1, 7),
+       fmt=st.sampled_from(["csv", "csv.gz", "parquet"]))
+def test_raw_ids_come_back_exactly(tmp_path, values, chunk, fmt):
+    df = pd.DataFrame({"id": pd.Series(values, dtype=object), "x": np.arange(len(values))})
+    path = write_table(df, tmp_path / f"ids.{fmt}")
+    assert read_table(path, raw=["id"])["id"].tolist() == values
+    assert pd.concat(iter_table(path, chunk, raw=["id"]))["id"].tolist() == values
+    again = write_table(read_table(path, raw=["id"]), tmp_path / f"again.{fmt}")
+    assert again.read_bytes() == path.read_bytes() or fmt == "parquet"
+
+
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
+                                     st.text(max_size=5)),
+                           lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                   st.dictionaries(st.text(max_size=5), inner,
+                                                                   max_size=3)),
+                           max_leaves=8)
+
+
+def _saved_encoder() -> dict:
+    df = pd.DataFrame({"x": [1.0, np.nan, 3.0, 4.0], "c": ["a", "b", "a", "b"],
+                       "y": [0, 1, 1, 0], "r": [1.0, 2.0, 3.0, 4.0], "m": ["p", "q", "p", "s"]})
+    tasks = [TaskSpec("y"), TaskSpec("r", "regression"), TaskSpec("m", "multiclass")]
+    return TableEncoder(tasks, scale_regression=True).fit(df).to_dict()
+
+
+@FAST
+@given(path=st.lists(st.sampled_from(["tasks", 0, 1, 2, "stats", "x", "vocab", "c", "classes",
+                                      "positive", "kind", "numeric", "label_stats", "r",
+                                      "min_count", "indicators", "weight_column", "name"]),
+                     min_size=1, max_size=3),
+       value=json_values, delete=st.booleans())
+def test_damaged_encoder_description_loads_or_is_one_line(path, value, delete):
+    data = _saved_encoder()
+    target = data
+    for key in path[:-1]:
+        try:
+            target = target[key]
+        except (KeyError, IndexError, TypeError):
+            return
+    if not isinstance(target, dict | list):
+        return
+    try:
+        if delete:
+            del target[path[-1]]
+        else:
+            target[path[-1]] = value
+    except (KeyError, IndexError, TypeError):
+        return
+    try:
+        enc = TableEncoder.from_dict(data)
+    except ValueError as err:
+        assert type(err) is ValueError and "\n" not in str(err)
+        assert str(err).startswith("encoder description: ")
+        return
+    df = pd.DataFrame({"x": [1.0, 2.0], "c": ["a", "z"], "y": [0, 1], "r": [1.0, 2.0],
+                       "m": ["p", "q"]})
+    try:  # what loads encodes valid rows or fails on them with one line
+        enc.transform(df)
+    except ValueError as err:
+        assert "\n" not in str(err)

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmoe.data.readers import TableWriter, iter_table, read_table, table_format, write_table
+from mmoe.data.files import table_format
+from mmoe.data.readers import iter_table, read_table
+from mmoe.data.writers import TableWriter, write_table
 
 
 def _frame(n=25):

@@ -21,7 +21,7 @@ from ..train import Trainer
 from .fit import build_for
 from .predict import evaluate_table, predict_frame
 from .spec import DEFAULT_MODEL, DEFAULT_TRAINING, RunSpec, parse_task
-from .tables import holdout, make_encoder
+from .tables import check_columns, holdout, make_encoder
 
 
 class MultiTaskEstimator(BaseEstimator):
@@ -117,6 +117,7 @@ class MultiTaskEstimator(BaseEstimator):
             train_df, valid_df = holdout(X, spec.valid_fraction, spec.training.seed)
         else:
             train_df, valid_df = X, valid
+        check_columns(spec, list(X.columns))  # a misspelt column name is an error
         encoder = make_encoder(spec).fit(train_df)
         train, valid_table = encoder.transform(train_df), encoder.transform(valid_df)
         model = build_for(spec, encoder)

@@ -1,6 +1,6 @@
 """Evaluate and predict with a trained model on a user's table (the library behind
 `mmoe evaluate` and `mmoe predict`): regression in the label's units, multiclass as labels and
-probabilities, ids kept, files read and written in chunks."""
+probabilities, ids kept as they were read, files read and written in chunks."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from .. import _checks
 from ..data.encoders import TableEncoder
-from ..data.readers import DEFAULT_CHUNK_ROWS, TableWriter, iter_table
+from ..data.files import table_format
+from ..data.readers import DEFAULT_CHUNK_ROWS, iter_table
 from ..data.table import TensorTable
+from ..data.writers import TableWriter
 from ..metrics import evaluate, task_outputs
 from ..models import MultiTaskModel
 from ..train.evaluation import health, model_pass, predict_logits
-from ..train.model_dir import ModelDir, load_model_dir
+from ..train.model_dir import ModelDir, load_model_dir, own_files
 from .tables import in_file, original_scale
 
 
@@ -49,7 +54,7 @@ def predict_frame(model: MultiTaskModel, encoder: TableEncoder, df: pd.DataFrame
     """
     table = encoder.transform(df, labels=False)
     logits, _ = original_scale(encoder, model, predict_logits(model, table).numpy())
-    out: dict[str, Any] = {c: df[c].to_numpy() for c in id_columns}
+    out: dict[str, Any] = {c: df[c].array for c in id_columns}  # values and type as read
     for task, cols in zip(model.tasks, model.task_slices, strict=True):
         if task.kind == "regression":
             out[task.name] = logits[:, cols][:, 0]
@@ -115,8 +120,11 @@ def predict_file(model_dir: str | os.PathLike, path: str | os.PathLike,
                  out: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> int:
     """Predict every row of ``path`` into ``out`` (CSV or Parquet by extension), in chunks.
 
-    The id columns the model was trained with are copied when the file has them. ``out`` is
-    written atomically: a failure leaves any existing ``out`` as it was.
+    The id columns the model was trained with are copied when the file has them, as they
+    were read: a CSV id's text (``003000`` stays ``003000``), a Parquet id's type. In a
+    Parquet file written from a CSV file, an id column whose every value is an integer
+    written plainly (no '+', no leading zero, within int64) is int64, other ids are text.
+    ``out`` is written atomically: a failure leaves any existing ``out`` as it was.
 
     Returns:
         The number of rows written.
@@ -127,10 +135,49 @@ def predict_file(model_dir: str | os.PathLike, path: str | os.PathLike,
         >>> pd.read_parquet("preds.parquet").columns.tolist()
         ['user_id', 'clicked', 'hours']
     """
+    _checks.output_apart(out, [path, *own_files(model_dir)])  # never over an input
     md: ModelDir = load_model_dir(model_dir)
     ids = tuple(md.config.get("columns", {}).get("id", []) or ())
+    with in_file(path):
+        ints = _integer_ids(path, ids, chunk_rows) \
+            if table_format(path) == "csv" and table_format(out) == "parquet" else ()
     with TableWriter(out) as writer, in_file(path):
-        for chunk in iter_table(path, chunk_rows, categorical=_declared_categorical(md)):
+        for chunk in iter_table(path, chunk_rows, categorical=_declared_categorical(md),
+                                raw=ids):
+            for c in ints:
+                chunk[c] = pd.arrays.ArrowExtensionArray(_as_int64(pa.array(chunk[c].array)))
             present = tuple(c for c in ids if c in chunk.columns)
             writer.write(predict_frame(md.model, md.encoder, chunk, present))
     return writer.rows
+
+
+_PLAIN_INTEGER = r"^(0|-?[1-9][0-9]{0,18})?$"  # "" is a missing id
+
+
+def _as_int64(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Plainly written integers (see :data:`_PLAIN_INTEGER`) as int64, "" as missing."""
+    return pc.cast(pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text),
+                   pa.int64())
+
+
+def _integer_ids(path: str | os.PathLike, ids: tuple[str, ...],
+                 chunk_rows: int) -> tuple[str, ...]:
+    """The CSV id columns whose every value is a plainly written int64 (one pass over them)."""
+    have = next(iter_table(path, 1)).columns if ids else ()
+    ints = [c for c in ids if c in have]
+    for chunk in iter_table(path, chunk_rows, columns=ints, raw=ints) if ints else ():
+        ints = [c for c in ints if _plain_integers(pa.array(chunk[c].array))]
+        if not ints:
+            break
+    return tuple(ints)
+
+
+def _plain_integers(text: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether every value is a plainly written integer that fits int64."""
+    if not pc.all(pc.match_substring_regex(text, _PLAIN_INTEGER)).as_py():
+        return False
+    try:
+        _as_int64(text)
+    except pa.ArrowInvalid:  # beyond int64
+        return False
+    return True

@@ -1,27 +1,34 @@
-"""A user's table as the model sees it: files read with errors that name them, the encoder
-for a run, the run's training and validation rows (whole or streamed), a seeded validation
-hold-out, and regression values back in the label's units."""
+"""A user's table as the model sees it: files read with errors that name them (and the line
+of a bad value), the encoder for a run, the columns a run names checked against the file, the
+run's training and validation rows (whole or streamed), a seeded validation hold-out, and
+regression values back in the label's units.
+
+Rows keep their position in the file as their index through the hold-out and the stream's
+chunks, so an error in any of them names the file's own line (:func:`in_file`)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .. import _checks
 from ..data.encoders import TableEncoder
+from ..data.files import where_in_file
 from ..data.readers import iter_table, read_table
-from ..data.table import TensorTable
+from ..data.table import RowError, TensorTable
 from ..models import MultiTaskModel
 from .spec import RunSpec
 
 
 @contextlib.contextmanager
 def in_file(path: str | os.PathLike) -> Iterator[None]:
-    """Prefix data errors raised inside the block with the file they concern.
+    """Prefix data errors raised inside the block with the file they concern; an error at a
+    row (:class:`~mmoe.data.table.RowError`, rows indexed by their position in the file) names
+    the file's own line (CSV) or row index (Parquet).
 
     Example:
         >>> with in_file("t.csv"):
@@ -29,9 +36,19 @@ def in_file(path: str | os.PathLike) -> Iterator[None]:
         Traceback (most recent call last):
         ...
         ValueError: file 't.csv': column 'a' is missing
+        >>> _ = open("u.csv", "w").write("a\\n1\\n2\\nx\\n")
+        >>> with in_file("u.csv"):
+        ...     raise RowError("column 'a': non-numeric value 'x'", 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: file 'u.csv': column 'a': non-numeric value 'x' at line 4
     """
     try:
         yield
+    except RowError as err:
+        located = err.located(where_in_file(path, err.row)) if isinstance(err.row, int) \
+            else str(err)
+        raise ValueError(f"file '{path}': {located}") from None
     except ValueError as err:
         msg = str(err)
         if str(path) in msg:
@@ -53,21 +70,51 @@ def make_encoder(spec: RunSpec) -> TableEncoder:
                         scale_regression=True)
 
 
+def check_columns(spec: RunSpec, columns: Sequence[str]) -> None:
+    """Fail unless every column ``spec`` names (``--id``, ``--exclude``, ``--weight``,
+    ``--numeric``, ``--categorical``) is in the file: a misspelt name is an error, not a
+    column silently used as an input.
+
+    Args:
+        spec: the run.
+        columns: the training file's columns.
+
+    Returns:
+        Nothing; a ``ValueError`` naming the flag and the column when one is missing.
+
+    Example:
+        >>> from mmoe.app.spec import build_run_spec
+        >>> check_columns(build_run_spec(train="t.csv", tasks=["y:binary"], id_columns=["uid"]),
+        ...               ["user_id", "x", "y"])
+        Traceback (most recent call last):
+        ...
+        ValueError: --id column 'uid' is not in the file (columns: user_id, x, y); fix the name
+    """
+    named = [("--id", c) for c in spec.id_columns] + [("--exclude", c) for c in spec.exclude]
+    named += [("--weight", spec.weight_column)] if spec.weight_column else []
+    named += [("--numeric", c) for c in spec.numeric or ()]
+    named += [("--categorical", c) for c in spec.categorical or ()]
+    for flag, column in named:
+        _checks.check(column in columns, f"{flag} column '{column}' is not in the file (columns:"
+                      f" {', '.join(map(str, list(columns)[:12]))}"
+                      f"{', ...' if len(columns) > 12 else ''}); fix the name")
+
+
 def holdout(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A seeded random split (train, valid) of ``df``, ``fraction`` of it for validation.
+    Both parts keep ``df``'s index (for a file read by :mod:`mmoe.data.readers`: each row's
+    position in the file, so errors name the file's line).
 
     Example:
         >>> train, valid = holdout(pd.DataFrame({"a": range(10)}), 0.2, seed=0)
-        >>> len(train), len(valid)
-        (8, 2)
+        >>> len(train), len(valid), valid.index.tolist()
+        (8, 2, [4, 6])
     """
     _checks.check(len(df) >= 2, f"the training file has {len(df)} row(s); at least 2 are needed "
                   "to hold out validation rows (or pass --valid FILE)")
     order = np.random.default_rng(seed).permutation(len(df))
     n_valid = min(max(1, round(fraction * len(df))), len(df) - 1)
-    valid = df.iloc[np.sort(order[:n_valid])].reset_index(drop=True)
-    train = df.iloc[np.sort(order[n_valid:])].reset_index(drop=True)
-    return train, valid
+    return df.iloc[np.sort(order[n_valid:])], df.iloc[np.sort(order[:n_valid])]
 
 
 def original_scale(encoder: TableEncoder, model: MultiTaskModel, logits: np.ndarray,
@@ -90,6 +137,7 @@ def read_run_tables(spec: RunSpec) -> tuple[TableEncoder, TensorTable, TensorTab
     of the training file is held out (:func:`holdout`)."""
     with in_file(spec.train):
         df = read_table(spec.train, categorical=spec.categorical or ())
+        check_columns(spec, df.columns)
     if spec.valid:
         train_df = df
         with in_file(spec.valid):
@@ -115,7 +163,7 @@ def _head(path: str, rows: int, spec: RunSpec) -> pd.DataFrame:
         have += len(parts[-1])
         if have >= rows:
             break
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat(parts)  # the index stays each row's position in the file
 
 
 def stream_run_tables(spec: RunSpec) -> tuple[TableEncoder, Callable[[], Iterator[TensorTable]],
@@ -128,6 +176,7 @@ def stream_run_tables(spec: RunSpec) -> tuple[TableEncoder, Callable[[], Iterato
     """
     with in_file(spec.train):
         head = _head(spec.train, spec.fit_rows, spec)
+        check_columns(spec, head.columns)
         keep = [c for c in head.columns if c not in spec.id_columns
                 and c not in spec.exclude]  # only the columns the model reads
     every = max(2, round(1 / spec.valid_fraction))
@@ -149,12 +198,10 @@ def stream_run_tables(spec: RunSpec) -> tuple[TableEncoder, Callable[[], Iterato
         valid = encoder.transform(valid_df)
 
     def chunks() -> Iterator[TensorTable]:
-        offset = 0
         with in_file(spec.train):
             for chunk in iter_table(spec.train, spec.chunk_rows, keep,
                                     categorical=spec.categorical or ()):
-                index = np.arange(offset, offset + len(chunk))
-                offset += len(chunk)
+                index = chunk.index.to_numpy()  # each row's position in the file
                 if holdout_rows and index[0] < holdout_rows:
                     drop = (index < holdout_rows) & (index % every == 0)
                     chunk = chunk[~drop]

@@ -4,6 +4,10 @@ Numeric columns are standardised with training statistics; a numeric column with
 values in training also gets a ``<column>__missing`` indicator, and missing values are imputed
 with the training mean. Categorical columns map to codes 1..K by their training vocabulary;
 unseen and missing values map to 0 (out of vocabulary). Labels are validated per task kind.
+
+A bad value is a :class:`RowError` naming the row by the frame's index label; the readers
+index rows by their position in the file, so the caller that knows the file can name its
+line (``mmoe.app.tables.in_file``).
 """
 
 from __future__ import annotations
@@ -18,11 +22,27 @@ import torch
 
 from .. import _checks
 from ..config import InputSpec, TaskSpec
-from .table import TensorTable
+from .saved_encoder import KEYS as _KEYS
+from .saved_encoder import all_str as _all_str
+from .saved_encoder import check as _check
+from .saved_encoder import names as _names
+from .saved_encoder import pairs as _pairs
+from .saved_encoder import show as _show
+from .saved_encoder import task as _task
+from .table import RowError, TensorTable
 
 _F32_MAX = float(np.finfo(np.float32).max)
+#: largest regression label: the metrics square errors in float32, so beyond sqrt(max) even
+#: one label's squared error overflows
+_LABEL_MAX = float(np.sqrt(_F32_MAX))
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
+
+
+def _fail_at(index: pd.Index, bad: np.ndarray, head: str, tail: str) -> None:
+    """Raise a :class:`RowError` at the first row where ``bad`` holds, named by ``index``."""
+    label = index[int(np.flatnonzero(bad)[0])]
+    raise RowError(head, label.item() if isinstance(label, np.generic) else label, tail)
 
 
 def _key(value: Any) -> str:
@@ -49,39 +69,56 @@ def _codes(series: pd.Series, values: Sequence[str]) -> np.ndarray:
     return pd.Index(list(values)).get_indexer(keys).astype(np.int64)
 
 
+def _shown(columns: Sequence[Any]) -> str:
+    """The first dozen column names, for a message."""
+    return ", ".join(map(str, list(columns)[:12])) + (", ..." if len(columns) > 12 else "")
+
+
 def _require(df: pd.DataFrame, column: str, role: str) -> pd.Series:
     if column not in df.columns:
-        shown = ", ".join(map(str, list(df.columns)[:12]))
-        _checks.fail(f"{role} column '{column}' is not in the data (columns: {shown}"
-                     f"{', ...' if len(df.columns) > 12 else ''})")
+        _checks.fail(f"{role} column '{column}' is not in the data (columns: "
+                     f"{_shown(df.columns)}); fix the name")
     return df[column]
 
 
 def _to_numeric(series: pd.Series, column: str) -> np.ndarray:
     """Floats with NaN for missing; text that is not a number is an error naming the column."""
     values = pd.to_numeric(series, errors="coerce")
-    bad = values.isna() & series.notna() & (series.astype(str).str.strip() != "")
+    bad = (values.isna() & series.notna() & (series.astype(str).str.strip() != "")).to_numpy()
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        _checks.fail(f"column '{column}': non-numeric value {series.iloc[row]!r} at row {row} in "
-                     "a numeric column; fix the value or declare the column categorical")
+        value = series.iloc[int(np.flatnonzero(bad)[0])]
+        _fail_at(series.index, bad, f"column '{column}': non-numeric value {_show(value)}",
+                 " in a numeric column; fix the value or declare the column categorical")
     out = values.to_numpy(dtype=np.float64, na_value=np.nan)
     if np.isinf(out).any():
-        row = int(np.flatnonzero(np.isinf(out))[0])
-        _checks.fail(f"column '{column}': infinite value {out[row]} at row {row}; replace it "
-                     "with a finite number or leave it empty (missing)")
+        value = out[np.isinf(out)][0]
+        _fail_at(series.index, np.isinf(out), f"column '{column}': infinite value {value}",
+                 "; replace it with a finite number or leave it empty (missing)")
     return out
 
 
-def _float32(values: np.ndarray, column: str) -> np.ndarray:
+def _float32(values: np.ndarray, column: str, index: pd.Index) -> np.ndarray:
     """``values`` as float32; a value float32 cannot hold is an error, not a silent inf."""
     with np.errstate(over="ignore", invalid="ignore"):
         bad = ~np.isnan(values) & ~(np.abs(values) <= _F32_MAX)
     if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        _checks.fail(f"column '{column}': value at row {row} is too large for the model's "
-                     f"float32 arithmetic after encoding ({values[row]}); rescale the column")
+        _fail_at(index, bad, f"column '{column}': value {values[bad][0]}",
+                 " is too large for the model's float32 arithmetic after encoding; rescale "
+                 "the column")
     return values.astype(np.float32)
+
+
+def _label_values(series: pd.Series, column: str) -> np.ndarray:
+    """A regression label column as floats; a label whose squared error would overflow the
+    metrics is an error at encoding, not an inf after training."""
+    y = _to_numeric(series, column)
+    with np.errstate(invalid="ignore"):
+        big = np.abs(y) > _LABEL_MAX
+    if big.any():
+        _fail_at(series.index, big, f"column '{column}': regression label {y[big][0]}",
+                 f" is beyond +-{_LABEL_MAX:.3g}, where squared errors overflow; rescale "
+                 "the column (e.g. divide it by a power of 10)")
+    return y
 
 
 def _mean_std(values: np.ndarray) -> tuple[float, float]:
@@ -137,19 +174,16 @@ class TableEncoder:
     def fit(self, df: pd.DataFrame) -> TableEncoder:
         """Learn column types, statistics, vocabularies and label values from ``df``."""
         _checks.check(len(df) > 0, "the training data has no rows")
-        label_cols = [t.column for t in self.tasks]
-        reserved = set(label_cols) | set(self.exclude) | {self.weight_column}
+        self._check_roles()
+        reserved = {t.column for t in self.tasks} | set(self.exclude) | {self.weight_column}
         if self.numeric is None or self.categorical is None:
-            inferred_num = [c for c in df.columns if c not in reserved
-                            and pd.api.types.is_numeric_dtype(df[c])
-                            and not pd.api.types.is_bool_dtype(df[c])]
-            inferred_cat = [c for c in df.columns if c not in reserved and c not in inferred_num]
-            if self.numeric is None:
-                self.numeric = [c for c in inferred_num if c not in (self.categorical or [])]
-            if self.categorical is None:
-                self.categorical = [c for c in df.columns if c not in reserved
-                                    and c not in self.numeric
-                                    and (c in inferred_cat or c in inferred_num)]
+            # undeclared columns take the type of their dtype; declared ones keep theirs
+            declared = set(self.numeric or ()) | set(self.categorical or ())
+            free = [c for c in df.columns if c not in reserved and c not in declared]
+            guess = [c for c in free if pd.api.types.is_numeric_dtype(df[c])
+                     and not pd.api.types.is_bool_dtype(df[c])]
+            self.numeric = list(self.numeric or ()) + guess
+            self.categorical = list(self.categorical or ()) + [c for c in free if c not in guess]
         both = set(self.numeric) & set(self.categorical)
         _checks.check(not both, f"column(s) {sorted(both)} declared both numeric and categorical")
         _checks.check(bool(self.numeric or self.categorical),
@@ -168,10 +202,20 @@ class TableEncoder:
         if self.scale_regression:
             for task in self.tasks:
                 if task.kind == "regression":
-                    y = _to_numeric(df[task.column], task.column)
+                    y = _label_values(df[task.column], task.column)
                     self.label_stats[task.name] = _mean_std(y)
         self.fitted = True
         return self
+
+    def _check_roles(self) -> None:
+        """No label, weight or excluded column is also declared an input."""
+        roles = {c: "excluded (an id or --exclude column)" for c in self.exclude}
+        roles[self.weight_column] = "the sample-weight column"
+        roles.update({t.column: f"the label of task '{t.name}'" for t in self.tasks})
+        for kind, columns in (("numeric", self.numeric), ("categorical", self.categorical)):
+            for col in [c for c in columns or () if c in roles]:
+                _checks.fail(f"column '{col}' is {roles[col]} and cannot also be an input; "
+                             f"remove it from the {kind} columns (--{kind})")
 
     @staticmethod
     def _fit_task(task: TaskSpec, series: pd.Series) -> TaskSpec:
@@ -181,7 +225,7 @@ class TableEncoder:
                       f"task '{task.name}': column '{task.column}' has no labels in the "
                       "training data")
         if task.kind == "regression":
-            _to_numeric(series, task.column)
+            _label_values(series, task.column)
             return task
         keys = sorted(set(present.map(_key)))
         if task.kind == "multiclass":
@@ -217,7 +261,8 @@ class TableEncoder:
             raw = {c: _to_numeric(_require(df, c, "numeric"), c) for c in self.numeric}
             with np.errstate(over="ignore", invalid="ignore"):
                 cols = [_float32(np.nan_to_num((raw[c] - self.stats[c][0]) / self.stats[c][1],
-                                               nan=0.0, posinf=np.inf, neginf=-np.inf), c)
+                                               nan=0.0, posinf=np.inf, neginf=-np.inf), c,
+                                 df.index)
                         for c in self.numeric]  # standardised; missing -> the training mean (0)
             cols += [np.isnan(raw[c]).astype(np.float32) for c in self.indicators]
             numeric = torch.from_numpy(np.stack(cols, axis=1))
@@ -230,9 +275,12 @@ class TableEncoder:
         weights = None
         if self.weight_column is not None and (labels or self.weight_column in df.columns):
             w = _to_numeric(_require(df, self.weight_column, "sample-weight"), self.weight_column)
-            _checks.check(bool(np.all(np.isfinite(w)) and np.all(w >= 0)),
-                          f"sample-weight column '{self.weight_column}' must be finite and >= 0")
-            weights = torch.from_numpy(_float32(w, self.weight_column))
+            with np.errstate(invalid="ignore"):
+                bad = ~(np.isfinite(w) & (w >= 0))
+            if bad.any():
+                _fail_at(df.index, bad, f"sample-weight column '{self.weight_column}': value "
+                         f"{w[bad][0]}", "; weights must be finite and >= 0")
+            weights = torch.from_numpy(_float32(w, self.weight_column, df.index))
         return TensorTable(numeric, categorical, y, weights)
 
     def _labels(self, df: pd.DataFrame) -> torch.Tensor:
@@ -242,14 +290,15 @@ class TableEncoder:
             if task.kind == "regression":
                 mean, std = self.label_stats.get(task.name, (0.0, 1.0))
                 with np.errstate(over="ignore", invalid="ignore"):
-                    out[:, t] = _float32((_to_numeric(series, task.column) - mean) / std,
-                                         task.column)
+                    out[:, t] = _float32((_label_values(series, task.column) - mean) / std,
+                                         task.column, df.index)
                 continue
             codes = _codes(series, task.classes)
             unknown = (codes < 0) & series.notna().to_numpy()
             if unknown.any():
-                _checks.fail(f"task '{task.name}': label value {series[unknown].iloc[0]!r} in "
-                             f"column '{task.column}' is not one of {list(task.classes)}")
+                _fail_at(df.index, unknown, f"task '{task.name}': label value "
+                         f"{_show(series[unknown].iloc[0])} in column '{task.column}'",
+                         f" is not one of {list(task.classes)}")
             out[:, t] = np.where(codes >= 0, codes, np.nan)
         return torch.from_numpy(out)
 
@@ -279,14 +328,34 @@ class TableEncoder:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TableEncoder:
-        """Inverse of :meth:`to_dict`."""
-        enc = cls([TaskSpec.from_dict(t) for t in data["tasks"]], data["numeric"],
-                  data["categorical"], data["weight_column"], data["exclude"], data["min_count"])
-        enc.stats = {k: (float(v[0]), float(v[1])) for k, v in data["stats"].items()}
-        enc.indicators = list(data["indicators"])
-        enc.vocab = {k: list(v) for k, v in data["vocab"].items()}
-        enc.label_stats = {k: (float(v[0]), float(v[1]))
-                           for k, v in data.get("label_stats", {}).items()}
+        """Inverse of :meth:`to_dict`. Content :meth:`to_dict` cannot have written (a missing
+        key, a wrong type, a nested structure, a non-finite statistic) is one ``ValueError``.
+
+        Example:
+            >>> TableEncoder.from_dict({"tasks": []})
+            Traceback (most recent call last):
+            ...
+            ValueError: encoder description: it must be a table with tasks, numeric, ...
+        """
+        _check(isinstance(data, dict) and all(k in data for k in _KEYS),
+               f"it must be a table with {', '.join(_KEYS)}")
+        _check(isinstance(data["tasks"], list) and len(data["tasks"]) > 0,
+               "'tasks' must be a non-empty list of tasks")
+        tasks = [_task(t) for t in data["tasks"]]
+        numeric, categorical, exclude, indicators = (
+            _names(data[k], k) for k in ("numeric", "categorical", "exclude", "indicators"))
+        weight, min_count, vocab = data["weight_column"], data["min_count"], data["vocab"]
+        _check(isinstance(weight, str | None), "'weight_column' must be a column name or null")
+        _check(type(min_count) is int and min_count >= 1, "'min_count' must be an integer >= 1")
+        _check(isinstance(vocab, dict) and set(vocab) == set(categorical)
+               and all(isinstance(v, list) and _all_str(v) for v in vocab.values()),
+               "'vocab' must map each categorical column to a list of values")
+        _check(set(indicators) <= set(numeric), "'indicators' must name numeric columns")
+        enc = cls(tasks, numeric, categorical, weight, exclude, min_count)
+        enc.stats = _pairs(data["stats"], "stats", set(numeric), every=True)
+        enc.indicators, enc.vocab = indicators, {k: list(v) for k, v in vocab.items()}
+        enc.label_stats = _pairs(data.get("label_stats", {}), "label_stats",
+                                 {t.name for t in tasks if t.kind == "regression"}, every=False)
         enc.scale_regression = bool(enc.label_stats)
         enc.fitted = True
         return enc

@@ -1,7 +1,13 @@
-"""Read and write tables: CSV (plain or gzip) and Parquet, whole or in chunks, with pyarrow.
+"""Read tables: CSV (plain or gzip) and Parquet, whole or in chunks, with pyarrow (writing is
+:mod:`.writers`; where a row sits in its file, :mod:`.files`).
 
-Every error names the file: a missing file, an empty one, an unknown extension or content
-pyarrow cannot parse is one ``ValueError`` / ``FileNotFoundError`` line with the fix.
+Every error is one ``ValueError`` / ``FileNotFoundError`` line naming the file and the fix: a
+missing, empty or unparsable file, an unknown extension, duplicate or empty column names, a
+CSV header that looks like data, a nested Parquet column; in CSV (UTF-8, a BOM allowed) a byte
+that is not UTF-8, a line with too many or too few fields or a non-number in a numeric column
+at its line (the header is line 1). Frames are indexed by each row's position in its file
+(chunks too) so later errors can name the line (:func:`where_in_file`); ``raw`` columns (ids)
+come back as stored: CSV text as written, Parquet values in their own type.
 
 Chunked CSV reading infers column types from the first block, then reads every integer
 column as float64 (a later block with a missing value or a decimal must not change its type)
@@ -12,86 +18,46 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .. import _checks
-from .._fileio import AtomicFile, Transaction
+from .files import (
+    bad_text,
+    check_file,
+    csv_input,
+    table_format,
+    unreadable,
+)
 
-CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.gzip", ".txt", ".txt.gz")
-PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 DEFAULT_CHUNK_ROWS = 65_536
 _BLOCK_BYTES = 1 << 20  # CSV read block: bounds the memory of one parsing step
+_NULLS = pa.array(pacsv.ConvertOptions().null_values, pa.string())
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, EOFError)
 
 
-def table_format(path: str | os.PathLike) -> str:
-    """``"csv"`` or ``"parquet"`` from the file name; anything else is an error naming it.
-
-    Example:
-        >>> table_format("rows.csv.gz"), table_format("rows.parquet")
-        ('csv', 'parquet')
-    """
-    name = Path(path).name.lower()
-    if name.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    if name.endswith(CSV_SUFFIXES):
-        return "csv"
-    _checks.fail(f"'{path}': unknown table format; use a .csv, .csv.gz or .parquet file")
-    return ""  # unreachable
-
-
-def _check_file(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"file '{path}' does not exist; check the path")
-    _checks.check(path.is_file(), f"'{path}' is not a file")
-    _checks.check(path.stat().st_size > 0, f"file '{path}' is empty; it needs a header row "
-                  "and at least one data row")
-    table_format(path)
-    return path
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-_CSV_CONVERSION = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error "
-                             r"to (\w+): invalid value '(.*)'")
-
-
-def _unreadable(path: Path, err: BaseException) -> ValueError:
-    kind = table_format(path)
-    match = _CSV_CONVERSION.search(str(err))
-    if match is not None and kind == "csv":
-        col, row, _, value = match.groups()
-        try:
-            name = _csv_header(path)[int(col)]
-        except (IndexError, pa.ArrowInvalid, OSError):
-            name = f"#{col}"
-        where = f" at line {row}" if row else ""
-        return ValueError(f"file '{path}': column '{name}' has the non-numeric value {value!r}"
-                          f"{where}; fix the value, or declare the column categorical "
-                          f"(--categorical {name}) when training")
-    return ValueError(f"file '{path}' cannot be read as {kind.upper()}: {_first_line(err)}; "
-                      "check the file's format and extension")
-
-
-def _to_pandas(table: pa.Table) -> pd.DataFrame:
-    return table.to_pandas(split_blocks=True, self_destruct=True)
-
-
-def _csv_convert(categorical: Sequence[str] = (),
-                 column_types: dict[str, pa.DataType] | None = None) -> pacsv.ConvertOptions:
-    types = {c: pa.string() for c in categorical}
-    types.update(column_types or {})
-    return pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
+# ---- schema checks -------------------------------------------------------------------------
+def _check_names(path: Path, names: Sequence[str], is_csv: bool) -> None:
+    """Column names are non-empty and unique, and a CSV header does not look like data."""
+    hint = " (does the file lack a header line?)" if is_csv else ""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        _checks.check(name.strip() != "", f"file '{path}': column {i + 1} has no name; name "
+                      f"every column in the first line{hint}")
+        _checks.check(name not in seen, f"file '{path}': column name '{name}' appears twice "
+                      f"(columns {seen.get(name, 0) + 1} and {i + 1}); give each column its "
+                      f"own name{hint}")
+        seen[name] = i
+    _checks.check(not (is_csv and all(_NUMBER.fullmatch(n.strip()) for n in names)),
+                  f"file '{path}': the first line ({', '.join(names[:6])}) looks like data, "
+                  "not a header; add a first line naming the columns")
 
 
 def _check_columns(path: Path, have: Sequence[str], want: Sequence[str] | None) -> None:
@@ -104,8 +70,74 @@ def _check_columns(path: Path, have: Sequence[str], want: Sequence[str] | None) 
                      f"(columns: {shown}); fix the column name or the file")
 
 
+def _parquet_file(path: Path, columns: Sequence[str] | None) -> pq.ParquetFile:
+    """The file, its column names checked; a nested column read is an error naming it."""
+    pf = pq.ParquetFile(path)
+    schema = pf.schema_arrow
+    _check_names(path, schema.names, is_csv=False)
+    _check_columns(path, schema.names, columns)
+    for field in schema:
+        _checks.check(not pa.types.is_nested(field.type) or (
+            columns is not None and field.name not in columns),
+            f"file '{path}': column '{field.name}' holds {field.type} values, which mmoe "
+            "cannot read yet (numbers and text only); drop or flatten the column")
+    return pf
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with csv_input(path) as src:
+            names = pacsv.open_csv(src, read_options=pacsv.ReadOptions(
+                block_size=_BLOCK_BYTES)).schema.names
+    except UnicodeDecodeError:
+        raise bad_text(path) from None
+    _check_names(path, names, is_csv=True)
+    return names
+
+
+def _check_text(path: Path, schema: pa.Schema) -> None:
+    """pyarrow reads a column holding bytes that are not UTF-8 as binary: an error."""
+    if any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in schema):
+        raise bad_text(path)
+
+
+# ---- reading -------------------------------------------------------------------------------
+def _csv_convert(header: Sequence[str], categorical: Sequence[str] = (),
+                 raw: Sequence[str] = (), column_types: dict[str, pa.DataType] | None = None,
+                 include: Sequence[str] | None = None) -> pacsv.ConvertOptions:
+    """Declared categorical and raw columns read as text; with raw columns no text is read
+    as missing here (:func:`_nulls_back` restores it outside them)."""
+    types = {c: pa.string() for c in (*categorical, *raw) if c in header}
+    types.update(column_types or {})
+    return pacsv.ConvertOptions(column_types=types, strings_can_be_null=not raw,
+                                include_columns=list(include) if include is not None else None)
+
+
+def _nulls_back(table: pa.Table, raw: Sequence[str]) -> pa.Table:
+    """Text columns other than ``raw`` with pyarrow's missing-value tokens as missing, as a
+    read without raw columns gives them."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_string(field.type) and field.name not in raw:
+            column = table.column(i)
+            table = table.set_column(i, field, pc.if_else(pc.is_in(column, _NULLS),
+                                                          pa.scalar(None, pa.string()), column))
+    return table
+
+
+def _frame(table: pa.Table, raw: Sequence[str], start: int, whole: bool) -> pd.DataFrame:
+    """``table`` as a DataFrame indexed by file position from ``start``; raw columns keep
+    their Arrow type. A ``whole`` table (shared with nothing) is freed as it converts; a
+    chunk may share its buffers with the rows still to come, so it is left alone."""
+    kept = {c: table.column(c) for c in raw if c in table.column_names}
+    df = table.to_pandas(split_blocks=True, self_destruct=whole and not kept)
+    for name, values in kept.items():
+        df[name] = pd.arrays.ArrowExtensionArray(values)
+    df.index = pd.RangeIndex(start, start + len(df))  # not an index stored by pandas
+    return df
+
+
 def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
-               categorical: Sequence[str] = ()) -> pd.DataFrame:
+               categorical: Sequence[str] = (), raw: Sequence[str] = ()) -> pd.DataFrame:
     """Read a whole CSV / CSV.gz / Parquet file into a DataFrame.
 
     Args:
@@ -113,9 +145,11 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
         columns: read only these columns (all must exist); ``None``: all.
         categorical: columns read as text whatever their content (CSV; Parquet keeps its
             stored types and the encoder treats the column as categorical).
+        raw: columns returned exactly as stored (ids): CSV text as written, missing-value
+            tokens included; Parquet values in their own type.
 
     Returns:
-        The rows, missing values as NaN/None.
+        The rows, missing values as NaN/None, indexed by their position in the file.
 
     Example:
         >>> demo.to_csv("rows.csv.gz", index=False)
@@ -123,35 +157,31 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
         >>> df.shape, df["city"].dtype.kind
         ((400, 7), 'O')
     """
-    path = _check_file(path)
+    path = check_file(path)
     try:
         if table_format(path) == "parquet":
-            pf = pq.ParquetFile(path)
-            _check_columns(path, pf.schema_arrow.names, columns)
-            table = pf.read(columns=list(columns) if columns is not None else None)
+            table = _parquet_file(path, columns).read(
+                columns=list(columns) if columns is not None else None)
         else:
             header = _csv_header(path)
             _check_columns(path, header, columns)
-            table = pacsv.read_csv(
-                path, parse_options=_csv_parse(header), convert_options=_csv_convert(
-                    [c for c in categorical if c in header]))
+            with csv_input(path) as src:
+                table = pacsv.read_csv(src, parse_options=_csv_parse(header),
+                                       convert_options=_csv_convert(header, categorical, raw))
+            _check_text(path, table.schema)
+            table = _nulls_back(table, raw) if raw else table
             if columns is not None:
                 table = table.select(list(columns))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, EOFError) as err:
-        raise _unreadable(path, err) from None
+    except _ARROW_ERRORS as err:
+        raise unreadable(path, err) from None
     _checks.check(table.num_rows > 0, f"file '{path}' has no data rows")
-    return _to_pandas(table)
+    return _frame(table, raw, 0, whole=True)
 
 
 def _csv_parse(header: Sequence[str]) -> pacsv.ParseOptions:
     """In a one-column file an empty line is a missing value, not a line to skip (skipping
     it would silently drop the row)."""
     return pacsv.ParseOptions(ignore_empty_lines=len(header) > 1)
-
-
-def _csv_header(path: Path) -> list[str]:
-    reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES))
-    return reader.schema.names
 
 
 def _stable_csv_types(schema: pa.Schema, categorical: Sequence[str]) -> dict[str, pa.DataType]:
@@ -167,9 +197,26 @@ def _stable_csv_types(schema: pa.Schema, categorical: Sequence[str]) -> dict[str
     return types
 
 
+def _csv_batches(path: Path, chunk_rows: int, columns: Sequence[str] | None,
+                 categorical: Sequence[str], raw: Sequence[str]) -> Iterator[pa.Table]:
+    """A CSV file's rows in batches of ``chunk_rows``, every batch with the same types."""
+    header = _csv_header(path)
+    _check_columns(path, header, columns)
+    options = pacsv.ReadOptions(block_size=_BLOCK_BYTES)
+    with csv_input(path) as src:
+        first = pacsv.open_csv(src, read_options=options, parse_options=_csv_parse(header),
+                               convert_options=_csv_convert(header, categorical, raw))
+    _check_text(path, first.schema)
+    types = _stable_csv_types(first.schema, categorical)
+    with csv_input(path) as src:
+        yield from rebatch(pacsv.open_csv(
+            src, read_options=options, parse_options=_csv_parse(header),
+            convert_options=_csv_convert(header, categorical, raw, types, columns)), chunk_rows)
+
+
 def iter_table(path: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-               columns: Sequence[str] | None = None,
-               categorical: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
+               columns: Sequence[str] | None = None, categorical: Sequence[str] = (),
+               raw: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
     """Yield a file's rows as DataFrames of at most ``chunk_rows`` rows, in file order.
 
     Memory is bounded by one chunk (and, for Parquet, one row group), not by the file.
@@ -179,136 +226,54 @@ def iter_table(path: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS,
         chunk_rows: rows per chunk.
         columns: read only these columns (all must exist).
         categorical: CSV columns read as text.
+        raw: columns returned exactly as stored (see :func:`read_table`).
+
+    Returns:
+        The chunks, each indexed by its rows' positions in the file.
 
     Example:
         >>> demo.to_parquet("rows.parquet")
-        >>> [len(c) for c in iter_table("rows.parquet", 150)]
-        [150, 150, 100]
+        >>> [(len(c), c.index[0]) for c in iter_table("rows.parquet", 150)]
+        [(150, 0), (150, 150), (100, 300)]
     """
-    path = _check_file(path)
+    path = check_file(path)
     _checks.positive_int(chunk_rows, "chunk_rows")
-    any_rows = False
+    start = 0
     try:
         if table_format(path) == "parquet":
-            pf = pq.ParquetFile(path)
-            _check_columns(path, pf.schema_arrow.names, columns)
-            batches = pf.iter_batches(batch_size=chunk_rows,
-                                      columns=list(columns) if columns is not None else None)
+            batches = _parquet_file(path, columns).iter_batches(
+                batch_size=chunk_rows, columns=list(columns) if columns is not None else None)
         else:
-            header = _csv_header(path)
-            _check_columns(path, header, columns)
-            first = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
-                                   parse_options=_csv_parse(header),
-                                   convert_options=_csv_convert(categorical))
-            types = _stable_csv_types(first.schema, categorical)
-            reader = pacsv.open_csv(
-                path, read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
-                parse_options=_csv_parse(header), convert_options=pacsv.ConvertOptions(
-                    column_types=types, strings_can_be_null=True,
-                    include_columns=list(columns) if columns is not None else None))
-            batches = _rebatch(reader, chunk_rows)
-        for batch in batches:
-            if batch.num_rows:
-                any_rows = True
-                yield _to_pandas(pa.Table.from_batches([batch]))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, EOFError) as err:
-        raise _unreadable(path, err) from None
-    _checks.check(any_rows, f"file '{path}' has no data rows")
+            batches = _csv_batches(path, chunk_rows, columns, categorical, raw)
+        for part in batches:
+            if part.num_rows:
+                table = part if isinstance(part, pa.Table) else pa.Table.from_batches([part])
+                if raw and table_format(path) == "csv":
+                    table = _nulls_back(table, raw)
+                yield _frame(table, raw, start, whole=False)
+                start += part.num_rows
+    except _ARROW_ERRORS as err:
+        raise unreadable(path, err) from None
+    _checks.check(start > 0, f"file '{path}' has no data rows")
 
 
-def _rebatch(reader: Any, rows: int) -> Iterator[pa.RecordBatch]:
-    """Regroup a CSV reader's blocks into batches of exactly ``rows`` rows (last: fewer)."""
-    pending: list[pa.RecordBatch] = []
+def rebatch(parts: Iterable[pa.Table | pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """The same rows regrouped into tables of exactly ``rows`` rows (the last: fewer).
+
+    Example:
+        >>> parts = [pa.table({"a": list(range(n))}) for n in (3, 4, 5)]
+        >>> [t.num_rows for t in rebatch(parts, 5)]
+        [5, 5, 2]
+    """
+    pending: list[pa.Table] = []
     count = 0
-    for batch in reader:
-        pending.append(batch)
-        count += batch.num_rows
+    for part in parts:
+        pending.append(part if isinstance(part, pa.Table) else pa.Table.from_batches([part]))
+        count += part.num_rows
         while count >= rows:
-            table = pa.Table.from_batches(pending).combine_chunks()
-            yield table.slice(0, rows).to_batches()[0]
+            table = pa.concat_tables(pending).combine_chunks()
+            yield table.slice(0, rows)
             rest = table.slice(rows)
-            pending = rest.to_batches() if rest.num_rows else []
-            count = rest.num_rows
+            pending, count = ([rest] if rest.num_rows else []), rest.num_rows
     if count:
-        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
-
-
-class TableWriter(Transaction):
-    """Write DataFrames chunk by chunk to CSV or Parquet (by extension), atomically.
-
-    Rows go to a temporary file beside ``path`` (:class:`mmoe._fileio.AtomicFile`);
-    :meth:`commit` (or :meth:`close`) moves it over ``path``. Leaving the ``with`` block on an
-    error deletes the temporary file and leaves any existing ``path`` untouched.
-
-    Example:
-        >>> with TableWriter(tmp_path / "out.parquet") as w:
-        ...     for chunk in (pd.DataFrame({"a": [1, 2]}), pd.DataFrame({"a": [3]})):
-        ...         w.write(chunk)
-        >>> w.rows, read_table(tmp_path / "out.parquet")["a"].tolist()
-        (3, [1, 2, 3])
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.format = table_format(self.path)
-        if self.path.is_dir():
-            _checks.fail(f"output '{self.path}' is a directory; give a file name")
-        self._file = AtomicFile(self.path)
-        self._file.handle.close()  # pyarrow writes the temporary file by name
-        self.tmp = self._file.tmp
-        self._writer: Any = None
-        self._sink: Any = None
-        self._schema: pa.Schema | None = None
-        self.rows = 0
-
-    def write(self, df: pd.DataFrame) -> None:
-        """Append ``df``'s rows (same columns every call)."""
-        table = pa.Table.from_pandas(df, preserve_index=False)
-        if self._writer is None:
-            self._schema = table.schema
-            if self.format == "parquet":
-                self._writer = pq.ParquetWriter(self.tmp, table.schema)
-            else:
-                self._sink = pa.CompressedOutputStream(str(self.tmp), "gzip") \
-                    if self.path.name.lower().endswith((".gz", ".gzip")) \
-                    else pa.OSFile(str(self.tmp), "wb")
-                self._writer = pacsv.CSVWriter(self._sink, table.schema)
-        else:
-            table = table.cast(self._schema)
-        self._writer.write_table(table)
-        self.rows += len(df)
-
-    def _close_writer(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._sink is not None:
-            self._sink.close()
-
-    def commit(self) -> Path:
-        """Finish the file and move it into place."""
-        if self._writer is None:
-            self.abort()
-            _checks.fail(f"no rows were written to '{self.path}'")
-        self._close_writer()
-        return self._file.commit()
-
-    def abort(self) -> None:
-        """Drop the temporary file; ``path`` is left as it was."""
-        try:
-            self._close_writer()
-        finally:
-            self._file.abort()
-
-    close = commit
-
-
-def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``df`` to CSV / CSV.gz / Parquet by extension, atomically.
-
-    Example:
-        >>> write_table(pd.DataFrame({"a": [1]}), "a.csv").read_text().splitlines()
-        ['"a"', '1']
-    """
-    with TableWriter(path) as writer:
-        writer.write(df)
-    return Path(path)
+        yield pa.concat_tables(pending).combine_chunks()

@@ -1,12 +1,38 @@
-"""TensorTable: a data set held as column tensors; a batch is an index into them."""
+"""TensorTable: a data set held as column tensors; a batch is an index into them. RowError:
+a bad value at one row of a table."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from .. import _checks, ops
+
+
+class RowError(ValueError):
+    """A user error about the value at one row: ``"<head> at row <row><tail>"``.
+
+    Attributes:
+        row: the frame's index label at that row (frames from :mod:`mmoe.data.readers`: the
+            row's position in its file).
+
+    Example:
+        >>> err = RowError("column 'x': bad value 'a'", 5, "; fix it")
+        >>> str(err)
+        "column 'x': bad value 'a' at row 5; fix it"
+        >>> err.located("line 7")
+        "column 'x': bad value 'a' at line 7; fix it"
+    """
+
+    def __init__(self, head: str, row: Any, tail: str = ""):
+        super().__init__(f"{head} at row {row}{tail}")
+        self.head, self.row, self.tail = head, row, tail
+
+    def located(self, where: str) -> str:
+        """The message with ``where`` (e.g. ``"line 7"``) in place of ``"row N"``."""
+        return f"{self.head} at {where}{self.tail}"
 
 
 @dataclass(frozen=True)
