@@ -5,14 +5,14 @@ below a regular file (fails for everyone) and, where mounting is allowed, a read
 full tmpfs.
 """
 
-import shutil
-import subprocess
-
 import pytest
 
 import mmoe.app.tables as own_data
+from cli import conftest as cli_conftest
 from mmoe import _checks
 from mmoe.cli import main
+
+mounts = cli_conftest.mounts  # the tmpfs fixture
 
 
 def _run(argv, capsys):
@@ -41,31 +41,6 @@ def data(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text("x,y\n1,0\n2,1\n3,0\n4,1\n")
     return path
-
-
-def _mount_tmpfs(target, options):
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command")
-    target.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
-                          capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-
-
-@pytest.fixture
-def mounts(tmp_path):
-    made = []
-
-    def mount(name, options):
-        target = tmp_path / name
-        _mount_tmpfs(target, options)
-        made.append(target)
-        return target
-
-    yield mount
-    for target in made:
-        subprocess.run(["umount", str(target)], check=False)
 
 
 def test_out_below_a_regular_file(tmp_path, data, capsys, no_reading):

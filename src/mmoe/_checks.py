@@ -82,7 +82,7 @@ def writable_dir(path: str | os.PathLike, name: str = "--out") -> Path:
              "choose another location")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.probe-", dir=parent)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.probe-{os.getpid()}-", dir=parent)
         try:
             os.write(fd, b"mmoe write probe\n")
             os.fsync(fd)
@@ -93,3 +93,42 @@ def writable_dir(path: str | os.PathLike, name: str = "--out") -> Path:
         fail(f"{name} '{path}' cannot be written ({err.strerror or type(err).__name__}: "
              f"'{err.filename or parent}'); choose a writable location with free space")
     return path
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def output_apart(out: str | os.PathLike, inputs: Iterable[str | os.PathLike],
+                 name: str = "--out") -> Path:
+    """Fail unless the output ``out`` is none of the ``inputs`` (files or directories) and
+    holds none of them, symbolic links resolved and hard links seen (the same file on disk is
+    the same file), so that a command never overwrites what it reads.
+
+    Args:
+        out: the output path.
+        inputs: what the command reads (a model directory and each of its own files).
+        name: the option that named ``out``, for the message.
+
+    Returns:
+        ``out`` as a Path.
+
+    Example:
+        >>> output_apart("preds.csv", ["rows.csv", "model", "model/model.pt"]).name
+        'preds.csv'
+        >>> output_apart("model/model.pt", ["rows.csv", "model", "model/model.pt"])
+        Traceback (most recent call last):
+        ...
+        ValueError: --out 'model/model.pt' is the input 'model/model.pt'; writing it would ...
+    """
+    real = os.path.realpath(out)
+    for source in inputs:
+        same = real == os.path.realpath(source)
+        if not same and os.path.exists(out) and os.path.exists(source):
+            same = os.path.samefile(out, source)
+        check(not same, f"{name} '{out}' is the input '{source}'; writing it would destroy the "
+              "input: choose another path")
+        check(not _inside(os.path.realpath(source), real),
+              f"{name} '{out}' holds the input '{source}'; writing it would destroy the input: "
+              "choose another path")
+    return Path(out)

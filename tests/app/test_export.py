@@ -67,3 +67,17 @@ def test_existing_output_kept_on_failure(tmp_path):
         export_model(directory, "tflite", out)
     assert out.read_bytes() == b"old"
     assert pd.Series([p.name for p in tmp_path.iterdir()]).str.startswith(".").sum() == 0
+
+
+def test_export_never_writes_over_the_model_it_exports(tmp_path):
+    from mmoe.train.model_dir import read_manifest
+
+    directory, _, _ = _model_dir(tmp_path, "mmoe")
+    before = (directory / "model.pt").read_bytes()
+    for out in (directory / "model.pt", directory / "manifest.json", directory):
+        with pytest.raises(ValueError, match="is the input"):
+            export_model(directory, "torchscript", out)
+    assert (directory / "model.pt").read_bytes() == before and read_manifest(directory)
+    (tmp_path / "dir_out").mkdir()
+    with pytest.raises(ValueError, match="is a directory; give a file name"):
+        export_model(directory, "torchscript", tmp_path / "dir_out")

@@ -107,3 +107,20 @@ def test_config_file_trains_feature_experts_with_gate_remedies_and_weighting(tmp
     table = pd.read_csv(tmp_path / "g" / "gates.csv", index_col="task")
     assert [c for c in table.columns if "#" in c] == [
         "num#0", "num#1", "num#2", "num#3", "cat#0", "cat#1", "cat#2", "cat#3", "shared#0"]
+
+
+def test_write_gate_report_is_one_transaction_that_replaces_only_a_report(tmp_path):
+    from mmoe.app.gate_report import write_gate_report
+
+    _, _, model, enc = _model_dir(tmp_path, "mmoe")
+    report = gate_report(model, enc.transform(_frame(), labels=False))
+    out = tmp_path / "g"
+    paths = write_gate_report(report, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths.values())
+    assert json.loads(paths["json"].read_text())["warnings"] == report.attrs["warnings"]
+    write_gate_report(report, out)  # an earlier report: replaced whole
+    (out / "mine.txt").write_text("keep")
+    with pytest.raises(ValueError, match="holds 'mine.txt', which mmoe inspect did not write"):
+        write_gate_report(report, out)
+    assert (out / "mine.txt").read_text() == "keep" and len(list(out.iterdir())) == 6
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -51,3 +51,84 @@ def tables(tmp_path_factory) -> dict[str, Path]:
     test.to_csv(paths["test"], index=False)
     test.to_parquet(paths["test_parquet"], index=False)
     return paths
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """Run ``mmoe`` in-process; returns (exit code, stdout, stderr)."""
+    from mmoe.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(argv, capsys, *needles) -> str:
+    """Run ``mmoe``, expecting a user error: exit 2, one ``mmoe: error:`` line holding every
+    needle; returns the line."""
+    code, _, err = run_cli(argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("mmoe: error: "), (code, err)
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> dict[str, Path]:
+    """A model directory trained once (``dir``, MMoE, two tasks) on ``data`` (150 rows)."""
+    from mmoe.app.fit import train_model_dir
+    from mmoe.app.spec import build_run_spec
+
+    root = tmp_path_factory.mktemp("small_model")
+    data = root / "rows.csv"
+    make_table(150, seed=4).to_csv(data, index=False)
+    spec = build_run_spec(train=str(data), tasks=["buys:binary:yes", "spend:regression"],
+                          id_columns=["user_id"], epochs=1, batch_size=32, threads=1)
+    train_model_dir(spec, root / "m", progress=False)
+    return {"dir": root / "m", "data": data}
+
+
+@pytest.fixture
+def model_copy(small_model, tmp_path) -> Path:
+    """A fresh copy of ``small_model``'s directory for one test to change."""
+    import shutil
+
+    return Path(shutil.copytree(small_model["dir"], tmp_path / "m"))
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    """``mount(name, options)``: a tmpfs at ``tmp_path / name`` (skips where mounting is not
+    allowed), unmounted after the test."""
+    import shutil
+    import subprocess
+
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command")
+    made = []
+
+    def mount(name, options):
+        target = tmp_path / name
+        target.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+                              capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        made.append(target)
+        return target
+
+    yield mount
+    for target in made:
+        subprocess.run(["umount", str(target)], check=False)
+
+
+def fill(directory) -> None:
+    """Fill the file system of ``directory`` up (a file ``filler`` in it)."""
+    with open(directory / "filler", "wb", buffering=0) as fh, pytest.raises(OSError):
+        while True:
+            fh.write(b"\0" * 4096)

@@ -22,7 +22,7 @@ from .. import _checks
 from .._fileio import AtomicFile
 from ..data.encoders import TableEncoder
 from ..models import MultiTaskModel
-from ..train.model_dir import load_model_dir
+from ..train.model_dir import load_model_dir, own_files
 
 FORMATS = ("onnx", "torchscript")
 PARITY_ROWS = 64
@@ -126,7 +126,7 @@ def export_model(model_dir: str | os.PathLike, fmt: str, out: str | os.PathLike)
     Args:
         model_dir: a directory written by `mmoe train`.
         fmt: ``onnx`` or ``torchscript``.
-        out: the file to write (replaced atomically).
+        out: the file to write (replaced atomically); never one of ``model_dir``'s own.
 
     Returns:
         The max absolute difference between the exported and the eager model's outputs on
@@ -138,6 +138,8 @@ def export_model(model_dir: str | os.PathLike, fmt: str, out: str | os.PathLike)
         True
     """
     _checks.one_of(fmt, FORMATS, "--format")
+    _checks.output_apart(out, own_files(model_dir))
+    _checks.check(not Path(out).is_dir(), f"--out '{out}' is a directory; give a file name")
     md = load_model_dir(model_dir)
     wrapper = ExportWrapper(md.model, md.encoder).eval()
     names = [t.name for t in md.model.tasks]

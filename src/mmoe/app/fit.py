@@ -10,6 +10,10 @@ DIR itself is only created, complete, by the final rename of the model directory
 the partial directory is removed. ``--resume`` continues from that checkpoint (bit-identical
 to an uninterrupted run on CPU); without it a leftover checkpoint is an error unless
 ``--overwrite`` discards it.
+
+One run at a time: a run holds a lock on ``.DIR.partial`` (``fcntl.flock``, released when its
+process ends, however it dies) from before reading any data, so a second run on the same
+``--out`` is refused at once instead of after training.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import math
 import os
 import shutil
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ import numpy as np
 import torch
 
 from .. import _checks
+from .._fileio import clean_leftovers, locked_dir
 from .._version import git_commit
 from ..data.encoders import TableEncoder
 from ..data.table import TensorTable
@@ -137,13 +143,29 @@ def _resume_extras(spec: RunSpec, encoder: TableEncoder, checkpoint: Path | None
     return extras
 
 
-def _clean_leftovers(out: Path, partial: Path) -> None:
-    """Remove what a killed run can leave: temp files of a checkpoint write and an
-    unfinished model-directory staging folder (neither is ever read)."""
-    for tmp in partial.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-    for stage in out.parent.glob(f".{out.name}.tmp-*"):
-        shutil.rmtree(stage, ignore_errors=True)
+def _claim_output(out: Path, overwrite: bool, resume: bool, stack: ExitStack) -> None:
+    """Before training (rank 0, ``out`` checked): hold the run's lock (on ``.DIR.partial``)
+    until ``stack`` closes, clean what a killed run left, keep or drop the checkpoint."""
+    partial = partial_dir(out)
+    _checks.writable_dir(out)  # fail now, not after training
+    try:
+        stack.enter_context(locked_dir(partial))
+    except BlockingIOError:
+        _checks.fail(f"another `mmoe train` is writing --out '{out}' (it holds the lock on "
+                     f"'{partial}'); wait for it to finish, or choose another --out")
+    clean_leftovers(out)  # under the lock: a killed replace puts the old model back
+    check_output_dir(out, overwrite)  # again: another run may have finished meanwhile
+    checkpoint = partial / CHECKPOINT
+    if checkpoint.exists() and not resume and not overwrite:
+        _checks.fail(f"an interrupted run of --out '{out}' left a checkpoint in "
+                     f"'{partial}'; pass --resume to continue it, or --overwrite to start "
+                     "over")
+    for entry in partial.iterdir():
+        if not resume or entry.name.endswith(".tmp"):  # temp files of a killed write
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 def train_model_dir(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
@@ -176,19 +198,19 @@ def train_model_dir(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = 
     main = env_rank() == 0  # under torchrun, only rank 0 touches the output directory
     _checks.check(not (spec.stream and env_world() > 1),
                   "--stream trains in one process; drop --stream to train under torchrun")
-    out = Path(os.path.abspath(out))
+    out = Path(os.path.abspath(check_output_dir(out, overwrite)))  # a link: its directory
+    with ExitStack() as stack:
+        if main:
+            _claim_output(out, overwrite, resume, stack)
+        return _train_and_save(spec, out, main, progress=progress, resume=resume,
+                               device=device, overwrite=overwrite)
+
+
+def _train_and_save(spec: RunSpec, out: Path, main: bool, *, progress: bool | None,
+                    resume: bool, device: str, overwrite: bool) -> dict[str, Any]:
+    """Train (checkpointing to ``.DIR.partial``), then write the model directory (rank 0)."""
     partial = partial_dir(out)
     checkpoint = partial / CHECKPOINT
-    if main:
-        check_output_dir(out, overwrite)
-        _checks.writable_dir(out)  # fail now, not after training
-        if checkpoint.exists() and not resume and not overwrite:
-            _checks.fail(f"an interrupted run of --out '{out}' left a checkpoint in "
-                         f"'{partial}'; pass --resume to continue it, or --overwrite to start "
-                         "over")
-        if not resume:
-            shutil.rmtree(partial, ignore_errors=True)  # created by the first checkpoint
-        _clean_leftovers(out, partial)
     _checks.check(spec.training.checkpoint_every is None or not spec.stream,
                   "--stream checkpoints at epoch ends only; drop --checkpoint-every")
     if spec.tensorboard:  # fail before training, not after

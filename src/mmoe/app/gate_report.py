@@ -6,6 +6,10 @@
 - ``gates.csv`` / ``gates.md``: the same numbers plus each gate's entropy;
 - ``experts.csv``: per-expert utilisation (mean over the tasks' gates that can see it);
 - ``gate_health.json``: the numbers and the warnings (polarised gates, dead experts).
+
+DIR is written as one directory transaction (:func:`mmoe._fileio.atomic_dir`): the five files
+appear together or not at all. DIR may be new, empty, or an earlier gate report (replaced
+whole); a directory holding anything else is refused, never replaced.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from typing import Any
 import pandas as pd
 
 from .. import _checks
-from .._fileio import write_json, write_text
+from .._fileio import atomic_dir, write_json, write_text
 from ..data.readers import read_table
 from ..data.table import TensorTable
 from ..diagnostics import gate_heatmap, utilisation_frame
 from ..models import MultiTaskModel
 from ..train.evaluation import gate_health_of
-from ..train.model_dir import load_model_dir
+from ..train.model_dir import load_model_dir, own_files
+from .tables import in_file
 
 
 def gate_report(model: MultiTaskModel, table: TensorTable) -> pd.DataFrame:
@@ -67,14 +72,67 @@ def expert_utilisation(report: pd.DataFrame) -> pd.Series:
     return experts.mean(axis=0, skipna=True).rename("utilisation")
 
 
+#: the files of a gate report, by role
+REPORT_FILES = {"heatmap": "gates.png", "table": "gates.csv", "markdown": "gates.md",
+                "experts": "experts.csv", "json": "gate_health.json"}
+
+
+def check_report_dir(out: str | os.PathLike) -> Path:
+    """Fail unless ``out`` can take a gate report: a new path, an empty directory, or an
+    earlier gate report (only its files), which is replaced whole.
+
+    Args:
+        out: the report directory.
+
+    Returns:
+        ``out`` as a Path.
+
+    Example:
+        >>> check_report_dir("gates").name
+        'gates'
+    """
+    out = Path(out)
+    if out.is_dir():
+        for entry in sorted(out.iterdir()):
+            _checks.check(entry.name in REPORT_FILES.values() and entry.is_file(),
+                          f"--out '{out}' holds '{entry.name}', which mmoe inspect did not "
+                          "write; the report replaces its directory whole: give a new or "
+                          "empty directory")
+    else:
+        _checks.check(not os.path.lexists(out), f"--out '{out}' exists and is not a "
+                      "directory; give a new or empty directory")
+    return out
+
+
 def write_gate_report(report: pd.DataFrame, out: str | os.PathLike) -> dict[str, Path]:
     """Write ``gates.png``, ``gates.csv``, ``gates.md``, ``experts.csv`` and
-    ``gate_health.json`` into ``out`` (created if missing); returns the paths by name."""
-    out = Path(out)
+    ``gate_health.json`` as the directory ``out``, all at once (see :func:`check_report_dir`).
+
+    Args:
+        report: from :func:`gate_report`.
+        out: the report directory.
+
+    Returns:
+        The five paths by role: heatmap, table, markdown, experts, json.
+
+    Example:
+        >>> from mmoe import TaskSpec, build_model
+        >>> model = build_model("omoe", 3, [TaskSpec("y")], num_experts=2)
+        >>> report = gate_report(model, TensorTable.from_arrays(torch.randn(8, 3)))
+        >>> sorted(p.name for p in write_gate_report(report, "gates").values())[:2]
+        ['experts.csv', 'gate_health.json']
+    """
+    out = check_report_dir(out)
+    with atomic_dir(out, replace=check_report_dir) as stage:
+        _write_report_files(report, stage)
+    return {role: out / name for role, name in REPORT_FILES.items()}
+
+
+def _write_report_files(report: pd.DataFrame, stage: Path) -> None:
+    """The five files of the report, into ``stage``."""
+    paths = {role: stage / name for role, name in REPORT_FILES.items()}
     utilisation = report.drop(columns=["entropy", "normalised_entropy"])
-    paths = {"heatmap": gate_heatmap(utilisation, out / "gates.png"),
-             "table": out / "gates.csv", "markdown": out / "gates.md",
-             "experts": out / "experts.csv", "json": out / "gate_health.json"}
+    gate_heatmap(utilisation, paths["heatmap"])
     write_text(paths["table"], report.to_csv(float_format="%.6f"))
     write_text(paths["markdown"], _markdown(report))
     write_text(paths["experts"], expert_utilisation(report).to_csv(index_label="expert",
@@ -88,7 +146,6 @@ def write_gate_report(report: pd.DataFrame, out: str | os.PathLike) -> dict[str,
         "warnings": list(report.attrs.get("warnings", [])),
     }
     write_json(paths["json"], data, default=None)
-    return paths
 
 
 def _markdown(report: pd.DataFrame) -> str:
@@ -106,14 +163,22 @@ def _markdown(report: pd.DataFrame) -> str:
 def inspect_model_dir(model_dir: str | os.PathLike, data: str | os.PathLike,
                       out: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Path]]:
     """Gate report of a model directory on a data file (CSV / CSV.gz / Parquet; labels are
-    not needed), written into ``out``.
+    not needed), written as the directory ``out``.
+
+    ``out`` must be none of the inputs (the data file, the model directory and its files) and
+    new, empty or an earlier gate report: checked before any work.
 
     Example:
         >>> report, paths = inspect_model_dir(model_dir, model_data, "gates")
         >>> sorted(p.name for p in paths.values())
         ['experts.csv', 'gate_health.json', 'gates.csv', 'gates.md', 'gates.png']
     """
+    _checks.output_apart(out, [data, *own_files(model_dir)])
+    check_report_dir(out)
+    _checks.writable_dir(out)
     md = load_model_dir(model_dir)
-    frame = read_table(data, categorical=md.encoder.categorical or ())
-    report = gate_report(md.model, md.encoder.transform(frame, labels=False))
+    with in_file(data):  # errors name the file's line
+        frame = read_table(data, categorical=md.encoder.categorical or ())
+        table = md.encoder.transform(frame, labels=False)
+    report = gate_report(md.model, table)
     return report, write_gate_report(report, out)
