@@ -35,3 +35,44 @@ def test_auc_with_one_class_is_nan_and_directions():
     assert math.isnan(res["b"]["auc"])
     assert primary_metric(TaskSpec("b")) == ("auc", True)
     assert primary_metric(TaskSpec("r", "regression")) == ("mse", False)
+
+
+def test_non_finite_predictions_name_the_task_in_one_line():
+    tasks = [TaskSpec("ok", "regression"), TaskSpec("clicks", "binary"),
+             TaskSpec("seg", "multiclass", classes=("x", "y"))]
+    slices = [slice(0, 1), slice(1, 2), slice(2, 4)]
+    labels = np.array([[1.0, 1, 0], [2.0, 0, 1], [3.0, 1, 1]])
+    for col, name in ((1, "clicks"), (2, "seg"), (0, "ok")):
+        logits = np.zeros((3, 4))
+        logits[1, col] = np.nan
+        try:
+            evaluate(tasks, slices, logits, labels)
+        except ValueError as err:
+            msg = str(err)
+        else:
+            raise AssertionError("no error")
+        assert "\n" not in msg and msg.startswith(f"task '{name}': 1 of 3 predictions are "
+                                                  "not finite"), msg
+    logits = np.zeros((3, 4))
+    logits[0, 0] = np.inf  # a regression prediction of inf
+    try:
+        evaluate(tasks, slices, logits, labels)
+    except ValueError as err:
+        assert str(err).startswith("task 'ok': 1 of 3 predictions are not finite"), str(err)
+    else:
+        raise AssertionError("no error")
+
+
+def test_infinite_labels_name_the_task():
+    labels = np.array([[1.0], [np.inf], [np.nan]])
+    try:
+        evaluate([TaskSpec("r", "regression")], [slice(0, 1)], np.zeros((3, 1)), labels)
+    except ValueError as err:
+        assert str(err).startswith("task 'r': 1 of 2 labels are infinite"), str(err)
+    else:
+        raise AssertionError("no error")
+    # rows whose prediction is non-finite but whose label is missing are not judged
+    logits = np.array([[0.0], [1.0], [np.nan]])
+    res = evaluate([TaskSpec("r", "regression")], [slice(0, 1)], logits,
+                   np.array([[0.0], [1.0], [np.nan]]))
+    assert res["r"]["mse"] == 0.0 and res["r"]["n"] == 2

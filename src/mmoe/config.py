@@ -6,7 +6,9 @@ and how it is trained. Everything here is plain data (JSON round-trips via ``to_
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+import math
+import numbers
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
 from . import _checks
@@ -15,6 +17,70 @@ TaskKind = Literal["binary", "regression", "multiclass"]
 TASK_KINDS: tuple[str, ...] = ("binary", "regression", "multiclass")
 LOSS_WEIGHTINGS: tuple[str, ...] = ("static", "uncertainty", "gradnorm", "pcgrad")
 ON_NONFINITE: tuple[str, ...] = ("stop", "skip")
+MAX_SEED = 2**32 - 1
+MAX_THREADS = 4096
+
+
+def shown(text: Any) -> str:
+    """``text`` for a one-line message.
+
+    Args:
+        text: a name from the user (a key, a column, a task).
+
+    Returns:
+        ``text`` as it is when printable, else with its line breaks and control characters
+        escaped.
+
+    Example:
+        >>> shown("income"), shown("a\\nb")
+        ('income', 'a\\\\nb')
+    """
+    text = str(text)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def _number(value: Any, name: str, low: float = 0.0, high: float = math.inf,
+            high_open: bool = False, low_open: bool = False) -> float:
+    """``value`` if it is a finite number (not a bool) in the range, else fail naming it."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        rule = (f"> {low:g}" if low_open else f">= {low:g}") if high == math.inf \
+            else f"in {lo}{low:g}, {high:g}{hi}"
+        _checks.fail(f"{name} must be a finite number {rule}, got {value!r}")
+    return value
+
+
+def _flag(value: Any, name: str) -> bool:
+    """``value`` if it is a bool, else fail naming it."""
+    _checks.check(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _text(value: Any, name: str) -> str:
+    """``value`` if it is a non-empty string, else fail naming it."""
+    _checks.check(isinstance(value, str) and value != "",
+                  f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _int_range(value: Any, name: str, low: int, high: int) -> int:
+    """``value`` as an int if it is an integer (numpy's too, not a bool) in [low, high], else
+    fail naming it."""
+    _checks.check(isinstance(value, numbers.Integral) and not isinstance(value, bool)
+                  and low <= value <= high,
+                  f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    return int(value)
+
+
+def _units(value: Any, name: str, allow_empty: bool = False) -> tuple[int, ...]:
+    """Layer widths: a list or tuple of positive ints."""
+    _checks.check(isinstance(value, list | tuple), f"{name} must be a list of layer widths "
+                  f"(positive integers, e.g. [32, 16]), got {value!r}")
+    return _checks.units(value, name, allow_empty=allow_empty)
 
 
 def _to_tuples(value: Any) -> Any:
@@ -24,6 +90,12 @@ def _to_tuples(value: Any) -> Any:
     return value
 
 
+def _scalar(value: Any) -> bool:
+    """A label value: a string, a bool or a finite number (numpy's too)."""
+    return isinstance(value, str | bool | numbers.Integral) or (
+        isinstance(value, numbers.Real) and math.isfinite(value))
+
+
 class _Serializable:
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form of this config."""
@@ -31,10 +103,17 @@ class _Serializable:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
-        """Inverse of :meth:`to_dict`; unknown keys are an error naming the key."""
+        """Inverse of :meth:`to_dict`; unknown or missing keys are an error naming the key."""
+        _checks.check(isinstance(data, dict), f"{cls.__name__} needs a table of settings, got "
+                      f"{type(data).__name__}")
         names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - names)
-        _checks.check(not unknown, f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
+        unknown = sorted(map(str, set(data) - names))
+        _checks.check(not unknown, f"{cls.__name__}: unknown field(s) "
+                      f"{', '.join(map(shown, unknown))}")
+        missing = [f.name for f in fields(cls)  # type: ignore[arg-type]
+                   if f.default is MISSING and f.default_factory is MISSING
+                   and f.name not in data]
+        _checks.check(not missing, f"{cls.__name__}: missing field {', '.join(missing)}")
         return cls(**{k: _to_tuples(v) for k, v in data.items()})
 
 
@@ -65,13 +144,23 @@ class TaskSpec(_Serializable):
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        _checks.check(isinstance(self.name, str) and self.name != "",
-                      f"task name must be a non-empty string, got {self.name!r}")
-        _checks.one_of(self.kind, TASK_KINDS, f"task '{self.name}': kind")
+        _checks.check(isinstance(self.name, str) and self.name != "" and self.name.isprintable(),
+                      f"task name must be a non-empty printable string, got {self.name!r}")
+        where = f"task '{self.name}'"
+        _checks.check(isinstance(self.kind, str), f"{where}: kind must be one of "
+                      f"{', '.join(TASK_KINDS)}; got {self.kind!r}")
+        _checks.one_of(self.kind, TASK_KINDS, f"{where}: kind")
         if self.column is None:
             object.__setattr__(self, "column", self.name)
+        _text(self.column, f"{where}: column")
+        _checks.check(isinstance(self.classes, list | tuple)
+                      and all(_scalar(c) for c in self.classes),
+                      f"{where}: classes must be a list of strings or numbers, got "
+                      f"{self.classes!r}")
         object.__setattr__(self, "classes", tuple(self.classes))
-        _checks.non_negative(self.weight, f"task '{self.name}': weight")
+        _checks.check(self.positive is None or _scalar(self.positive),
+                      f"{where}: positive must be a string or a number, got {self.positive!r}")
+        _number(self.weight, f"{where}: weight")
         if self.kind == "multiclass" and self.classes:  # empty: learnt from the training data
             _checks.check(len(set(self.classes)) == len(self.classes) >= 2,
                           f"task '{self.name}': a multiclass task needs at least 2 distinct "
@@ -107,13 +196,22 @@ class InputSpec(_Serializable):
     embedding_dim: int = 8
 
     def __post_init__(self) -> None:
+        _checks.check(isinstance(self.numeric, list | tuple)
+                      and all(isinstance(n, str) for n in self.numeric),
+                      f"numeric must be a list of column names, got {self.numeric!r}")
         object.__setattr__(self, "numeric", tuple(self.numeric))
+        _checks.check(isinstance(self.categorical, list | tuple) and all(
+            isinstance(c, list | tuple) and len(c) == 2 and isinstance(c[1], numbers.Integral)
+            and not isinstance(c[1], bool) for c in self.categorical),
+            f"categorical must be a list of (column, cardinality) pairs, got "
+            f"{self.categorical!r}")
         object.__setattr__(self, "categorical",
                            tuple((str(n), int(c)) for n, c in self.categorical))
         _checks.positive_int(self.embedding_dim, "embedding_dim")
         _checks.check(self.numeric or self.categorical, "the model needs at least one input column")
         for name, card in self.categorical:
-            _checks.check(card >= 1, f"column '{name}': cardinality must be >= 1, got {card}")
+            _checks.check(card >= 1,
+                          f"column '{shown(name)}': cardinality must be >= 1, got {card}")
 
     @classmethod
     def dense(cls, d: int, prefix: str = "x") -> InputSpec:
@@ -160,15 +258,19 @@ class ModelConfig(_Serializable):
     gate_balance: float = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "expert_units", _checks.units(self.expert_units, "expert_units"))
+        _text(self.name, "name")
+        object.__setattr__(self, "expert_units", _units(self.expert_units, "expert_units"))
         object.__setattr__(self, "tower_units",
-                           _checks.units(self.tower_units, "tower_units", allow_empty=True))
+                           _units(self.tower_units, "tower_units", allow_empty=True))
         _checks.positive_int(self.num_experts, "num_experts")
-        _checks.check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        _flag(self.gate_bias, "gate_bias")
+        _number(self.dropout, "dropout", high=1.0, high_open=True)
+        _flag(self.batch_norm, "batch_norm")
+        _checks.check(isinstance(self.options, dict),
+                      f"options must be a table of model-specific settings, got {self.options!r}")
         object.__setattr__(self, "options", dict(self.options))
-        _checks.check(0.0 <= self.gate_dropout < 1.0,
-                      f"gate_dropout must be in [0, 1), got {self.gate_dropout}")
-        _checks.non_negative(self.gate_balance, "gate_balance")
+        _number(self.gate_dropout, "gate_dropout", high=1.0, high_open=True)
+        _number(self.gate_balance, "gate_balance")
 
 
 @dataclass(frozen=True)
@@ -201,6 +303,9 @@ class TrainConfig(_Serializable):
             models whose steps are many small torch ops, not on the census MMoE, whose native
             kernels leave it nothing to fuse (0.95x eager: docs/benchmarks/census_throughput.md).
             Without a C++ compiler training stays eager, with a warning.
+        stop_if_all_skipped: with ``on_nonfinite='skip'``, stop with ``NonFiniteError`` at
+            the end of an epoch whose every step was skipped (the model learned nothing in
+            it) instead of carrying on; ``mmoe train`` turns it on.
     """
 
     epochs: int = 10
@@ -217,20 +322,30 @@ class TrainConfig(_Serializable):
     gradnorm_alpha: float = 1.5
     on_nonfinite: str = "stop"
     compile: bool = False
+    stop_if_all_skipped: bool = False
 
     def __post_init__(self) -> None:
         _checks.positive_int(self.epochs, "epochs")
         _checks.positive_int(self.batch_size, "batch_size")
-        _checks.check(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        _checks.non_negative(self.weight_decay, "weight_decay")
+        _number(self.lr, "lr", low_open=True)
+        _number(self.weight_decay, "weight_decay")
+        object.__setattr__(self, "seed", _int_range(self.seed, "seed", 0, MAX_SEED))
+        if self.monitor is not None:
+            _text(self.monitor, "monitor")
         if self.patience is not None:
             _checks.positive_int(self.patience, "patience")
+        _flag(self.restore_best, "restore_best")
         if self.checkpoint_every is not None:
             _checks.positive_int(self.checkpoint_every, "checkpoint_every")
         if self.threads is not None:
-            _checks.positive_int(self.threads, "threads")
+            object.__setattr__(self, "threads", _int_range(self.threads, "threads", 1,
+                                                           MAX_THREADS))
+        _checks.check(isinstance(self.loss_weighting, str), "loss_weighting must be one of "
+                      f"{', '.join(LOSS_WEIGHTINGS)}; got {self.loss_weighting!r}")
         _checks.one_of(self.loss_weighting, LOSS_WEIGHTINGS, "loss_weighting")
-        _checks.non_negative(self.gradnorm_alpha, "gradnorm_alpha")
+        _number(self.gradnorm_alpha, "gradnorm_alpha")
+        _checks.check(isinstance(self.on_nonfinite, str), "on_nonfinite must be one of "
+                      f"{', '.join(ON_NONFINITE)}; got {self.on_nonfinite!r}")
         _checks.one_of(self.on_nonfinite, ON_NONFINITE, "on_nonfinite")
-        _checks.check(isinstance(self.compile, bool),
-                      f"compile must be true or false, got {self.compile!r}")
+        _flag(self.compile, "compile")
+        _flag(self.stop_if_all_skipped, "stop_if_all_skipped")

@@ -36,6 +36,21 @@ def task_outputs(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
     return softmax(logits, axis=1)
 
 
+def _check_finite(task: TaskSpec, pred: np.ndarray, y: np.ndarray) -> None:
+    """One line naming the task when its predictions or labels cannot be scored."""
+    bad = ~np.isfinite(pred)
+    rows = int((bad.any(axis=1) if bad.ndim == 2 else bad).sum())
+    if rows:
+        raise ValueError(f"task '{task.name}': {rows} of {len(pred)} predictions are not finite "
+                         "(NaN or inf), so its metrics cannot be computed: the model's weights "
+                         "or the input rows hold non-finite or extreme values (a learning rate "
+                         "too large makes the weights overflow)")
+    infinite = int(np.isinf(y).sum())
+    if infinite:
+        raise ValueError(f"task '{task.name}': {infinite} of {len(y)} labels are infinite; "
+                         f"fix or drop those rows of column '{task.column}'")
+
+
 def evaluate(tasks: Sequence[TaskSpec], slices: Sequence[slice], logits: np.ndarray,
              labels: np.ndarray, weights: np.ndarray | None = None
              ) -> dict[str, dict[str, float]]:
@@ -52,6 +67,11 @@ def evaluate(tasks: Sequence[TaskSpec], slices: Sequence[slice], logits: np.ndar
         ``{task name: {metric: value}}``; a metric that is undefined on the data (AUC with a
         single class present) is NaN.
 
+    Raises:
+        ValueError: a task's predictions on its labelled rows are not finite (NaN/inf: the
+            model's weights or inputs hold non-finite or extreme values), or its labels are
+            infinite; the message names the task.
+
     Example:
         >>> evaluate([TaskSpec("a", "regression")], [slice(0, 1)],
         ...          np.array([[1.0], [2.0]]), np.array([[1.0], [4.0]]))["a"]["mse"]
@@ -67,6 +87,7 @@ def evaluate(tasks: Sequence[TaskSpec], slices: Sequence[slice], logits: np.ndar
         if y.size == 0:
             out[task.name] = res
             continue
+        _check_finite(task, pred, y)
         if task.kind == "binary":
             y = y.astype(int)
             both = len(np.unique(y)) == 2

@@ -104,3 +104,69 @@ def test_nan_inputs_name_every_task_and_streaming_catches_it_too():
 def test_on_nonfinite_is_validated():
     with pytest.raises(ValueError, match="on_nonfinite must be one of stop, skip"):
         TrainConfig(on_nonfinite="ignore")
+
+
+def test_stop_before_any_checkpoint_says_so_and_names_no_missing_file(tmp_path):
+    # the bad row is in epoch 1, before the first checkpoint (written at the epoch's end)
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(NonFiniteError) as err:
+        Trainer(_model(), _cfg(), checkpoint=ck).fit(_data(bad_rows=[37]))
+    msg = str(err.value)
+    assert not ck.exists()
+    assert "no checkpoint of this run had been written yet" in msg, msg
+    assert "kept in" not in msg, msg
+    assert "\n" not in msg
+
+
+def test_stop_after_a_checkpoint_names_its_step(tmp_path):
+    step = _step_of_row(37)
+    with pytest.raises(NonFiniteError) as err:
+        Trainer(_model(), _cfg(checkpoint_every=2), checkpoint=tmp_path / "ck.pt").fit(
+            _data(bad_rows=[37]))
+    saved = (step - 1) // 2 * 2
+    assert f"the last good checkpoint, of step {saved}, is kept in" in str(err.value)
+    assert load_checkpoint(tmp_path / "ck.pt")["trainer"]["global_step"] == saved
+
+
+def test_skip_every_step_fails_when_asked_and_writes_no_checkpoint_of_that_epoch(tmp_path):
+    ck = tmp_path / "ck.pt"
+    trainer = Trainer(_model(), _cfg(on_nonfinite="skip", stop_if_all_skipped=True),
+                      checkpoint=ck)
+    with pytest.raises(NonFiniteError) as err:
+        trainer.fit(_data(bad_rows=range(160)))
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("every step of epoch 1 was skipped"), msg
+    assert "task 'b' (inf)" in msg and "learned nothing" in msg and "no checkpoint" in msg
+    assert not ck.exists()
+    # one good batch in each epoch (its first) is enough to carry on
+    good = {int(r) for e in (0, 1) for r in epoch_permutation(160, SEED, e)[:BS]}
+    result = Trainer(_model(), _cfg(on_nonfinite="skip", stop_if_all_skipped=True)).fit(
+        _data(bad_rows=[r for r in range(160) if r not in good]))
+    assert [r["skipped_steps"] for r in result.history] == [9, 9]
+
+
+@pytest.mark.parametrize("on_nonfinite", ["stop", "skip"])
+def test_weights_that_overflow_stop_training_naming_the_cause(on_nonfinite, tmp_path):
+    # lr 1e300: the first update is finite in float64 but not in the float32 weights
+    data = _data()
+    cfg = _cfg(lr=1e300, on_nonfinite=on_nonfinite, checkpoint_every=1)
+    with pytest.raises(NonFiniteError) as err:
+        Trainer(_model(), cfg, checkpoint=tmp_path / "ck.pt").fit(data, data)
+    msg = str(err.value)
+    assert "\n" not in msg and "weights are no longer finite" in msg and "lr 1e+300" in msg
+    assert "Input contains" not in msg
+    # the overflowed weights were never checkpointed: nothing to resume from
+    assert "no checkpoint of this run had been written yet" in msg
+    assert not (tmp_path / "ck.pt").exists()
+    # one step per epoch: the epoch's end finds them, before validation's metrics would
+    with pytest.raises(NonFiniteError, match="weights are no longer finite"):
+        Trainer(_model(), _cfg(lr=1e300, batch_size=160, on_nonfinite="skip")).fit(data, data)
+
+
+def test_stop_if_all_skipped_is_the_cli_default_and_may_change_on_resume():
+    from mmoe.app.spec import build_run_spec
+    from mmoe.train.checkpoint import RESUMABLE_CHANGES
+
+    assert build_run_spec(train="t.csv", tasks=["y:binary"]).training.stop_if_all_skipped
+    assert not TrainConfig().stop_if_all_skipped
+    assert "stop_if_all_skipped" in RESUMABLE_CHANGES

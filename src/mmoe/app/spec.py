@@ -12,24 +12,66 @@ TOML layout (every section optional; relative paths are relative to the TOML fil
                 exclude = [...]
     [model]     name = "mmoe"  num_experts = 8  expert_units = [16]  embedding_dim = 8 ...
     [training]  epochs = 20  batch_size = 1024  lr = 0.001  seed = 0  patience = 3 ...
+
+Every key is checked against its type (:data:`TOML_KEYS`, :data:`TASK_KEYS`) before it is
+used: a wrong one is one ``ValueError`` line naming the file, the section and the key.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .. import _checks
-from ..config import TASK_KINDS, ModelConfig, TaskSpec, TrainConfig
+from ..config import TASK_KINDS, ModelConfig, TaskSpec, TrainConfig, shown
 from ..models import available_models
 
 #: defaults of `mmoe train` and MultiTaskEstimator. Early stopping watches one task (the
 #: first), which would cut the others short, so by default every epoch runs and the last
 #: weights are kept; set patience/monitor in [training] to stop early.
 DEFAULT_TRAINING = TrainConfig(epochs=20, batch_size=1024, lr=1e-3, patience=None,
-                               restore_best=False)
+                               restore_best=False, stop_if_all_skipped=True)
 DEFAULT_MODEL = ModelConfig(name="mmoe", expert_units=(32,), num_experts=8, tower_units=(16,))
+
+#: what each TOML type name accepts, and how a message describes it
+TOML_TYPES: dict[str, tuple[Any, str]] = {
+    "string": (lambda v: isinstance(v, str), "a string"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "number": (lambda v: isinstance(v, int | float) and not isinstance(v, bool)
+               and math.isfinite(v), "a finite number"),
+    "ints": (lambda v: isinstance(v, list) and all(isinstance(u, int) and not isinstance(u, bool)
+                                                   for u in v),
+             "a list of integers (layer widths, e.g. [32, 16])"),
+    "strings": (lambda v: isinstance(v, str) or (isinstance(v, list)
+                                                 and all(isinstance(u, str) for u in v)),
+                "a string or a list of strings"),
+    "table": (lambda v: isinstance(v, dict), "a table"),
+    "scalar": (lambda v: isinstance(v, str | bool | int) or (isinstance(v, float)
+                                                             and math.isfinite(v)),
+               "a string or a number"),
+    "scalars": (lambda v: isinstance(v, list) and all(TOML_TYPES["scalar"][0](u) for u in v),
+                "a list of strings or numbers"),
+}
+_FIELD_TYPES = {"int": "int", "int | None": "int", "float": "number", "bool": "bool",
+                "str": "string", "str | None": "string", "tuple[int, ...]": "ints",
+                "dict[str, Any]": "table"}
+#: every key of each section of the TOML file, with its TOML type
+TOML_KEYS: dict[str, dict[str, str]] = {
+    "data": {"train": "string", "valid": "string", "valid_fraction": "number",
+             "stream": "bool", "buffer_rows": "int", "chunk_rows": "int", "fit_rows": "int",
+             "tensorboard": "bool"},
+    "columns": {"id": "strings", "weight": "string", "numeric": "strings",
+                "categorical": "strings", "exclude": "strings"},
+    "model": {**{f.name: _FIELD_TYPES[str(f.type)] for f in fields(ModelConfig)},
+              "embedding_dim": "int"},
+    "training": {f.name: _FIELD_TYPES[str(f.type)] for f in fields(TrainConfig)},
+}
+#: keys of a [[tasks]] table
+TASK_KEYS = {"name": "string", "column": "string", "kind": "string", "positive": "scalar",
+             "weight": "number", "classes": "scalars"}
 
 
 def parse_task(text: str | dict[str, Any] | TaskSpec) -> TaskSpec:
@@ -49,13 +91,13 @@ def parse_task(text: str | dict[str, Any] | TaskSpec) -> TaskSpec:
         return TaskSpec.from_dict(data)
     parts = str(text).split(":", 2)
     _checks.check(len(parts) >= 2 and parts[0] != "",
-                  f"--task '{text}': use COLUMN:KIND[:POSITIVE], KIND one of "
+                  f"--task '{shown(text)}': use COLUMN:KIND[:POSITIVE], KIND one of "
                   f"{', '.join(TASK_KINDS)} (e.g. --task morekids:binary:yes)")
     column, kind = parts[0], parts[1]
-    _checks.one_of(kind, TASK_KINDS, f"--task '{text}': KIND")
+    _checks.one_of(kind, TASK_KINDS, f"--task '{shown(text)}': KIND")
     positive = parts[2] if len(parts) == 3 else None
     _checks.check(positive is None or kind == "binary",
-                  f"--task '{text}': only a binary task takes a POSITIVE value")
+                  f"--task '{shown(text)}': only a binary task takes a POSITIVE value")
     return TaskSpec(column, kind, column=column, positive=positive)
 
 
@@ -108,8 +150,8 @@ class RunSpec:
         _checks.check(0.0 < self.valid_fraction < 1.0,
                       f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
         models = available_models()
-        _checks.check(self.model.name in models, f"unknown model '{self.model.name}'; choose "
-                      f"one of: {', '.join(sorted(models))} (see `mmoe models`)")
+        _checks.check(self.model.name in models, f"unknown model '{shown(self.model.name)}'; "
+                      f"choose one of: {', '.join(sorted(models))} (see `mmoe models`)")
         _checks.positive_int(self.embedding_dim, "embedding_dim")
         for name in ("buffer_rows", "chunk_rows", "fit_rows"):
             _checks.positive_int(getattr(self, name), name)
@@ -152,13 +194,54 @@ def _read_toml(path: str) -> dict[str, Any]:
     return {}
 
 
-def _section(doc: dict[str, Any], name: str, allowed: set[str], path: str) -> dict[str, Any]:
+def _typed(table: dict[str, Any], types: dict[str, str], where: str,
+           sep: str = " ") -> dict[str, Any]:
+    """``table`` after checking every key is known and every value has its TOML type; a
+    message reads ``{where}{sep}{key} must be ...``."""
+    unknown = sorted(set(table) - set(types))
+    _checks.check(not unknown, f"{where}: unknown key(s) {', '.join(map(shown, unknown))}; "
+                  f"allowed: {', '.join(sorted(types))}")
+    for key, value in table.items():
+        accepts, what = TOML_TYPES[types[key]]
+        if not accepts(value):
+            text = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            _checks.fail(f"{where}{sep}{key} must be {what}, got {text} ({_toml_type(value)})")
+    return dict(table)
+
+
+def _toml_type(value: Any) -> str:
+    """The TOML name of a parsed value's type."""
+    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"),
+                       (list, "array"), (dict, "table")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _section(doc: dict[str, Any], name: str, path: str) -> dict[str, Any]:
     sec = doc.get(name, {})
-    _checks.check(isinstance(sec, dict), f"config file '{path}': [{name}] must be a table")
-    unknown = sorted(set(sec) - allowed)
-    _checks.check(not unknown, f"config file '{path}': unknown key(s) {', '.join(unknown)} in "
-                  f"[{name}]; allowed: {', '.join(sorted(allowed))}")
-    return dict(sec)
+    _checks.check(isinstance(sec, dict), f"config file '{path}': [{name}] must be a table, "
+                  f"got {_toml_type(sec)}")
+    return _typed(sec, TOML_KEYS[name], f"config file '{path}': [{name}]")
+
+
+def _toml_tasks(tasks: Any, path: str) -> list[Any]:
+    """The ``tasks`` of a config file: ``COLUMN:KIND[:POSITIVE]`` strings or tables with a
+    column (a table without a name is named after its column)."""
+    _checks.check(isinstance(tasks, list), f"config file '{path}': tasks must be a list of "
+                  f"\"COLUMN:KIND[:POSITIVE]\" strings or [[tasks]] tables, got "
+                  f"{_toml_type(tasks)}")
+    for i, task in enumerate(tasks, 1):
+        _checks.check(isinstance(task, str | dict), f"config file '{path}': tasks entry {i} "
+                      f"must be \"COLUMN:KIND[:POSITIVE]\" or a [[tasks]] table, got "
+                      f"{repr(task)[:60]}")
+        if isinstance(task, dict):
+            where = f"config file '{path}': [[tasks]] entry {i}"
+            _typed(task, TASK_KEYS, where, ": ")
+            _checks.check("column" in task or "name" in task,
+                          f"{where} has no column; add column = \"LABEL_COLUMN\" (and "
+                          "kind = \"binary\", \"regression\" or \"multiclass\")")
+    return tasks
 
 
 def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
@@ -173,6 +256,13 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
             ``checkpoint_every``, ``on_nonfinite``, ``compile``, ``loss_weighting``,
             ``gate_dropout``, ``gate_balance``; ``None`` or empty means "not given".
 
+    Returns:
+        The :class:`RunSpec`.
+
+    Raises:
+        ValueError: one line naming the file, section and key of a wrong setting.
+        FileNotFoundError: ``config_file`` does not exist.
+
     Example:
         >>> build_run_spec(train="t.csv", tasks=["y:binary"], epochs=3).training.epochs
         3
@@ -184,14 +274,11 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
         base = Path(config_file).parent
         unknown = sorted(set(doc) - {"data", "columns", "tasks", "model", "training"})
         _checks.check(not unknown, f"config file '{config_file}': unknown section(s) "
-                      f"{', '.join(unknown)}; use data, columns, tasks, model, training")
+                      f"{', '.join(map(shown, unknown))}; use data, columns, tasks, model, "
+                      "training")
     where = config_file or ""
-    data = _section(doc, "data", {"train", "valid", "valid_fraction", "stream", "buffer_rows",
-                                  "chunk_rows", "fit_rows", "tensorboard"}, where)
-    cols = _section(doc, "columns", {"id", "weight", "numeric", "categorical", "exclude"}, where)
-    model = _section(doc, "model", {f.name for f in fields(ModelConfig)} | {"embedding_dim"},
-                     where)
-    training = _section(doc, "training", {f.name for f in fields(TrainConfig)}, where)
+    data, cols, model, training = (_section(doc, name, where)
+                                   for name in ("data", "columns", "model", "training"))
     for key in ("train", "valid"):
         if data.get(key):
             data[key] = str(base / data[key])
@@ -221,9 +308,9 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
                              "gate_balance": (model, "gate_balance")}.items():
         if given(flag):
             sec[key] = flags[flag]
-    tasks = flags.get("tasks") if given("tasks") else doc.get("tasks", [])
-    _checks.check(isinstance(tasks, list | tuple),
-                  f"config file '{where}': tasks must be a list")
+    tasks = (flags.get("tasks") if given("tasks")
+             else _toml_tasks(doc.get("tasks", []), where))
+    _checks.check(isinstance(tasks, list | tuple), f"tasks must be a list, got {tasks!r}")
     embedding_dim = model.pop("embedding_dim", 8)
     model_cfg = ModelConfig.from_dict({**DEFAULT_MODEL.to_dict(), **model})
     train_cfg = TrainConfig.from_dict({**DEFAULT_TRAINING.to_dict(), **training})

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import dataclasses
+import os
+import shutil
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -12,7 +18,9 @@ from .. import _checks
 from ..config import InputSpec, ModelConfig, TaskSpec
 from ..nn import FeatureEncoder, Towers, load_balance
 from .protocol import BackboneOut, LinearInputBackbone
-from .registry import get_entry
+from .registry import get_entry, mlp_parameters
+
+CHECKED_BYTES = 64 << 20  # smaller models are built without reading the memory available
 
 
 class ModelOutput(NamedTuple):
@@ -53,12 +61,13 @@ class MultiTaskModel(nn.Module):
     """
 
     def __init__(self, config: ModelConfig, inputs: InputSpec, tasks: Sequence[TaskSpec]):
-        super().__init__()
         tasks = tuple(tasks)
         _checks.check(len(tasks) >= 1, "a model needs at least one task")
         names = [t.name for t in tasks]
         _checks.check(len(set(names)) == len(names), f"task names must be unique, got {names}")
         entry = get_entry(config.name)
+        check_memory(config, inputs, tasks)  # before anything is allocated
+        super().__init__()
         self.config, self.inputs, self.tasks = config, inputs, tasks
         self.encoder = FeatureEncoder(len(inputs.numeric),
                                       tuple(c for _, c in inputs.categorical),
@@ -123,6 +132,158 @@ class MultiTaskModel(nn.Module):
         """JSON description sufficient to rebuild the model (see :func:`model_from_description`)."""
         return {"config": self.config.to_dict(), "inputs": self.inputs.to_dict(),
                 "tasks": [t.to_dict() for t in self.tasks]}
+
+
+def compiled(net: nn.Module) -> nn.Module:
+    """``torch.compile(net)``, or ``net`` itself (with a warning) where inductor has no C++
+    compiler to build its CPU kernels.
+
+    Args:
+        net: the module to train.
+
+    Returns:
+        The compiled module (same parameters), or ``net``.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 1)
+        >>> compiled(net)(torch.zeros(3, 2)).shape
+        torch.Size([3, 1])
+    """
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        warnings.warn("compile=True but no C++ compiler (g++, c++ or clang++) was found; "
+                      "training runs eagerly", RuntimeWarning, stacklevel=3)
+        return net
+    return torch.compile(net, dynamic=False)
+
+
+def estimate_parameters(config: ModelConfig, inputs: InputSpec,
+                        tasks: Sequence[TaskSpec]) -> int:
+    """A lower bound of the parameter count of ``MultiTaskModel(config, inputs, tasks)``, from
+    arithmetic alone (nothing is allocated; no loop over experts or columns).
+
+    Args:
+        config: the model's shape.
+        inputs: the input columns (sizes).
+        tasks: the tasks.
+
+    Returns:
+        Parameters of the embeddings, the backbone (the registry's ``size``) and the towers.
+
+    Example:
+        >>> tasks = [TaskSpec("a"), TaskSpec("b")]
+        >>> estimate_parameters(ModelConfig("mmoe", num_experts=4), InputSpec.dense(10), tasks)
+        1074
+    """
+    d = inputs.width
+    embeddings = sum(c for _, c in inputs.categorical) * inputs.embedding_dim
+    backbone, k = get_entry(config.name).size(config, d, len(tasks))
+    widest = max(t.out_dim if t.kind != "multiclass" or t.classes else 2 for t in tasks)
+    last = config.tower_units[-1] if config.tower_units else k
+    towers = mlp_parameters(k, config.tower_units, len(tasks)) + len(tasks) * (last + 1) * widest
+    return embeddings + backbone + towers + (2 * d if config.batch_norm else 0)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still allocate.
+
+    Returns:
+        The system's available memory and free swap, capped by a cgroup (container) limit;
+        ``None`` where it cannot be read.
+
+    Example:
+        >>> available_memory() is None or available_memory() > 0
+        True
+    """
+    free = None
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text()
+                    .splitlines() if ":" in line)
+        free = sum(int(info[k].split()[0]) * 1024 for k in ("MemAvailable", "SwapFree")
+                   if k in info)
+    except (OSError, ValueError):
+        try:
+            free = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, OSError, ValueError):
+            return None
+    try:  # cgroup v2: the container's limit minus what it uses
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            free = min(free, max(int(limit) - used, 0))
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}" if unit != "bytes" else f"{n} bytes"
+        n /= 1024
+    return f"{n} bytes"
+
+
+def check_memory(config: ModelConfig, inputs: InputSpec, tasks: Sequence[TaskSpec],
+                 copies: int = 1, what: str = "") -> None:
+    """Fail (``ValueError``, one line naming the setting that makes it large) unless
+    ``copies`` float copies of the model's parameters fit in the memory available.
+
+    Args:
+        config, inputs, tasks: the model (see :func:`estimate_parameters`).
+        copies: tensors of the parameters' size needed (1: the weights; training adds the
+            gradients and Adam's two moments).
+        what: what needs them, for the message (default: the model itself).
+
+    Example:
+        >>> check_memory(ModelConfig("mmoe"), InputSpec.dense(10), [TaskSpec("y")])
+        >>> check_memory(ModelConfig("mmoe", num_experts=10**12), InputSpec.dense(10),
+        ...              [TaskSpec("y")])
+        Traceback (most recent call last):
+        ...
+        ValueError: model 'mmoe' is too large for this machine: about ... lower num_experts ...
+    """
+    itemsize = torch.finfo(torch.get_default_dtype()).bits // 8
+    params = estimate_parameters(config, inputs, tasks)
+    need = params * itemsize * copies
+    if need < CHECKED_BYTES or need <= (free := available_memory() or need):
+        return
+    settings = {"num_experts": {"num_experts": 1},
+                "expert_units": {"expert_units": (1,) * len(config.expert_units)},
+                "tower_units": {"tower_units": (1,) * len(config.tower_units)}}
+    shrunk = {name: estimate_parameters(dataclasses.replace(config, **change), inputs, tasks)
+              for name, change in settings.items()}
+    shrunk["embedding_dim"] = estimate_parameters(
+        config, dataclasses.replace(inputs, embedding_dim=1), tasks)
+    setting = min(shrunk, key=shrunk.get)
+    value = inputs.embedding_dim if setting == "embedding_dim" else getattr(config, setting)
+    _checks.fail(f"{what or f'model {config.name!r}'} is too large for this machine: about "
+                 f"{params:,} parameters, {_size(need)} as {copies} x {itemsize}-byte floats, "
+                 f"with {_size(free)} of memory available; lower {setting} (now {value!r})")
+
+
+@contextlib.contextmanager
+def allocation_errors(where: Callable[[], str]) -> Iterator[None]:
+    """Turn a failed allocation inside the block (torch's allocator ``RuntimeError``, CUDA's
+    ``OutOfMemoryError``) into one ``ValueError`` line.
+
+    Args:
+        where: called on failure: where it happened and what to lower, for the message
+            (after "out of memory" and the allocator's first line).
+
+    Example:
+        >>> with allocation_errors(lambda: "in the example"):
+        ...     raise RuntimeError("DefaultCPUAllocator: can't allocate memory: 8 TB\\nmore")
+        Traceback (most recent call last):
+        ...
+        ValueError: out of memory (DefaultCPUAllocator: can't allocate memory: 8 TB) in the example
+    """
+    try:
+        yield
+    except RuntimeError as err:
+        if not (isinstance(err, torch.OutOfMemoryError) or "allocate memory" in str(err)):
+            raise
+        first = str(err).strip().splitlines()[0][:160]
+        raise ValueError(f"out of memory ({first}) {where()}") from None
 
 
 def model_from_description(desc: dict[str, Any]) -> MultiTaskModel:

@@ -12,10 +12,8 @@ from __future__ import annotations
 import copy
 import math
 import os
-import shutil
 import sys
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,26 +27,15 @@ from ..config import TrainConfig
 from ..data.table import TensorTable
 from ..metrics import primary_metric
 from ..models import MultiTaskModel
+from ..models.model import allocation_errors, check_memory, compiled
 from ..objectives import MultiTaskLoss, make_weighting, safe_denominator
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import fresh_state, restore_training, save_training
 from .distributed import all_reduce_sum, barrier, setup, to_device, wrap
 from .epochs import EpochSource, InMemoryEpochs
 from .evaluation import validate
 from .optim import LeanAdam
 
 SMALL_MODEL_PARAMS = 1_000_000  # below this, train on one intra-op thread by default
-#: settings that may change between a run and its resume: they change at most float rounding
-RESUMABLE_CHANGES = ("checkpoint_every", "threads", "on_nonfinite", "compile")
-
-
-def compiled(net: torch.nn.Module) -> torch.nn.Module:
-    """``torch.compile(net)``, or ``net`` itself (with a warning) where inductor has no C++
-    compiler to build its CPU kernels."""
-    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
-        warnings.warn("compile=True but no C++ compiler (g++, c++ or clang++) was found; "
-                      "training runs eagerly", RuntimeWarning, stacklevel=3)
-        return net
-    return torch.compile(net, dynamic=False)
 
 
 class NonFiniteError(ValueError):
@@ -108,6 +95,9 @@ class Trainer:
         ops.build_native()  # here, never from inside a forward
         model.to(self.ctx.device)
         self.model, self.config = model, config
+        if self.ctx.device.type == "cpu":  # gradients and Adam's two moments: 3 more copies
+            check_memory(model.config, model.inputs, model.tasks, 3,
+                         f"training model '{model.config.name}'")
         self.net = wrap(model, self.ctx)  # DDP across ranks, else the model itself
         if config.compile:
             self.net = compiled(self.net)
@@ -136,52 +126,34 @@ class Trainer:
         self._buffers = (list(model.buffers()) if config.on_nonfinite == "skip"
                          and model.config.batch_norm else [])
         # Trainer state: everything resume needs besides model/optimizer weights.
-        self.state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0,
-                                      "history": [], "best_score": None, "best_epoch": 0,
-                                      "bad_epochs": 0, "stopped_early": False,
-                                      "loss_sum": [0.0] * len(names), "rows": 0,
-                                      "skipped_steps": 0,
-                                      "config": config.to_dict()}
+        self.state: dict[str, Any] = fresh_state(len(names), config)
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self._saved_step: int | None = None  # global step of the checkpoint on disk, if any
+        self._last_skip = ""  # why the last skipped step was skipped
 
     # ---- checkpoints ---------------------------------------------------------------------
     def save(self) -> None:
-        """Write the current state to the checkpoint file (atomic; rank 0 only)."""
+        """Write the current state to the checkpoint file (atomic; rank 0 only). Weights
+        that are no longer finite are never written: the last good checkpoint stays."""
         if self.checkpoint is None:
             return
-        if not self.ctx.is_main:
-            barrier(self.ctx)  # wait until rank 0 has written it
-            return
-        tensors = {"rng": torch.get_rng_state()}
-        if self.best_weights is not None:
-            tensors["best_weights"] = self.best_weights
-        if self.weighting.state_dict():
-            tensors["weighting"] = self.weighting.state_dict()
-        save_checkpoint(self.checkpoint, self.model, optimizer=self.optimizer,
-                        trainer=self.state, tensors=tensors, extras=self.extras)
-        barrier(self.ctx)
+        self._check_weights()
+        if self.ctx.is_main:
+            save_training(self.checkpoint, self.model, self.optimizer, self.weighting,
+                          self.state, self.best_weights, self.extras)
+        self._saved_step = self.state["global_step"]
+        barrier(self.ctx)  # the other ranks wait until rank 0 has written it
 
-    def restore(self) -> bool:
-        """Load model, optimizer, RNG and trainer state from the checkpoint, if one exists."""
+    def restore(self, steps: int | None = None) -> bool:
+        """Load model, optimizer, RNG and trainer state from the checkpoint, if one exists,
+        after checking every part of it against this run (``steps``: steps per epoch of the
+        training data, when known); see :func:`.checkpoint.restore_training`."""
         if self.checkpoint is None or not self.checkpoint.exists():
             return False
-        ckpt = load_checkpoint(self.checkpoint)
-        saved = ckpt["trainer"].get("config", {})
-
-        def outcome(cfg: dict[str, Any]) -> dict[str, Any]:
-            full = {**TrainConfig().to_dict(), **cfg}  # keys added later: their defaults
-            return {k: v for k, v in full.items() if k not in RESUMABLE_CHANGES}
-
-        _checks.check(outcome(saved) == outcome(self.config.to_dict()),
-                      f"checkpoint '{self.checkpoint}' was written with different training "
-                      f"settings {saved}; resume with the same settings or start a new run")
-        self.model.load_state_dict(ckpt["state_dict"], strict=True)
-        self.optimizer.load_state_dict(ckpt["optimizer"])  # moves state to the params' device
-        self.state = {**self.state, **ckpt["trainer"], "config": self.config.to_dict()}
-        torch.set_rng_state(ckpt["tensors"]["rng"])
-        self.best_weights = ckpt["tensors"].get("best_weights")
-        if "weighting" in ckpt["tensors"]:
-            self.weighting.load_state_dict(ckpt["tensors"]["weighting"])
+        self.state, self.best_weights = restore_training(
+            self.checkpoint, self.model, self.optimizer, self.weighting, self.config,
+            self.state, steps)
+        self._saved_step = self.state["global_step"]
         return True
 
     # ---- training ------------------------------------------------------------------------
@@ -205,15 +177,17 @@ class Trainer:
         the last epoch is done."""
         cfg = self.config
         source = self._source(train)
-        if not (resume and self.restore()):
+        if not (resume and self.restore(source.steps)):
             torch.manual_seed(cfg.seed)  # dropout stream; init is the caller's (build_model)
         st = self.state
         caller_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads())
         try:
             while st["epoch"] < cfg.epochs and not st["stopped_early"]:
-                rows, seconds = self._train_epoch(source)
-                self._end_epoch(valid, rows, seconds)
+                with allocation_errors(lambda: f"at step {st['global_step'] + 1}; lower "
+                                       f"batch_size or the model's size{self._kept()}"):
+                    rows, seconds = self._train_epoch(source)
+                    self._end_epoch(valid, rows, seconds)
                 yield st["history"][-1]
         finally:
             torch.set_num_threads(caller_threads)  # training's choice stays inside training
@@ -320,7 +294,8 @@ class Trainer:
 
     def _nonfinite(self, losses: list[float], grads: list[torch.Tensor],
                    saved: list[torch.Tensor]) -> None:
-        """Stop with an error naming the task(s), or skip the step (no weight update)."""
+        """Stop with an error naming the task(s), or skip the step (no weight update); weights
+        that are no longer finite stop training either way (no later step can succeed)."""
         st, names = self.state, [t.name for t in self.model.tasks]
         bad = [f"'{n}' ({v})" for n, v in zip(names, losses, strict=True)
                if not math.isfinite(v)]
@@ -329,19 +304,45 @@ class Trainer:
                 f"gradient (norm {norm}; every task loss is finite)")
         where = f"non-finite {what} at step {st['global_step'] + 1} (epoch {st['epoch'] + 1})"
         self.optimizer.zero_grad(set_to_none=True)
+        self._check_weights(where)
         if self.config.on_nonfinite == "skip":
             for buf, old in zip(self._buffers, saved, strict=True):
                 buf.copy_(old)
             st["skipped_steps"] = st.get("skipped_steps", 0) + 1
+            self._last_skip = where
             return
-        kept = (f"; the last good checkpoint is kept in '{self.checkpoint}' (resume from it)"
-                if self.checkpoint is not None else "")
-        raise NonFiniteError(f"{where}: training stopped{kept}. Lower the learning rate, check "
-                             "the data for extreme values, or skip such steps with "
-                             "on_nonfinite='skip' (--on-nonfinite skip)")
+        raise NonFiniteError(f"{where}: training stopped{self._kept()}. Lower the learning "
+                             "rate, check the data for extreme values, or skip such steps "
+                             "with on_nonfinite='skip' (--on-nonfinite skip)")
+
+    def _kept(self) -> str:
+        """What a stopped run leaves to resume from, for the end of its message: true to
+        whether a checkpoint was written (or restored) by this run."""
+        if self.checkpoint is None:
+            return ""
+        if self._saved_step is None:
+            return "; no checkpoint of this run had been written yet: none to resume from"
+        return (f"; the last good checkpoint, of step {self._saved_step}, is kept in "
+                f"'{self.checkpoint}' (resume from it)")
+
+    def _check_weights(self, where: str = "") -> None:
+        """Stop when a weight is NaN/inf: an update overflowed, and no later step can train
+        (nor may such weights be checkpointed)."""
+        if not all(bool(torch.isfinite(p).all()) for p in self._params):
+            raise NonFiniteError(f"{where or 'at step ' + str(self.state['global_step'])}: the "
+                                 f"model's weights are no longer finite (an update overflowed: "
+                                 f"lr {self.config.lr:g} is too large here), so no step can "
+                                 f"succeed; training stopped{self._kept()}. Lower the "
+                                 "learning rate")
 
     def _end_epoch(self, valid: TensorTable | None, done: int, seconds: float) -> None:
         st, names = self.state, [t.name for t in self.model.tasks]
+        self._check_weights()  # before validation: name the cause, not its NaN metrics
+        if self.config.stop_if_all_skipped and 0 < st["step_in_epoch"] == st["skipped_steps"]:
+            raise NonFiniteError(f"every step of epoch {st['epoch'] + 1} was skipped (the "
+                                 f"last: {self._last_skip}): the model learned nothing in it; "
+                                 f"training stopped{self._kept()}. Lower the learning rate or "
+                                 "check the data for extreme values")
         rows = max(st["rows"], 1)
         record: dict[str, Any] = {
             "epoch": st["epoch"] + 1, "step": st["global_step"],
@@ -368,11 +369,9 @@ class Trainer:
         self.save()
 
     def _track_best(self, score: float) -> None:
-        st = self.state
-        best = st["best_score"]
-        better = best is None or (not math.isnan(score) and (
-            score > best if self.higher_is_better else score < best))
-        if better:
+        st, best = self.state, self.state["best_score"]
+        if best is None or (not math.isnan(score) and (
+                score > best if self.higher_is_better else score < best)):
             st["best_score"], st["best_epoch"], st["bad_epochs"] = score, st["epoch"] + 1, 0
             if self.config.restore_best:
                 self.best_weights = copy.deepcopy(self.model.state_dict())

@@ -15,7 +15,7 @@ import tomllib
 
 from ... import _checks
 from ..._fileio import write_text
-from ...config import ModelConfig, TrainConfig
+from ...config import ModelConfig, TrainConfig, shown
 from ...models import available_models
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -81,11 +81,16 @@ class ModelSetup:
 
 def _run_spec(name: str, table: dict[str, Any], where: str) -> ModelSetup:
     """Parse a ``[models.NAME]`` table; errors name the file and the model."""
-    unknown = sorted(set(table) - {"embedding_dim", "model", "train"})
+    name = shown(name)
+    _checks.check(isinstance(table, dict), f"{where}: [models.{name}] must be a table")
+    unknown = sorted(shown(k) for k in set(table) - {"embedding_dim", "model", "train"})
     _checks.check(not unknown, f"{where}: model '{name}': unknown key(s) {', '.join(unknown)}; "
                   "expected embedding_dim, model, train")
+    for key in ("model", "train"):
+        _checks.check(isinstance(table.get(key, {}), dict),
+                      f"{where}: [models.{name}.{key}] must be a table")
     train = dict(table.get("train", {}))
-    bad = sorted(set(train) - set(TRAIN_KEYS))
+    bad = sorted(shown(k) for k in set(train) - set(TRAIN_KEYS))
     _checks.check(not bad, f"{where}: model '{name}': train key(s) {', '.join(bad)} cannot be "
                   f"set here; allowed: {', '.join(TRAIN_KEYS)}")
     try:

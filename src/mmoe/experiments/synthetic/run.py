@@ -11,7 +11,6 @@ tasks.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..._fileio import write_text
+from ..._fileio import write_json, write_text
 from ..._version import __version__, git_commit
 from ...data.datasets.synthetic import generate, label_correlation_study
 from ..multirun import train_runs
@@ -178,6 +177,6 @@ def run_synthetic(config: SyntheticConfig, out: str | Path,
     }
     figures = write_figures(results, out)
     results["figures"] = figures
-    write_text(out / "results.json", json.dumps(results, indent=1))
+    write_json(out / "results.json", results, indent=1)
     write_text(out / "report.md", render_report(results))
     return results
