@@ -45,6 +45,10 @@ class TensorTable:
         labels: (N, T) float32, NaN where a task's label is missing, or ``None`` (prediction).
             Binary: 0/1; regression: the value; multiclass: the class index.
         weights: (N,) float32 per-row sample weights, or ``None`` (all ones).
+        ids: (N, S) int64 table ids of the lookup columns side by side (hashed ids, sequences;
+            0 = padding), or ``None``.
+        groups: (N,) int64 group of each row (e.g. its user) for per-group metrics, or
+            ``None``.
 
     Example:
         >>> t = TensorTable.from_arrays(torch.randn(10, 3), torch.zeros(10, 2))
@@ -56,15 +60,18 @@ class TensorTable:
     categorical: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     weights: torch.Tensor | None = None
+    ids: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         sizes = {name: t.shape[0] for name, t in self._columns().items()}
-        _checks.check(bool(sizes), "a table needs numeric or categorical inputs")
+        _checks.check(bool(sizes), "a table needs numeric, categorical or id inputs")
         _checks.check(len(set(sizes.values())) == 1, f"column tensors differ in length: {sizes}")
 
     def _columns(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in (("numeric", self.numeric), ("categorical", self.categorical),
-                                  ("labels", self.labels), ("weights", self.weights))
+                                  ("labels", self.labels), ("weights", self.weights),
+                                  ("ids", self.ids), ("groups", self.groups))
                 if v is not None}
 
     @classmethod
@@ -91,6 +98,6 @@ class TensorTable:
         rows = ops.take_rows(list(columns.values()), index)  # one pass over every column
         return TensorTable(**dict(zip(columns, rows, strict=True)))
 
-    def inputs(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The model's positional inputs ``(numeric, categorical)``."""
-        return self.numeric, self.categorical
+    def inputs(self) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """The model's positional inputs ``(numeric, categorical, ids)``."""
+        return self.numeric, self.categorical, self.ids

@@ -71,7 +71,7 @@ class MultiTaskModel(nn.Module):
         self.config, self.inputs, self.tasks = config, inputs, tasks
         self.encoder = FeatureEncoder(len(inputs.numeric),
                                       tuple(c for _, c in inputs.categorical),
-                                      inputs.embedding_dim)
+                                      inputs.embedding_dim, inputs.lookups)
         width = self.encoder.out_features
         self.norm = nn.BatchNorm1d(width) if config.batch_norm else nn.Identity()
         extra = {"inputs": inputs} if entry.takes_inputs else {}
@@ -93,8 +93,9 @@ class MultiTaskModel(nn.Module):
         return self.towers.slices
 
     def forward(self, numeric: torch.Tensor | None, categorical: torch.Tensor | None = None,
-                *, parts: bool = False) -> torch.Tensor | ModelOutput:
-        out = self._backbone(numeric, categorical)  # h (T, B, k), gates (G, B, E) | None
+                ids: torch.Tensor | None = None, *, parts: bool = False
+                ) -> torch.Tensor | ModelOutput:
+        out = self._backbone(numeric, categorical, ids)  # h (T, B, k), gates (G, B, E) | None
         logits = self.towers(out.h)  # (B, O)
         if not parts:
             return logits
@@ -104,8 +105,8 @@ class MultiTaskModel(nn.Module):
             aux = balance if aux is None else aux + balance
         return ModelOutput(logits, out.gates, aux)
 
-    def _backbone(self, numeric: torch.Tensor | None, categorical: torch.Tensor | None
-                  ) -> BackboneOut:
+    def _backbone(self, numeric: torch.Tensor | None, categorical: torch.Tensor | None,
+                  ids: torch.Tensor | None) -> BackboneOut:
         """The backbone on x = norm(encoder(inputs)); while training a backbone that starts
         with linear layers, those are folded into the embedding lookups when that is cheaper
         (same values; evaluation and export stay plain)."""
@@ -116,13 +117,18 @@ class MultiTaskModel(nn.Module):
                                              [layer.weight for layer in layers],
                                              [layer.bias for layer in layers])
             return self.backbone.from_inputs(first)
-        return self.backbone(self.norm(self.encoder(numeric, categorical)))  # x (B, d)
+        return self.backbone(self.norm(self.encoder(numeric, categorical, ids)))  # x (B, d)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The trainable parameters every task reads: encoder, input normalisation and
         backbone (the towers are each task's own)."""
         return [p for part in (self.encoder, self.norm, self.backbone)
                 for p in part.parameters() if p.requires_grad]
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """The lookup tables: their gradients are sparse (the rows a batch used), so they need
+        an optimizer that takes sparse gradients (the Trainer gives them ``SparseAdam``)."""
+        return self.encoder.sparse_parameters()
 
     def last_shared_layer(self) -> list[nn.Parameter]:
         """The backbone's last shared layer (GradNorm's W), as the backbone declares it."""
@@ -176,6 +182,8 @@ def estimate_parameters(config: ModelConfig, inputs: InputSpec,
     """
     d = inputs.width
     embeddings = sum(c for _, c in inputs.categorical) * inputs.embedding_dim
+    embeddings += sum(rows * dim for rows, dim in {lk.table: (lk.rows, lk.dim)
+                                                   for lk in inputs.lookups}.values())
     backbone, k = get_entry(config.name).size(config, d, len(tasks))
     widest = max(t.out_dim if t.kind != "multiclass" or t.classes else 2 for t in tasks)
     last = config.tower_units[-1] if config.tower_units else k
@@ -254,8 +262,12 @@ def check_memory(config: ModelConfig, inputs: InputSpec, tasks: Sequence[TaskSpe
               for name, change in settings.items()}
     shrunk["embedding_dim"] = estimate_parameters(
         config, dataclasses.replace(inputs, embedding_dim=1), tasks)
+    shrunk["buckets"] = estimate_parameters(config, dataclasses.replace(inputs, lookups=tuple(
+        dataclasses.replace(lk, rows=2, dim=1) for lk in inputs.lookups)), tasks)
     setting = min(shrunk, key=shrunk.get)
-    value = inputs.embedding_dim if setting == "embedding_dim" else getattr(config, setting)
+    value = (inputs.embedding_dim if setting == "embedding_dim" else
+             {lk.table: lk.rows - 1 for lk in inputs.lookups} if setting == "buckets" else
+             getattr(config, setting))
     _checks.fail(f"{what or f'model {config.name!r}'} is too large for this machine: about "
                  f"{params:,} parameters, {_size(need)} as {copies} x {itemsize}-byte floats, "
                  f"with {_size(free)} of memory available; lower {setting} (now {value!r})")

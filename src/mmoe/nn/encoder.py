@@ -1,5 +1,6 @@
-"""Feature encoder: numeric columns and categorical embeddings into one dense vector x, and
-the same encoding folded into a first linear layer (x never materialised)."""
+"""Feature encoder: numeric columns, categorical embeddings and pooled table lookups (hashed ids,
+sequences) into one dense vector x, and the same encoding folded into a first linear layer (x
+never materialised) when it holds no lookups."""
 
 from __future__ import annotations
 
@@ -11,21 +12,30 @@ from ..ops import reference
 
 
 class FeatureEncoder(nn.Module):
-    """Concatenate numeric inputs with one embedding per categorical column.
+    """Concatenate numeric inputs, one embedding per categorical column and one pooled
+    lookup per table column.
 
     Numeric columns arrive standardised (the data layer fits the statistics on the training
     data). Categorical columns arrive as integer codes in ``[0, cardinality)``, code 0 being
     out-of-vocabulary or missing. All categorical columns share one embedding table with a
     per-column offset, so encoding is a single lookup whatever the number of columns.
 
+    Lookups (hashed ids, sequences, categorical columns of their own width) arrive side by side
+    in ``ids`` (B, S), each lookup its ``slots`` columns, id 0 being padding; each reads its
+    table (a table shared by several lookups is one parameter) and pools the ids present
+    (:func:`mmoe.ops.pooled_lookup`). Tables get sparse gradients (the rows a batch used):
+    :meth:`sparse_parameters` lists them for an optimizer that takes sparse gradients.
+
     Args:
         num_numeric: number of numeric columns.
         cardinalities: codes per categorical column (including the OOV code 0).
-        embedding_dim: width of every embedding.
+        embedding_dim: width of every categorical embedding.
+        lookups: the table columns (``mmoe.config.Lookup``: name, table, rows, dim, slots,
+            pooling), in the order of their slots.
 
     Shapes:
-        numeric (B, num_numeric) float, categorical (B, len(cardinalities)) long
-        -> (B, num_numeric + len(cardinalities) * embedding_dim).
+        numeric (B, num_numeric) float, categorical (B, len(cardinalities)) long, ids (B, S)
+        long -> (B, num_numeric + len(cardinalities) * embedding_dim + sum of lookup dims).
 
     Example:
         >>> enc = FeatureEncoder(3, (5, 2), embedding_dim=4)
@@ -34,32 +44,52 @@ class FeatureEncoder(nn.Module):
     """
 
     def __init__(self, num_numeric: int, cardinalities: tuple[int, ...] = (),
-                 embedding_dim: int = 8):
+                 embedding_dim: int = 8, lookups: tuple = ()):
         super().__init__()
         self.num_numeric = num_numeric
         self.num_categorical = len(cardinalities)
         self.embedding_dim = embedding_dim
-        self.out_features = num_numeric + len(cardinalities) * embedding_dim
         if cardinalities:
             for name, index in ops.fold_layout(cardinalities)._asdict().items():
                 self.register_buffer(name, index, persistent=False)  # moves with the module
             self.embedding = nn.Embedding(sum(cardinalities), embedding_dim)
         else:
             self.embedding = None
+        # tables in order of first use, named t0, t1, ... (column names need not be valid keys)
+        table_of = {lk.table: None for lk in lookups}
+        self.tables = nn.ParameterList(
+            nn.Parameter(torch.randn(next(lk.rows for lk in lookups if lk.table == name),
+                                     next(lk.dim for lk in lookups if lk.table == name)))
+            for name in table_of)  # (rows, dim) each, N(0, 1) as nn.Embedding
+        index = {name: i for i, name in enumerate(table_of)}
+        starts = [sum(lk.slots for lk in lookups[:j]) for j in range(len(lookups))]
+        self.lookups = tuple((index[lk.table], start, start + lk.slots, lk.pooling)
+                             for lk, start in zip(lookups, starts, strict=True))
+        self.out_features = (num_numeric + len(cardinalities) * embedding_dim
+                             + sum(lk.dim for lk in lookups))
 
-    def forward(self, numeric: torch.Tensor | None,
-                categorical: torch.Tensor | None = None) -> torch.Tensor:
-        if self.embedding is None:
-            return reference.encode(numeric, None, None, None)  # (B, n_num)
-        return reference.encode(numeric if self.num_numeric else None, categorical,
-                                self.offsets, self.embedding.weight)  # (B, d)
+    def forward(self, numeric: torch.Tensor | None, categorical: torch.Tensor | None = None,
+                ids: torch.Tensor | None = None) -> torch.Tensor:
+        parts = []
+        if self.embedding is not None:
+            parts.append(reference.encode(numeric if self.num_numeric else None, categorical,
+                                          self.offsets, self.embedding.weight))  # (B, d)
+        elif self.num_numeric:
+            parts.append(reference.encode(numeric, None, None, None))  # (B, n_num)
+        parts += [ops.pooled_lookup(ids[:, start:stop], self.tables[t], pooling, sparse=True)
+                  for t, start, stop, pooling in self.lookups]  # (B, dim) each
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """The lookup tables, whose gradients are sparse (only the rows a batch used)."""
+        return list(self.tables)
 
     def folds(self, batch_rows: int) -> bool:
         """Whether :meth:`fold_linear` pays for this batch size: when the vocabulary V is at
         most half the B·n_cat lookups, building the folded table (V·D·N) and gathering
         (B·n_cat·N) is cheaper than the (B, n_cat·D) x (n_cat·D, N) product (B·n_cat·D·N),
         forward and backward."""
-        return (self.embedding is not None
+        return (self.embedding is not None and not self.lookups
                 and 2 * self.embedding.num_embeddings <= batch_rows * self.num_categorical)
 
     def layout(self) -> ops.FoldLayout:

@@ -14,7 +14,8 @@ A weighting is the pluggable last part of the objective (``TrainConfig.loss_weig
 - ``pcgrad`` (Yu et al., NeurIPS 2020), a gradient rule: on the shared parameters each task's
   gradient g_i is projected off every other task's g_j it conflicts with (g_i . g_j < 0),
   g_i <- g_i - (g_i . g_j) / ||g_j||² g_j, in random order; the projected gradients are summed.
-  Task-specific parameters (towers) get the plain weighted sum.
+  Task-specific parameters (towers) and lookup tables (sparse gradients) get the plain
+  weighted sum.
 
 A weighting has ``loss(task_losses)`` (the scalar objective), ``backward(task_losses, penalty)``
 (fills ``.grad``; the Trainer calls it between ``zero_grad`` and ``step``) and ``after_step()``.
@@ -249,6 +250,8 @@ class WeightedModel(Protocol):
 
     def last_shared_layer(self) -> list[nn.Parameter]: ...
 
+    def sparse_parameters(self) -> list[nn.Parameter]: ...
+
 
 def make_weighting(config: TrainConfig, model: WeightedModel) -> StaticWeighting:
     """The weighting ``config.loss_weighting`` names, for ``model`` (a MultiTaskModel).
@@ -265,8 +268,9 @@ def make_weighting(config: TrainConfig, model: WeightedModel) -> StaticWeighting
         return UncertaintyWeighting(tasks)
     if kind == "gradnorm":
         return GradNorm(tasks, model.last_shared_layer(), config.gradnorm_alpha)
-    if kind == "pcgrad":
-        shared = model.shared_parameters()
+    if kind == "pcgrad":  # lookup tables (sparse gradients) take the plain sum, like towers
+        tables = {id(p) for p in model.sparse_parameters()}
+        shared = [p for p in model.shared_parameters() if id(p) not in tables]
         ids = {id(p) for p in shared}
         others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
         return PCGrad(tasks, shared, others)

@@ -11,6 +11,7 @@ op                        what                         torch path          nativ
 :func:`linear_groups`     layers sharing x (B, I)      = reference         (one GEMM)
 :func:`fold_linear`       first layer on embeddings    folded tables       yes
 :func:`take_rows`         a batch's rows of a table    = reference         yes
+:func:`pooled_lookup`     ids pooled from a table      embedding_bag       (torch's)
 ========================  ===========================  ==================  ================
 
 This package imports no other part of mmoe.
@@ -19,6 +20,7 @@ This package imports no other part of mmoe.
 from __future__ import annotations
 
 import torch
+from torch.nn import functional as F
 
 from . import native, reference, torch_paths
 from .native import build as build_native
@@ -27,7 +29,7 @@ from .reference import linear_groups
 from .torch_paths import FoldLayout, fold_layout
 
 __all__ = ["FoldLayout", "build_native", "fold_layout", "fold_linear", "grouped_linear",
-           "linear_groups", "mix", "native_ready", "take_rows"]
+           "linear_groups", "mix", "native_ready", "pooled_lookup", "take_rows"]
 
 
 def mix(gates: torch.Tensor, experts: torch.Tensor, relu: bool = False) -> torch.Tensor:
@@ -92,3 +94,19 @@ def take_rows(columns: list[torch.Tensor], index: torch.Tensor) -> list[torch.Te
     """
     rows = native.take_rows(columns, index)
     return rows if rows is not None else reference.take_rows(columns, index)
+
+
+def pooled_lookup(ids: torch.Tensor, weight: torch.Tensor, pooling: str = "mean",
+                  sparse: bool = False) -> torch.Tensor:
+    """:func:`reference.pooled_lookup`: (B, L) ids (0 = padding) in a (V, D) table -> (B, D),
+    by torch's ``embedding_bag`` (one kernel, and with ``sparse`` a gradient that holds only
+    the rows the batch used); the plain formula when traced for export.
+
+    Example:
+        >>> table = torch.tensor([[9.0], [1.0], [3.0]])
+        >>> pooled_lookup(torch.tensor([[1, 2], [2, 0], [0, 0]]), table, "sum").tolist()
+        [[4.0], [3.0], [0.0]]
+    """
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return reference.pooled_lookup(ids, weight, pooling)
+    return F.embedding_bag(ids, weight, mode=pooling, padding_idx=0, sparse=sparse)

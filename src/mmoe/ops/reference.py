@@ -189,6 +189,33 @@ def gather_sum(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return F.embedding_bag(rows, table, mode="sum")
 
 
+def pooled_lookup(ids: torch.Tensor, weight: torch.Tensor, pooling: str = "mean"
+                  ) -> torch.Tensor:
+    """Each row's ids looked up in a table and pooled, id 0 being padding (never counted).
+
+    out[b] = sum_j [ids[b, j] != 0] weight[ids[b, j]]  (``sum``), divided by the number of
+    ids present (``mean``; a row without ids gives zeros).
+
+    Args:
+        ids: (B, L) int64, 0 = padding.
+        weight: (V, D) the table.
+        pooling: ``sum`` or ``mean``.
+
+    Returns:
+        (B, D).
+
+    Example:
+        >>> table = torch.tensor([[9.0], [1.0], [3.0]])
+        >>> pooled_lookup(torch.tensor([[1, 2], [2, 0], [0, 0]]), table).tolist()
+        [[2.0], [3.0], [0.0]]
+    """
+    present = (ids != 0).unsqueeze(-1).to(weight.dtype)  # (B, L, 1)
+    total = (F.embedding(ids, weight) * present).sum(1)  # (B, D)
+    if pooling == "sum":
+        return total
+    return total / present.sum(1).clamp_min(1.0)
+
+
 def take_rows(columns: list[torch.Tensor], index: torch.Tensor) -> list[torch.Tensor]:
     """The rows at ``index`` of every column: ``[c.index_select(0, index) for c in columns]``.
 

@@ -139,7 +139,7 @@ def _cat(tables: list[TensorTable]) -> TensorTable:
     if len(tables) == 1:
         return tables[0]
     cols = {}
-    for key in ("numeric", "categorical", "labels", "weights"):
+    for key in ("numeric", "categorical", "labels", "weights", "ids", "groups"):
         parts = [getattr(t, key) for t in tables]
         cols[key] = None if parts[0] is None else torch.cat(parts)
     return TensorTable(**cols)

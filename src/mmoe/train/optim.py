@@ -101,3 +101,111 @@ class LeanAdam(torch.optim.Adam):
         if getattr(adam_step, "hooked", False):  # already wrapped by torch
             adam_step = adam_step.__wrapped__
         return torch.optim.Optimizer.profile_hook_step(adam_step)(self, closure)
+
+
+class MixedAdam:
+    """Adam for the dense parameters (:class:`LeanAdam`) and lazy Adam for embedding tables
+    with sparse gradients (torch's ``SparseAdam``: a step updates only the rows the batch used,
+    with those rows' moments, so its cost follows the batch, not the table), behind one
+    optimizer's interface (``param_groups``, ``zero_grad``, ``step``, ``state_dict``,
+    ``load_state_dict``).
+
+    The state dict is torch's Adam layout over all parameters (dense groups first, then the
+    tables' group, marked ``"sparse": True``), so checkpoints are checked and loaded like a
+    plain Adam's. The tables take no weight decay (``SparseAdam`` has none).
+
+    Args:
+        dense: the parameters with dense gradients.
+        sparse: the tables.
+        lr: the learning rate of both.
+        weight_decay: the dense parameters' weight decay.
+
+    Example:
+        >>> table = torch.nn.Parameter(torch.randn(100, 4))
+        >>> dense = torch.nn.Parameter(torch.randn(4, 1))
+        >>> opt = MixedAdam([dense], [table], lr=0.1)
+        >>> rows = torch.tensor([[3, 7]])
+        >>> loss = (torch.nn.functional.embedding_bag(rows, table, sparse=True) @ dense).sum()
+        >>> loss.backward()
+        >>> before = table.detach().clone()
+        >>> opt.step()
+        >>> sorted((table != before).any(1).nonzero().flatten().tolist())  # only the rows used
+        [3, 7]
+    """
+
+    def __init__(self, dense: list[torch.nn.Parameter], sparse: list[torch.nn.Parameter],
+                 lr: float = 1e-3, weight_decay: float = 0.0):
+        self.dense = LeanAdam(dense, lr=lr, weight_decay=weight_decay)
+        self.sparse = torch.optim.SparseAdam(sparse, lr=lr)
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The dense groups, then the tables' group."""
+        return self.dense.param_groups + self.sparse.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop (or zero) every gradient."""
+        self.dense.zero_grad(set_to_none)
+        self.sparse.zero_grad(set_to_none)
+
+    def step(self) -> None:
+        """One Adam step of the dense parameters and of the rows the tables' gradients hold."""
+        self.dense.step()
+        self.sparse.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Torch's Adam layout over all parameters (the tables' step counts as float
+        tensors, like Adam's)."""
+        dense, sparse = self.dense.state_dict(), self.sparse.state_dict()
+        n = sum(len(g["params"]) for g in dense["param_groups"])
+        state = dict(dense["state"])
+        for i, st in sparse["state"].items():
+            state[n + i] = {**st, "step": torch.tensor(float(st["step"]))}
+        groups = dense["param_groups"] + [
+            {**g, "params": [n + i for i in g["params"]], "weight_decay": 0.0, "sparse": True}
+            for g in sparse["param_groups"]]
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
+        k = len(self.dense.param_groups)
+        groups = state_dict["param_groups"]
+        n = sum(len(g["params"]) for g in groups[:k])
+        self.dense.load_state_dict({
+            "state": {i: st for i, st in state_dict["state"].items() if i < n},
+            "param_groups": groups[:k]})
+        sparse_groups = [{key: v for key, v in g.items() if key not in ("weight_decay", "sparse")}
+                         | {"params": [i - n for i in g["params"]]} for g in groups[k:]]
+        self.sparse.load_state_dict({
+            "state": {i - n: {**st, "step": int(st["step"])}
+                      for i, st in state_dict["state"].items() if i >= n},
+            "param_groups": sparse_groups})
+
+
+def optimizer_for(model: torch.nn.Module, weighting: torch.nn.Module,
+                  config: Any) -> LeanAdam | MixedAdam:
+    """The optimizer of a training run: torch's fused Adam over every parameter of the
+    ``model`` and the loss ``weighting`` (:class:`LeanAdam`), or, when the model has lookup
+    tables (``model.sparse_parameters()``), :class:`MixedAdam` with lazy Adam for them.
+
+    Args:
+        model: a MultiTaskModel.
+        weighting: the loss weighting (its learnt weights train too).
+        config: the TrainConfig (``lr``, ``weight_decay``).
+
+    Returns:
+        The optimizer.
+
+    Example:
+        >>> from mmoe import TaskSpec, TrainConfig, build_model
+        >>> model = build_model("mmoe", 3, [TaskSpec("y")])
+        >>> type(optimizer_for(model, torch.nn.Module(), TrainConfig())).__name__
+        'LeanAdam'
+    """
+    params = [*model.parameters(), *weighting.parameters()]
+    tables = model.sparse_parameters()
+    if not tables:  # one fused kernel for all, without per-step regrouping
+        return LeanAdam(params, lr=config.lr, weight_decay=config.weight_decay)
+    sparse = {id(t) for t in tables}
+    return MixedAdam([p for p in params if id(p) not in sparse], tables, lr=config.lr,
+                     weight_decay=config.weight_decay)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .. import _checks, ops
 from ..config import TrainConfig
 from ..data.table import TensorTable
-from ..metrics import primary_metric
+from ..metrics import monitored
 from ..models import MultiTaskModel
 from ..models.model import allocation_errors, check_memory, compiled
 from ..objectives import MultiTaskLoss, make_weighting, safe_denominator
@@ -33,7 +33,7 @@ from .checkpoint import fresh_state, restore_training, save_training
 from .distributed import all_reduce_sum, barrier, setup, to_device, wrap
 from .epochs import EpochSource, InMemoryEpochs
 from .evaluation import validate
-from .optim import LeanAdam
+from .optim import optimizer_for
 
 SMALL_MODEL_PARAMS = 1_000_000  # below this, train on one intra-op thread by default
 
@@ -111,15 +111,11 @@ class Trainer:
                                               else progress)
         self.loss_fn = MultiTaskLoss(model.tasks, model.task_slices)
         self.weighting = make_weighting(config, model)  # static, uncertainty, gradnorm, pcgrad
-        # torch's fused Adam (one kernel for all parameters), called without the per-step
-        # regrouping once every parameter has its state
-        self.optimizer = LeanAdam([*model.parameters(), *self.weighting.parameters()],
-                                  lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = optimizer_for(model, self.weighting, config)
         names = [t.name for t in model.tasks]
-        monitor = config.monitor or names[0]
-        _checks.check(monitor in names, f"monitor task '{monitor}' is not one of {names}")
-        self.monitor_task = model.tasks[names.index(monitor)]
-        self.metric, self.higher_is_better = primary_metric(self.monitor_task)
+        # a task (its primary metric) or METRIC:TASK, e.g. gauc:click
+        self.monitor_task, self.metric, self.higher_is_better = monitored(config.monitor,
+                                                                          model.tasks)
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self._unit_scale = torch.ones(1, device=self.ctx.device)  # the check's scale: 1
         # skip must not let a bad batch into batch-norm running statistics either
@@ -241,8 +237,8 @@ class Trainer:
         for batch in source.batches(st["epoch"], st["step_in_epoch"], ctx):
             table = batch.table
             if ctx.device.type != "cpu":
-                table = TensorTable(*to_device((table.numeric, table.categorical,
-                                                table.labels, table.weights), ctx))
+                table = TensorTable(*to_device((table.numeric, table.categorical, table.labels,
+                                                table.weights, table.ids), ctx))
             task_losses = self._step(table)
             if task_losses is not None:
                 loss_sum += task_losses * batch.rows / ctx.world
@@ -275,7 +271,8 @@ class Trainer:
         self.weighting.backward(task_losses, out.aux_loss)  # static: sum λ_t L_t (+ aux)
         # Non-finite check with one host read per step (the losses are read anyway): one
         # kernel flags a non-finite element in any gradient (GradScaler's check, at scale 1).
-        grads = [p.grad for p in self._params if p.grad is not None]
+        grads = [p.grad._values() if p.grad.is_sparse else p.grad  # a table: its rows
+                 for p in self._params if p.grad is not None]
         flag = torch.zeros(1, device=task_losses.device)
         if grads:
             torch._amp_foreach_non_finite_check_and_unscale_(grads, flag, self._unit_scale)

