@@ -193,7 +193,7 @@ def train_model_dir(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = 
         >>> demo.to_csv("train.csv", index=False)
         >>> spec = build_run_spec(train="train.csv", tasks=["clicked:binary"], epochs=2)
         >>> sorted(train_model_dir(spec, "runs/m1")["valid"]["clicked"])
-        ['auc', 'logloss', 'n']
+        ['auc', 'calibration', 'logloss', 'n']
     """
     main = env_rank() == 0  # under torchrun, only rank 0 touches the output directory
     _checks.check(not (spec.stream and env_world() > 1),

@@ -1,6 +1,8 @@
 """Per-task evaluation metrics, computed with scikit-learn on labelled rows only.
 
-binary: ROC AUC and log-loss; regression: MSE and R²; multiclass: accuracy and log-loss.
+binary: ROC AUC, log-loss and calibration (mean prediction / observed rate), and with groups
+(e.g. users) GAUC, NDCG@k and MRR over them (:mod:`.groups`); regression: MSE and R²;
+multiclass: accuracy and log-loss.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import numpy as np
 from scipy.special import expit, softmax
 from sklearn import metrics as skm
 
-from .config import TaskSpec
+from .. import _checks
+from ..config import TaskSpec
+from .groups import calibration, gauc, mrr, ndcg_at_k
 
 #: metric each kind is judged by, and whether higher is better
 PRIMARY: dict[str, tuple[str, bool]] = {
@@ -22,9 +26,35 @@ PRIMARY: dict[str, tuple[str, bool]] = {
 }
 
 
+#: metrics where lower is better (every other metric: higher is better)
+LOWER_IS_BETTER = {"mse", "logloss"}
+
+
 def primary_metric(task: TaskSpec) -> tuple[str, bool]:
     """``(metric name, higher_is_better)`` used for early stopping and model selection."""
     return PRIMARY[task.kind]
+
+
+def monitored(monitor: str | None, tasks: Sequence[TaskSpec]) -> tuple[TaskSpec, str, bool]:
+    """What early stopping and model selection watch: ``monitor`` is a task name (its
+    primary metric), ``METRIC:TASK`` (e.g. ``gauc:click``), or ``None`` (the first task's
+    primary metric).
+
+    Returns:
+        ``(task, metric, higher_is_better)``.
+
+    Example:
+        >>> tasks = [TaskSpec("click"), TaskSpec("spend", "regression")]
+        >>> [(t.name, m, h) for t, m, h in (monitored(None, tasks), monitored("gauc:click", tasks),
+        ...                                 monitored("spend", tasks))]
+        [('click', 'auc', True), ('click', 'gauc', True), ('spend', 'mse', False)]
+    """
+    names = [t.name for t in tasks]
+    metric, _, name = (monitor or names[0]).rpartition(":")
+    _checks.check(name in names, f"monitor task '{name}' is not one of {names}")
+    task = tasks[names.index(name)]
+    metric = metric or PRIMARY[task.kind][0]
+    return task, metric, metric not in LOWER_IS_BETTER
 
 
 def task_outputs(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
@@ -52,8 +82,8 @@ def _check_finite(task: TaskSpec, pred: np.ndarray, y: np.ndarray) -> None:
 
 
 def evaluate(tasks: Sequence[TaskSpec], slices: Sequence[slice], logits: np.ndarray,
-             labels: np.ndarray, weights: np.ndarray | None = None
-             ) -> dict[str, dict[str, float]]:
+             labels: np.ndarray, weights: np.ndarray | None = None,
+             groups: np.ndarray | None = None, k: int = 10) -> dict[str, dict[str, float]]:
     """Metrics of every task on its labelled rows.
 
     Args:
@@ -62,6 +92,10 @@ def evaluate(tasks: Sequence[TaskSpec], slices: Sequence[slice], logits: np.ndar
         logits: (N, O) model outputs.
         labels: (N, T) with NaN where missing.
         weights: optional (N,) sample weights.
+        groups: optional (N,) group of each row (e.g. the user): binary tasks then also get
+            ``gauc`` (with ``gauc_groups`` used and ``gauc_skipped`` one-class groups),
+            ``ndcg@k`` and ``mrr`` over the groups.
+        k: the cut-off of NDCG.
 
     Returns:
         ``{task name: {metric: value}}``; a metric that is undefined on the data (AUC with a
@@ -93,6 +127,13 @@ def evaluate(tasks: Sequence[TaskSpec], slices: Sequence[slice], logits: np.ndar
             both = len(np.unique(y)) == 2
             res["auc"] = float(skm.roc_auc_score(y, pred, sample_weight=w)) if both else math.nan
             res["logloss"] = float(skm.log_loss(y, pred, sample_weight=w, labels=[0, 1]))
+            res["calibration"] = calibration(y, pred, w)
+            if groups is not None:
+                g = groups[keep]
+                res["gauc"], used, skipped = gauc(g, y, pred)
+                res["gauc_groups"], res["gauc_skipped"] = float(used), float(skipped)
+                res[f"ndcg@{k}"] = ndcg_at_k(g, y, pred, k)[0]
+                res["mrr"] = mrr(g, y, pred)[0]
         elif task.kind == "regression":
             res["mse"] = float(skm.mean_squared_error(y, pred, sample_weight=w))
             res["r2"] = float(skm.r2_score(y, pred, sample_weight=w)) if y.size > 1 else math.nan
