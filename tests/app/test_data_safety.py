@@ -190,9 +190,9 @@ def test_regression_label_of_1e308_fails_before_training(trained, tmp_path, caps
     _user_error(["evaluate", trained, tmp_path / "big.csv"], capsys, "line 11", "rescale")
 
 
-def test_parquet_list_column_is_one_line(tmp_path, capsys):
+def test_parquet_nested_column_is_one_line(tmp_path, capsys):
     table = pa.Table.from_pandas(_table(), preserve_index=False)
-    table = table.append_column("tags", pa.array([[1, 2]] * table.num_rows))
+    table = table.append_column("tags", pa.array([[[1], [2]]] * table.num_rows))
     pq.write_table(table, tmp_path / "l.parquet")
     _user_error(["train", "--train", tmp_path / "l.parquet", "--task", "clicked:binary",
                  *QUICK, "--out", tmp_path / "m"], capsys, "l.parquet", "'tags'", "list")

@@ -101,12 +101,21 @@ def test_header_with_an_empty_name_or_made_of_numbers(tmp_path):
     assert list(read_table(tmp_path / "ok.csv").columns) == ["2019", "x"]
 
 
-def test_parquet_list_column_is_one_line(tmp_path):
-    pq.write_table(pa.table({"x": [1.0, 2.0], "tags": [[1, 2], [3]]}), tmp_path / "l.parquet")
+def test_parquet_nested_column_is_one_line(tmp_path):
+    """Lists of numbers or text are sequence columns; lists of lists or structs are not."""
+    pq.write_table(pa.table({"x": [1.0, 2.0], "tags": [[[1], [2]], [[3]]]}),
+                   tmp_path / "l.parquet")
     for call in (lambda: read_table(tmp_path / "l.parquet"),
                  lambda: list(iter_table(tmp_path / "l.parquet"))):
         _one_line_error(call, "l.parquet", "'tags'", "list")
     assert read_table(tmp_path / "l.parquet", columns=["x"])["x"].tolist() == [1.0, 2.0]
+
+
+def test_parquet_list_columns_come_back_as_arrow_lists(tmp_path):
+    pq.write_table(pa.table({"x": [1.0, 2.0], "tags": [[1, 2], []]}), tmp_path / "s.parquet")
+    for df in (read_table(tmp_path / "s.parquet"),
+               next(iter_table(tmp_path / "s.parquet"))):
+        assert df["tags"].tolist() == [[1, 2], []]
 
 
 # ---- ids verbatim ----------------------------------------------------------------------------

@@ -71,17 +71,24 @@ def _check_columns(path: Path, have: Sequence[str], want: Sequence[str] | None) 
 
 
 def _parquet_file(path: Path, columns: Sequence[str] | None) -> pq.ParquetFile:
-    """The file, its column names checked; a nested column read is an error naming it."""
+    """The file, its column names checked; a nested column other than a list of numbers or
+    text (a sequence column) read is an error naming it."""
     pf = pq.ParquetFile(path)
     schema = pf.schema_arrow
     _check_names(path, schema.names, is_csv=False)
     _check_columns(path, schema.names, columns)
     for field in schema:
-        _checks.check(not pa.types.is_nested(field.type) or (
+        _checks.check(not pa.types.is_nested(field.type) or _sequence_type(field.type) or (
             columns is not None and field.name not in columns),
             f"file '{path}': column '{field.name}' holds {field.type} values, which mmoe "
-            "cannot read yet (numbers and text only); drop or flatten the column")
+            "cannot read (numbers, text and lists of them only); drop or flatten the column")
     return pf
+
+
+def _sequence_type(kind: pa.DataType) -> bool:
+    """A list of numbers or text: a sequence column."""
+    return ((pa.types.is_list(kind) or pa.types.is_large_list(kind))
+            and not pa.types.is_nested(kind.value_type))
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -128,7 +135,8 @@ def _frame(table: pa.Table, raw: Sequence[str], start: int, whole: bool) -> pd.D
     """``table`` as a DataFrame indexed by file position from ``start``; raw columns keep
     their Arrow type. A ``whole`` table (shared with nothing) is freed as it converts; a
     chunk may share its buffers with the rows still to come, so it is left alone."""
-    kept = {c: table.column(c) for c in raw if c in table.column_names}
+    kept = {c: table.column(c) for c in table.column_names
+            if c in raw or _sequence_type(table.schema.field(c).type)}  # lists stay Arrow
     df = table.to_pandas(split_blocks=True, self_destruct=whole and not kept)
     for name, values in kept.items():
         df[name] = pd.arrays.ArrowExtensionArray(values)

@@ -1,0 +1,309 @@
+"""A generated impression log with a conversion funnel (impression -> click -> purchase) whose
+true probabilities are known, so every model's gap to the best possible AUC can be measured.
+
+The world (drawn once from the seed):
+
+- users u with latents a_u ~ N(0, I_k) and activity w_u ~ LogNormal(0, 1) (how often u
+  browses); items i with latents b_i ~ N(0, I_k), a category c_i, a price
+  log p_i ~ N(3, 0.8²) and a Zipf popularity pi_i ∝ rank_i^(-zipf);
+- click and purchase read partly different latent directions: click the first
+  ``click_dims`` coordinates S_c, purchase the last ``purchase_dims`` S_p, overlapping in
+  ``shared_dims`` (so the tasks are related but not the same, which is where one gate per
+  task should pay);
+
+  r_c(u, i) = <a_u, b_i>_{S_c} / sqrt(|S_c|),   r_p(u, i) = <a_u, b_i>_{S_p} / sqrt(|S_p|)
+
+Each impression (in time order): a user drawn by activity; ``candidates`` items drawn by
+popularity; the shown item chosen among them with probability softmax(exposure * r_c), so
+impressions are not random; its position is 1 + its rank by relevance among the candidates;
+context: device (ios/android/web) and hour of day. Then
+
+  logit P(click)          = click_bias + 1.5 r_c + 0.3 z_pop(i) - 0.15 (position - 1)
+                            + d_click(device) + 0.3 sin(2 pi hour / 24)
+  logit P(buy | click)    = purchase_bias + 1.5 r_p - 0.5 z_price(i) + e(category)
+                            + d_buy(device)
+
+with z_pop, z_price the standardised log popularity and log price, e(c) ~ N(0, 0.5²), and
+click ~ Bernoulli(P(click)), purchase = click * Bernoulli(P(buy | click)). The history column
+holds the items the same user clicked before this impression (the last ``history_len``,
+oldest first): never an item from the future. The true probabilities are columns
+(``p_click``, ``p_buy_given_click``, ``p_click_buy``), so the oracle AUC of each task is the
+AUC of its true probability.
+
+Rows are generated in fixed blocks of ``BLOCK`` impressions (memory bounded by a block, not by
+``rows``) and written as Parquet shards ``part-NNNNN.parquet`` of ``shard_rows`` rows, in
+time order; the first N rows do not depend on ``rows``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ... import _checks
+from ..._fileio import AtomicFile, atomic_dir, write_json
+from ..readers import rebatch
+
+BLOCK = 1 << 18  # impressions generated at once
+DEVICES = np.array(["ios", "android", "web"])
+DEVICE_CLICK = np.array([0.2, 0.0, -0.2])
+DEVICE_BUY = np.array([0.3, 0.0, -0.1])
+GENERATOR = "mmoe-funnel"
+
+
+@dataclass(frozen=True)
+class FunnelSpec:
+    """Settings of the funnel generator (see the module docstring for the equations).
+
+    Args:
+        rows: impressions.
+        users: U.
+        items: I.
+        click_dims, purchase_dims, shared_dims: sizes of S_c, S_p and their overlap.
+        categories: item categories.
+        history_len: clicked items kept per row (the most recent ones).
+        candidates: items drawn per impression before exposure picks one.
+        exposure: softmax temperature of exposure on click relevance (0: random).
+        zipf: popularity exponent.
+        click_bias, purchase_bias: the logits' intercepts.
+        seed: fixes the world and every impression.
+        shard_rows: rows per Parquet file.
+
+    Example:
+        >>> FunnelSpec(rows=1000, users=50, items=20).latent_dim
+        8
+    """
+
+    rows: int = 1_000_000
+    users: int = 30_000
+    items: int = 8_000
+    click_dims: int = 5
+    purchase_dims: int = 5
+    shared_dims: int = 2
+    categories: int = 50
+    history_len: int = 10
+    candidates: int = 8
+    exposure: float = 1.0
+    zipf: float = 1.1
+    click_bias: float = -2.0
+    purchase_bias: float = -1.0
+    seed: int = 0
+    shard_rows: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "users", "items", "click_dims", "purchase_dims", "categories",
+                     "history_len", "candidates", "shard_rows"):
+            _checks.positive_int(getattr(self, name), name)
+        _checks.check(isinstance(self.shared_dims, int) and
+                      0 <= self.shared_dims <= min(self.click_dims, self.purchase_dims),
+                      f"shared_dims must be an integer in [0, min(click_dims, purchase_dims)], "
+                      f"got {self.shared_dims!r}")
+        for name in ("exposure", "zipf"):
+            _checks.non_negative(getattr(self, name), name)
+
+    @property
+    def latent_dim(self) -> int:
+        """k = |S_c| + |S_p| - overlap."""
+        return self.click_dims + self.purchase_dims - self.shared_dims
+
+
+@dataclass(frozen=True)
+class _World:
+    user_latent: np.ndarray  # (U, k)
+    user_activity: np.ndarray  # (U,) sampling probabilities
+    item_latent: np.ndarray  # (I, k)
+    item_popularity: np.ndarray  # (I,) sampling probabilities
+    item_category: np.ndarray  # (I,) int
+    log_price: np.ndarray  # (I,)
+    category_effect: np.ndarray  # (C,)
+
+
+def _world(spec: FunnelSpec, rng: np.random.Generator) -> _World:
+    k = spec.latent_dim
+    activity = rng.lognormal(0.0, 1.0, spec.users)
+    rank = rng.permutation(spec.items) + 1
+    popularity = rank.astype(np.float64) ** -spec.zipf
+    return _World(rng.standard_normal((spec.users, k)), activity / activity.sum(),
+                  rng.standard_normal((spec.items, k)), popularity / popularity.sum(),
+                  rng.integers(0, spec.categories, spec.items),
+                  rng.normal(3.0, 0.8, spec.items), rng.normal(0.0, 0.5, spec.categories))
+
+
+def _standardised(values: np.ndarray) -> np.ndarray:
+    return (values - values.mean()) / max(float(values.std()), 1e-12)
+
+
+def _relevance(a: np.ndarray, b: np.ndarray, dims: slice) -> np.ndarray:
+    """<a, b> over ``dims`` / sqrt(|dims|), row by row (..., k) x (..., k) -> (...)."""
+    width = dims.stop - dims.start
+    return (a[..., dims] * b[..., dims]).sum(-1) / math.sqrt(width)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+class _Histories:
+    """The last L clicked items of every user, carried from block to block (-1: empty)."""
+
+    def __init__(self, users: int, length: int):
+        self.last = np.full((users, length), -1, dtype=np.int64)  # (U, L), oldest first
+
+    def of_block(self, user: np.ndarray, item: np.ndarray, click: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's history before it: (values, lengths) of a list column; then updates
+        the carried histories with the block's clicks."""
+        n, length = len(user), self.last.shape[1]
+        order = np.lexsort((np.arange(n), user))  # by user, then time
+        u_sorted, c_sorted = user[order], click[order].astype(np.int64)
+        groups, starts, counts = np.unique(u_sorted, return_index=True, return_counts=True)
+        clicks_per_group = np.add.reduceat(c_sorted, starts)  # (G,)
+        # flat[g] = the user's carried L items, then the block's clicked items in time order
+        seg_start = np.concatenate([[0], np.cumsum(length + clicks_per_group)[:-1]])
+        flat = np.empty(int((length + clicks_per_group).sum()), dtype=np.int64)
+        pos = seg_start[:, None] + np.arange(length)
+        flat[pos] = self.last[groups]
+        clicked = c_sorted.astype(bool)
+        group_of_row = np.repeat(np.arange(len(groups)), counts)
+        before = np.cumsum(c_sorted) - c_sorted  # clicks earlier in the block, any user
+        before -= np.repeat(before[starts], counts)  # ... of this row's user
+        flat[seg_start[group_of_row[clicked]] + length + before[clicked]] = item[order][clicked]
+        window = flat[(seg_start[group_of_row] + before)[:, None] + np.arange(length)]  # (n, L)
+        self.last[groups] = flat[(seg_start + clicks_per_group)[:, None] + np.arange(length)]
+        histories = np.empty_like(window)
+        histories[order] = window  # back to time order
+        return histories, (histories >= 0).sum(1)
+
+
+def _block(spec: FunnelSpec, world: _World, rng: np.random.Generator, first: int, n: int,
+           histories: _Histories) -> pa.Table:
+    """Impressions ``first .. first + n - 1`` as an Arrow table."""
+    sc = slice(0, spec.click_dims)
+    sp = slice(spec.latent_dim - spec.purchase_dims, spec.latent_dim)
+    user = rng.choice(spec.users, n, p=world.user_activity)
+    cand = rng.choice(spec.items, (n, spec.candidates), p=world.item_popularity)  # (n, M)
+    rel = _relevance(world.user_latent[user][:, None, :], world.item_latent[cand], sc)  # (n, M)
+    z = spec.exposure * rel
+    weights = np.exp(z - z.max(1, keepdims=True))
+    pick = (rng.random((n, 1)) * weights.sum(1, keepdims=True)
+            < np.cumsum(weights, 1)).argmax(1)  # categorical draw per row
+    item = cand[np.arange(n), pick]
+    r_c = rel[np.arange(n), pick]
+    position = 1 + (rel > r_c[:, None]).sum(1)
+    device = rng.integers(0, len(DEVICES), n)
+    hour = rng.integers(0, 24, n)
+    z_pop = _standardised(np.log(world.item_popularity))[item]
+    z_price = _standardised(world.log_price)[item]
+    r_p = _relevance(world.user_latent[user], world.item_latent[item], sp)
+    p_click = _sigmoid(spec.click_bias + 1.5 * r_c + 0.3 * z_pop - 0.15 * (position - 1)
+                       + DEVICE_CLICK[device] + 0.3 * np.sin(2 * np.pi * hour / 24))
+    p_buy = _sigmoid(spec.purchase_bias + 1.5 * r_p - 0.5 * z_price
+                     + world.category_effect[world.item_category[item]] + DEVICE_BUY[device])
+    click = rng.random(n) < p_click
+    purchase = click & (rng.random(n) < p_buy)
+    history, lengths = histories.of_block(user, item, click)
+    values = history[history >= 0]  # row by row, oldest first: -1 padding leads
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.table({
+        "row": np.arange(first, first + n, dtype=np.int64),
+        "user_id": user.astype(np.int64), "item_id": item.astype(np.int64),
+        "item_category": np.char.add("c", world.item_category[item].astype(str)),
+        "price": np.round(np.exp(world.log_price[item]), 2),
+        "position": position.astype(np.int64), "device": DEVICES[device],
+        "hour": np.char.add("h", hour.astype(str)),
+        "history": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
+        "click": click.astype(np.int8), "purchase": purchase.astype(np.int8),
+        "p_click": p_click.astype(np.float32), "p_buy_given_click": p_buy.astype(np.float32),
+        "p_click_buy": (p_click * p_buy).astype(np.float32)})
+
+
+def funnel_blocks(spec: FunnelSpec) -> Iterator[pa.Table]:
+    """The impressions of ``spec`` in time order, ``BLOCK`` rows at a time.
+
+    Example:
+        >>> tables = list(funnel_blocks(FunnelSpec(rows=500, users=40, items=30, seed=1)))
+        >>> tables[0].num_rows, tables[0].column_names[:3]
+        (500, ['row', 'user_id', 'item_id'])
+    """
+    seeds = np.random.SeedSequence(spec.seed)
+    world_seed, block_seeds = seeds.spawn(2)
+    world = _world(spec, np.random.default_rng(world_seed))
+    histories = _Histories(spec.users, spec.history_len)
+    for b in range(math.ceil(spec.rows / BLOCK)):
+        rng = np.random.default_rng(np.random.SeedSequence(block_seeds.entropy, spawn_key=(b,)))
+        n = min(BLOCK, spec.rows - b * BLOCK)
+        yield _block(spec, world, rng, b * BLOCK, n, histories)
+
+
+def generate_funnel(spec: FunnelSpec, out: str | os.PathLike,
+                    progress: Callable[[int], None] | None = None) -> Path:
+    """Write the funnel data set to directory ``out`` (created whole, atomically): Parquet
+    shards ``part-NNNNN.parquet`` in time order and ``generator.json`` (the settings, the
+    equations' source and the column meanings).
+
+    Args:
+        spec: the settings.
+        out: the directory to create (must not exist, or be empty).
+        progress: called with the rows just written.
+
+    Returns:
+        ``out``.
+
+    Example:
+        >>> out = generate_funnel(FunnelSpec(rows=3000, users=100, items=50, shard_rows=1000),
+        ...                       tmp_path / "funnel")
+        >>> sorted(p.name for p in out.iterdir())
+        ['generator.json', 'part-00000.parquet', 'part-00001.parquet', 'part-00002.parquet']
+    """
+    out = Path(out)
+    with atomic_dir(out) as stage:
+        shards = 0
+        for shards, table in enumerate(rebatch(funnel_blocks(spec), spec.shard_rows), 1):
+            with AtomicFile(stage / f"part-{shards - 1:05d}.parquet") as f:
+                f.handle.close()
+                pq.write_table(table, f.tmp)
+            if progress is not None:
+                progress(table.num_rows)
+        write_json(stage / "generator.json", {
+            "generator": GENERATOR, "spec": asdict(spec), "shards": shards,
+            "columns": COLUMNS, "equations": "mmoe.data.datasets.funnel (module docstring)"})
+    return out
+
+
+COLUMNS = {
+    "row": "impression index (time order)",
+    "user_id": "user, int64 (many values: a hashed id)",
+    "item_id": "shown item, int64 (many values: a hashed id)",
+    "item_category": "the item's category", "price": "the item's price",
+    "position": "1 + the item's rank by click relevance among the candidates",
+    "device": "ios, android or web", "hour": "hour of day",
+    "history": "items this user clicked before this impression, oldest first",
+    "click": "label: clicked", "purchase": "label: clicked and bought (0 without a click)",
+    "p_click": "true P(click)", "p_buy_given_click": "true P(buy | click)",
+    "p_click_buy": "true P(click and buy) = p_click * p_buy_given_click",
+}
+
+
+def read_generator_info(directory: str | os.PathLike) -> dict:
+    """The ``generator.json`` of a generated funnel directory.
+
+    Example:
+        >>> out = generate_funnel(FunnelSpec(rows=200, users=20, items=10), tmp_path / "f")
+        >>> read_generator_info(out)["spec"]["rows"]
+        200
+    """
+    path = Path(directory) / "generator.json"
+    _checks.check(path.is_file(), f"'{directory}' is not a generated funnel directory (no "
+                  "generator.json); make one with `mmoe data generate funnel --out DIR`")
+    info = json.loads(path.read_text())
+    _checks.check(isinstance(info, dict) and info.get("generator") == GENERATOR,
+                  f"'{path}' was not written by the funnel generator")
+    return info
