@@ -16,12 +16,12 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from .. import _checks
-from ..config import ModelConfig, TaskSpec, TrainConfig
+from ..config import FeatureSpec, ModelConfig, TaskSpec, TrainConfig
 from ..train import Trainer
 from .fit import build_for
 from .predict import evaluate_table, predict_frame
-from .spec import DEFAULT_MODEL, DEFAULT_TRAINING, RunSpec, parse_task
-from .tables import check_columns, holdout, make_encoder
+from .spec import DEFAULT_MODEL, DEFAULT_TRAINING, RunSpec, parse_feature, parse_task
+from .tables import check_columns, holdout, make_encoder, with_groups
 
 
 class MultiTaskEstimator(BaseEstimator):
@@ -34,6 +34,10 @@ class MultiTaskEstimator(BaseEstimator):
         valid_fraction: share of the rows held out for early stopping (when ``fit`` gets no
             ``valid`` frame).
         numeric, categorical: column type overrides (``None``: inferred).
+        features: :class:`~mmoe.config.FeatureSpec` objects or ``NAME:KIND[:KEY=VALUE,...]``
+            strings stating columns exactly (hashed ids, sequences, shared tables).
+        group_by: column grouping rows (users) for GAUC, NDCG@10 and MRR in the validation
+            metrics and :meth:`evaluate`.
         id_columns: columns never used as inputs.
         weight_column: per-row sample weights.
         verbose: progress bars.
@@ -62,6 +66,7 @@ class MultiTaskEstimator(BaseEstimator):
                  seed: int = 0, threads: int | None = None, valid_fraction: float = 0.1,
                  numeric: Sequence[str] | None = None, categorical: Sequence[str] | None = None,
                  id_columns: Sequence[str] = (), weight_column: str | None = None,
+                 features: Sequence[FeatureSpec | str] = (), group_by: str | None = None,
                  verbose: bool = False):
         self.model = model
         self.num_experts = num_experts
@@ -81,6 +86,8 @@ class MultiTaskEstimator(BaseEstimator):
         self.categorical = categorical
         self.id_columns = id_columns
         self.weight_column = weight_column
+        self.features = features
+        self.group_by = group_by
         self.verbose = verbose
 
     def _spec(self, tasks: Sequence[Any]) -> RunSpec:
@@ -95,7 +102,9 @@ class MultiTaskEstimator(BaseEstimator):
                        weight_column=self.weight_column,
                        numeric=None if self.numeric is None else tuple(self.numeric),
                        categorical=None if self.categorical is None else tuple(self.categorical),
-                       model=model, embedding_dim=self.embedding_dim, training=training)
+                       features=tuple(map(parse_feature, self.features)),
+                       group_by=self.group_by, model=model,
+                       embedding_dim=self.embedding_dim, training=training)
 
     def fit(self, X: pd.DataFrame, tasks: Sequence[str | TaskSpec | dict] | None = None,
             valid: pd.DataFrame | None = None) -> MultiTaskEstimator:
@@ -119,7 +128,8 @@ class MultiTaskEstimator(BaseEstimator):
             train_df, valid_df = X, valid
         check_columns(spec, list(X.columns))  # a misspelt column name is an error
         encoder = make_encoder(spec).fit(train_df)
-        train, valid_table = encoder.transform(train_df), encoder.transform(valid_df)
+        train = encoder.transform(train_df)
+        valid_table = with_groups(encoder.transform(valid_df), valid_df, spec.group_by)
         model = build_for(spec, encoder)
         result = Trainer(model, spec.training, progress=self.verbose).fit(train, valid_table)
         self.model_, self.encoder_, self.tasks_ = model.eval(), encoder, encoder.tasks
@@ -162,6 +172,8 @@ class MultiTaskEstimator(BaseEstimator):
         return raw[cols].set_index(X.index)
 
     def evaluate(self, X: pd.DataFrame) -> dict[str, dict[str, float]]:
-        """Per-task metrics on labelled rows ``X`` (regression in the label's scale)."""
+        """Per-task metrics on labelled rows ``X`` (regression in the label's scale; with
+        ``group_by``, GAUC, NDCG@10 and MRR over its groups)."""
         self._check_fitted()
-        return evaluate_table(self.model_, self.encoder_, self.encoder_.transform(X))[0]
+        table = with_groups(self.encoder_.transform(X), X, self.group_by)
+        return evaluate_table(self.model_, self.encoder_, table)[0]

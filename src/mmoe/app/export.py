@@ -2,8 +2,10 @@
 model run by the export itself.
 
 The exported graph takes the *encoded* inputs -- ``numeric`` (B, n_num) float32, already
-standardised, and ``categorical`` (B, n_cat) int64 codes -- exactly as the model directory's
-``encoder.json`` produces them, and returns one output per task, named as the task:
+standardised, ``categorical`` (B, n_cat) int64 codes and ``ids`` (B, S) int64 table rows of
+the lookup columns (hashed ids, sequences; 0 padding) -- exactly as the model directory's
+``encoder.json`` produces them (each present only when the model has such columns), and
+returns one output per task, named as the task:
 binary P(positive) (B,), regression value in the label's scale (B,), multiclass P(class)
 (B, C) in ``encoder.json``'s class order.
 """
@@ -34,7 +36,8 @@ class ExportWrapper(nn.Module):
 
     Shapes:
         numeric (B, n_num) float32 (omitted when n_num = 0), categorical (B, n_cat) int64
-        (omitted when n_cat = 0) -> one tensor per task: (B,) or (B, C).
+        (omitted when n_cat = 0), ids (B, S) int64 (omitted without lookups) -> one tensor
+        per task: (B,) or (B, C).
     """
 
     def __init__(self, model: MultiTaskModel, encoder: TableEncoder):
@@ -42,6 +45,7 @@ class ExportWrapper(nn.Module):
         self.model = model.eval()
         self.has_numeric = model.encoder.num_numeric > 0
         self.has_categorical = model.encoder.num_categorical > 0
+        self.has_ids = model.inputs.slots > 0
         self.kinds = [t.kind for t in model.tasks]
         self.slices = [(s.start, s.stop) for s in model.task_slices]
         scale = [encoder.label_stats.get(t.name, (0.0, 1.0)) for t in model.tasks]
@@ -49,9 +53,9 @@ class ExportWrapper(nn.Module):
         self.register_buffer("label_std", torch.tensor([s for _, s in scale]))
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        numeric = inputs[0] if self.has_numeric else None
-        categorical = inputs[-1] if self.has_categorical else None
-        logits = self.model(numeric, categorical)  # (B, O)
+        given = dict(zip(_input_names(self), inputs, strict=True))
+        logits = self.model(given.get("numeric"), given.get("categorical"),
+                            given.get("ids"))  # (B, O)
         outs = []
         for t, (kind, (a, b)) in enumerate(zip(self.kinds, self.slices, strict=True)):
             z = logits[:, a:b]
@@ -75,12 +79,20 @@ def sample_inputs(model: MultiTaskModel, rows: int = PARITY_ROWS,
         cards = torch.tensor([c for _, c in model.inputs.categorical])  # (n_cat,)
         u = torch.rand(rows, len(cards), generator=gen)
         inputs.append((u * cards).long().clamp_max(cards - 1))  # (B, n_cat) in [0, card)
+    if model.inputs.lookups:
+        sizes = torch.tensor([lk.rows for lk in model.inputs.lookups
+                              for _ in range(lk.slots)])  # (S,) each slot's table rows
+        u = torch.rand(rows, len(sizes), generator=gen)
+        ids = (u * sizes).long().clamp_max(sizes - 1)  # (B, S) in [0, rows): 0 is padding
+        ids[torch.rand(rows, len(sizes), generator=gen) < 0.3] = 0  # short sequences
+        inputs.append(ids)
     return tuple(inputs)
 
 
 def _input_names(wrapper: ExportWrapper) -> list[str]:
     return (["numeric"] if wrapper.has_numeric else []) + \
-        (["categorical"] if wrapper.has_categorical else [])
+        (["categorical"] if wrapper.has_categorical else []) + \
+        (["ids"] if wrapper.has_ids else [])
 
 
 def _export_onnx(wrapper: ExportWrapper, inputs: tuple[torch.Tensor, ...], names: list[str],

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from ..train.distributed import env_rank, env_world
 from ..train.model_dir import check_output_dir, save_model_dir
 from .predict import evaluate_table
 from .spec import RunSpec
-from .tables import read_run_tables, stream_run_tables
+from .tables import feature_table, read_run_tables, stream_run_tables
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -86,11 +87,15 @@ def build_for(spec: RunSpec, encoder: TableEncoder) -> MultiTaskModel:
 
 
 def train_in_memory(spec: RunSpec, progress: bool | None = None, *,
-                    checkpoint: Path | None = None, resume: bool = False, device: str = "auto"
+                    checkpoint: Path | None = None, resume: bool = False, device: str = "auto",
+                    announce: Callable[[str], None] | None = None
                     ) -> tuple[MultiTaskModel, TableEncoder, FitResult, TensorTable]:
     """Read, encode and train on whole files (checkpointing to ``checkpoint``, resuming from
-    it with ``resume``). Returns (model, encoder, fit result, valid)."""
+    it with ``resume``; ``announce`` gets the fitted input columns' table before training).
+    Returns (model, encoder, fit result, valid)."""
     encoder, train, valid = read_run_tables(spec)
+    if announce is not None:
+        announce(feature_table(encoder, spec.embedding_dim))
     model = build_for(spec, encoder)
     extras = _resume_extras(spec, encoder, checkpoint, resume)
     result = Trainer(model, spec.training, progress=progress, checkpoint=checkpoint,
@@ -99,11 +104,14 @@ def train_in_memory(spec: RunSpec, progress: bool | None = None, *,
 
 
 def train_streaming(spec: RunSpec, progress: bool | None = None, *,
-                    checkpoint: Path | None = None, resume: bool = False, device: str = "auto"
+                    checkpoint: Path | None = None, resume: bool = False, device: str = "auto",
+                    announce: Callable[[str], None] | None = None
                     ) -> tuple[MultiTaskModel, TableEncoder, FitResult, TensorTable]:
     """Train batch by batch from the file through a shuffle buffer (bounded memory; see
     :func:`~mmoe.app.tables.stream_run_tables`)."""
     encoder, chunks, valid = stream_run_tables(spec)
+    if announce is not None:
+        announce(feature_table(encoder, spec.embedding_dim))
     cfg = spec.training
     model = build_for(spec, encoder)
     extras = _resume_extras(spec, encoder, checkpoint, resume)
@@ -170,7 +178,8 @@ def _claim_output(out: Path, overwrite: bool, resume: bool, stack: ExitStack) ->
 
 def train_model_dir(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = False,
                     progress: bool | None = None, resume: bool = False,
-                    device: str = "auto") -> dict[str, Any]:
+                    device: str = "auto", announce: Callable[[str], None] | None = None
+                    ) -> dict[str, Any]:
     """Train on ``spec`` and write a model directory at ``out``.
 
     Args:
@@ -184,6 +193,8 @@ def train_model_dir(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = 
             exists; start fresh otherwise.
         device: ``auto``, ``cpu`` or ``cuda``. Under ``torchrun`` every rank trains on its
             share of each batch and only rank 0 touches the output directory.
+        announce: called (rank 0) with the table of input columns as fitted (kind, width,
+            embedding table: :func:`~mmoe.app.tables.feature_table`) before training.
 
     Returns:
         ``metrics.json``'s content.
@@ -203,11 +214,13 @@ def train_model_dir(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = 
         if main:
             _claim_output(out, overwrite, resume, stack)
         return _train_and_save(spec, out, main, progress=progress, resume=resume,
-                               device=device, overwrite=overwrite)
+                               device=device, overwrite=overwrite,
+                               announce=announce if main else None)
 
 
 def _train_and_save(spec: RunSpec, out: Path, main: bool, *, progress: bool | None,
-                    resume: bool, device: str, overwrite: bool) -> dict[str, Any]:
+                    resume: bool, device: str, overwrite: bool,
+                    announce: Callable[[str], None] | None) -> dict[str, Any]:
     """Train (checkpointing to ``.DIR.partial``), then write the model directory (rank 0)."""
     partial = partial_dir(out)
     checkpoint = partial / CHECKPOINT
@@ -221,7 +234,7 @@ def _train_and_save(spec: RunSpec, out: Path, main: bool, *, progress: bool | No
                          "pip install 'mmoe[tensorboard]'")
     train = train_streaming if spec.stream else train_in_memory
     model, encoder, result, valid = train(spec, progress, checkpoint=checkpoint,
-                                           resume=resume, device=device)
+                                           resume=resume, device=device, announce=announce)
     history = _history_in_original_scale(result.history, encoder)
     final, gates = evaluate_table(model, encoder, valid, gates=True)
     speeds = [r["samples_per_s"] for r in history if r.get("samples_per_s")]

@@ -22,7 +22,7 @@ from ..metrics import evaluate, task_outputs
 from ..models import MultiTaskModel
 from ..train.evaluation import health, model_pass, predict_logits
 from ..train.model_dir import ModelDir, load_model_dir, own_files
-from .tables import in_file, original_scale
+from .tables import in_file, original_scale, text_columns, with_groups
 
 
 def evaluate_table(model: MultiTaskModel, encoder: TableEncoder, table: TensorTable,
@@ -33,7 +33,8 @@ def evaluate_table(model: MultiTaskModel, encoder: TableEncoder, table: TensorTa
     logits, usage = model_pass(model, table, gates=gates)
     lg, labels = original_scale(encoder, model, logits.numpy(), table.labels.numpy())
     weights = None if table.weights is None else table.weights.numpy()
-    metrics = evaluate(model.tasks, model.task_slices, lg, labels, weights)
+    groups = None if table.groups is None else table.groups.numpy()
+    metrics = evaluate(model.tasks, model.task_slices, lg, labels, weights, groups=groups)
     return metrics, None if usage is None else health(model, usage)
 
 
@@ -69,31 +70,39 @@ def predict_frame(model: MultiTaskModel, encoder: TableEncoder, df: pd.DataFrame
 
 
 def _declared_categorical(md: ModelDir) -> tuple[str, ...]:
-    """Columns the user declared categorical at training (read as text, as then)."""
-    return tuple(md.config.get("columns", {}).get("categorical") or ())
+    """Columns read as text at training (declared categorical, features with tables)."""
+    return text_columns(md.config)
 
 
 def evaluate_dir(model_dir: str | os.PathLike, path: str | os.PathLike,
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict[str, dict[str, float]]:
-    """Per-task metrics of a model directory on a labelled file (regression in label scale).
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, group_by: str | None = None,
+                 k: int = 10) -> dict[str, dict[str, float]]:
+    """Per-task metrics of a model directory on a labelled file (regression in label scale);
+    with ``group_by`` (a column, e.g. the user) also GAUC, NDCG@k and MRR over its groups.
 
     Example:
         >>> metrics = evaluate_dir(model_dir, model_data)
         >>> sorted(metrics), metrics["clicked"]["auc"] > 0.5
         (['clicked', 'hours'], True)
+        >>> by_city = evaluate_dir(model_dir, model_data, group_by="city")["clicked"]
+        >>> by_city["gauc"] > 0.5, by_city["gauc_skipped"]
+        (True, 0.0)
     """
     md = load_model_dir(model_dir)
-    logits, labels, weights = [], [], []
+    logits, labels, weights, groups = [], [], [], []
     with in_file(path):
         for chunk in iter_table(path, chunk_rows, categorical=_declared_categorical(md)):
-            table = md.encoder.transform(chunk)
+            table = with_groups(md.encoder.transform(chunk), chunk, group_by)
             logits.append(predict_logits(md.model, table).numpy())
             labels.append(table.labels.numpy())
             if table.weights is not None:
                 weights.append(table.weights.numpy())
+            if table.groups is not None:
+                groups.append(table.groups.numpy())
     lg, lb = original_scale(md.encoder, md.model, np.concatenate(logits), np.concatenate(labels))
     w = np.concatenate(weights) if weights else None
-    return evaluate(md.model.tasks, md.model.task_slices, lg, lb, w)
+    return evaluate(md.model.tasks, md.model.task_slices, lg, lb, w,
+                    groups=np.concatenate(groups) if groups else None, k=k)
 
 
 def format_metrics(metrics: dict[str, dict[str, float]]) -> str:

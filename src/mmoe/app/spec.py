@@ -9,7 +9,9 @@ TOML layout (every section optional; relative paths are relative to the TOML fil
     [data]      train = "train.parquet"  valid = "valid.parquet"  valid_fraction = 0.1
                 stream = false  buffer_rows = 65536  chunk_rows = 65536  fit_rows = 100000
     [columns]   id = ["user_id"]  weight = "w"  numeric = [...]  categorical = [...]
-                exclude = [...]
+                exclude = [...]  group_by = "user_id"   # per-user metrics (GAUC, NDCG, MRR)
+    [features.history]  kind = "sequence"  share = "item_id"  max_len = 20   # one per column:
+                # kind, embedding_dim, min_count, buckets, max_len, pooling, delimiter, share
     [model]     name = "mmoe"  num_experts = 8  expert_units = [16]  embedding_dim = 8 ...
     [training]  epochs = 20  batch_size = 1024  lr = 0.001  seed = 0  patience = 3 ...
 
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _checks
-from ..config import TASK_KINDS, ModelConfig, TaskSpec, TrainConfig, shown
+from ..config import TASK_KINDS, FeatureSpec, ModelConfig, TaskSpec, TrainConfig, shown
 from ..models import available_models
 
 #: defaults of `mmoe train` and MultiTaskEstimator. Early stopping watches one task (the
@@ -64,11 +66,14 @@ TOML_KEYS: dict[str, dict[str, str]] = {
              "stream": "bool", "buffer_rows": "int", "chunk_rows": "int", "fit_rows": "int",
              "tensorboard": "bool"},
     "columns": {"id": "strings", "weight": "string", "numeric": "strings",
-                "categorical": "strings", "exclude": "strings"},
+                "categorical": "strings", "exclude": "strings", "group_by": "string"},
     "model": {**{f.name: _FIELD_TYPES[str(f.type)] for f in fields(ModelConfig)},
               "embedding_dim": "int"},
     "training": {f.name: _FIELD_TYPES[str(f.type)] for f in fields(TrainConfig)},
 }
+#: keys of a [features.NAME] table
+FEATURE_KEYS = {"kind": "string", "embedding_dim": "int", "min_count": "int", "buckets": "int",
+                "max_len": "int", "pooling": "string", "delimiter": "string", "share": "string"}
 #: keys of a [[tasks]] table
 TASK_KEYS = {"name": "string", "column": "string", "kind": "string", "positive": "scalar",
              "weight": "number", "classes": "scalars"}
@@ -101,6 +106,51 @@ def parse_task(text: str | dict[str, Any] | TaskSpec) -> TaskSpec:
     return TaskSpec(column, kind, column=column, positive=positive)
 
 
+def parse_feature(text: str | FeatureSpec) -> FeatureSpec:
+    """A feature spec from ``NAME:KIND[:KEY=VALUE,...]`` (``--feature``).
+
+    Example:
+        >>> parse_feature("history:sequence:share=item_id,max_len=50")
+        FeatureSpec(name='history', kind='sequence', embedding_dim=None, min_count=1, \
+buckets=0, max_len=50, pooling='mean', delimiter='|', share='item_id')
+    """
+    if isinstance(text, FeatureSpec):
+        return text
+    usage = (f"--feature '{shown(text)}': use NAME:KIND[:KEY=VALUE,...], KIND one of numeric, "
+             "categorical, hashed, sequence; keys: " + ", ".join(FEATURE_KEYS.keys() - {"kind"})
+             + " (e.g. --feature history:sequence:share=item_id,max_len=50)")
+    name, _, rest = str(text).partition(":")
+    kind, _, options = rest.partition(":")
+    _checks.check(bool(name and kind), usage)
+    values: dict[str, Any] = {"kind": kind}
+    for item in filter(None, options.split(",")):
+        key, eq, value = item.partition("=")
+        _checks.check(bool(eq) and key.strip() in FEATURE_KEYS.keys() - {"kind"}, usage)
+        key = key.strip()
+        if FEATURE_KEYS[key] == "int":
+            _checks.check(value.strip().lstrip("-").isdigit(),
+                          f"--feature '{shown(text)}': {key} must be an integer")
+            values[key] = int(value)
+        else:
+            values[key] = value
+    return FeatureSpec(name, **values)
+
+
+def _toml_features(table: Any, path: str) -> tuple[FeatureSpec, ...]:
+    """The ``[features.NAME]`` tables of a config file."""
+    _checks.check(isinstance(table, dict), f"config file '{path}': [features] must hold "
+                  f"[features.NAME] tables, got {_toml_type(table)}")
+    specs = []
+    for name, fields_ in table.items():
+        where = f"config file '{path}': [features.{shown(name)}]"
+        _checks.check(isinstance(fields_, dict), f"{where} must be a table (kind = ...)")
+        try:
+            specs.append(FeatureSpec(name, **_typed(fields_, FEATURE_KEYS, where)))
+        except ValueError as err:
+            _checks.fail(f"{where}: {err}" if where not in str(err) else str(err))
+    return tuple(specs)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything `mmoe train` needs.
@@ -113,6 +163,10 @@ class RunSpec:
         weight_column: per-row sample weights.
         numeric, categorical: column type overrides (``None``: inferred).
         exclude: columns never used as inputs.
+        features: column specs stated exactly (hashed ids, sequences, widths, shared tables);
+            other columns are inferred (:mod:`mmoe.data.inference`).
+        group_by: column whose values group rows (users) for GAUC, NDCG@k and MRR in the
+            validation history.
         model: model shape; ``embedding_dim``: categorical embedding width.
         training: training settings.
         stream: train batch by batch from the file through a shuffle buffer.
@@ -130,6 +184,8 @@ class RunSpec:
     numeric: tuple[str, ...] | None = None
     categorical: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
+    features: tuple[FeatureSpec, ...] = ()
+    group_by: str | None = None
     model: ModelConfig = DEFAULT_MODEL
     embedding_dim: int = 8
     training: TrainConfig = DEFAULT_TRAINING
@@ -166,7 +222,9 @@ class RunSpec:
                             "numeric": None if self.numeric is None else list(self.numeric),
                             "categorical": (None if self.categorical is None
                                             else list(self.categorical)),
-                            "exclude": list(self.exclude)},
+                            "exclude": list(self.exclude), "group_by": self.group_by},
+                "features": {f.name: {k: v for k, v in f.to_dict().items() if k != "name"}
+                             for f in self.features},
                 "tasks": [t.to_dict() for t in self.tasks],
                 "model": {**self.model.to_dict(), "embedding_dim": self.embedding_dim},
                 "training": self.training.to_dict()}
@@ -254,7 +312,9 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
             ``numeric``, ``categorical``, ``exclude``, ``stream``, ``buffer_rows``,
             ``chunk_rows``, ``fit_rows``, ``tensorboard``, ``valid_fraction``,
             ``checkpoint_every``, ``on_nonfinite``, ``compile``, ``loss_weighting``,
-            ``gate_dropout``, ``gate_balance``; ``None`` or empty means "not given".
+            ``gate_dropout``, ``gate_balance``, ``features`` (``NAME:KIND[:KEY=VALUE,...]``
+            strings, each replacing the config's spec of that column), ``group_by``; ``None``
+            or empty means "not given".
 
     Returns:
         The :class:`RunSpec`.
@@ -272,10 +332,11 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
     if config_file:
         doc = _read_toml(config_file)
         base = Path(config_file).parent
-        unknown = sorted(set(doc) - {"data", "columns", "tasks", "model", "training"})
+        unknown = sorted(set(doc) - {"data", "columns", "tasks", "features", "model",
+                                     "training"})
         _checks.check(not unknown, f"config file '{config_file}': unknown section(s) "
-                      f"{', '.join(map(shown, unknown))}; use data, columns, tasks, model, "
-                      "training")
+                      f"{', '.join(map(shown, unknown))}; use data, columns, tasks, features, "
+                      "model, training")
     where = config_file or ""
     data, cols, model, training = (_section(doc, name, where)
                                    for name in ("data", "columns", "model", "training"))
@@ -295,7 +356,8 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
                              "id_columns": (cols, "id"), "weight_column": (cols, "weight"),
                              "numeric": (cols, "numeric"),
                              "categorical": (cols, "categorical"),
-                             "exclude": (cols, "exclude"), "model": (model, "name"),
+                             "exclude": (cols, "exclude"), "group_by": (cols, "group_by"),
+                             "model": (model, "name"),
                              "epochs": (training, "epochs"),
                              "batch_size": (training, "batch_size"),
                              "seed": (training, "seed"), "lr": (training, "lr"),
@@ -311,6 +373,8 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
     tasks = (flags.get("tasks") if given("tasks")
              else _toml_tasks(doc.get("tasks", []), where))
     _checks.check(isinstance(tasks, list | tuple), f"tasks must be a list, got {tasks!r}")
+    features = {f.name: f for f in _toml_features(doc.get("features", {}), where)}
+    features.update({f.name: f for f in map(parse_feature, flags.get("features") or ())})
     embedding_dim = model.pop("embedding_dim", 8)
     model_cfg = ModelConfig.from_dict({**DEFAULT_MODEL.to_dict(), **model})
     train_cfg = TrainConfig.from_dict({**DEFAULT_TRAINING.to_dict(), **training})
@@ -319,6 +383,7 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
         valid=data.pop("valid", None), id_columns=_split_list(cols.get("id")) or (),
         weight_column=cols.get("weight"), numeric=_split_list(cols.get("numeric")),
         categorical=_split_list(cols.get("categorical")),
-        exclude=_split_list(cols.get("exclude")) or (), model=model_cfg,
+        exclude=_split_list(cols.get("exclude")) or (), features=tuple(features.values()),
+        group_by=cols.get("group_by"), model=model_cfg,
         embedding_dim=embedding_dim, training=train_cfg)
     return replace(spec, **data)

@@ -9,15 +9,19 @@ chunks, so an error in any of them names the file's own line (:func:`in_file`)."
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .. import _checks
 from ..data.encoders import TableEncoder
 from ..data.files import where_in_file
+from ..data.ids import group_codes
 from ..data.readers import iter_table, read_table
 from ..data.table import RowError, TensorTable
 from ..models import MultiTaskModel
@@ -67,7 +71,81 @@ def make_encoder(spec: RunSpec) -> TableEncoder:
     return TableEncoder(spec.tasks, numeric=spec.numeric, categorical=spec.categorical,
                         weight_column=spec.weight_column,
                         exclude=tuple(spec.id_columns) + tuple(spec.exclude),
-                        scale_regression=True)
+                        scale_regression=True, features=spec.features)
+
+
+def text_columns(spec: RunSpec | dict[str, Any]) -> tuple[str, ...]:
+    """Columns a CSV reader must read as text: the declared categorical ones and every
+    declared feature with a table (ids keep every digit: an int64 id beyond 2^53 would not
+    survive a float). ``spec`` may be a saved ``config.json``.
+
+    Example:
+        >>> from mmoe.app.spec import build_run_spec
+        >>> text_columns(build_run_spec(train="t.csv", tasks=["y:binary"], categorical=["c"],
+        ...                             features=["user:hashed", "age:numeric"]))
+        ('c', 'user')
+    """
+    if isinstance(spec, RunSpec):
+        spec = spec.to_dict()
+    features = spec.get("features") or {}
+    return tuple(spec.get("columns", {}).get("categorical") or ()) + tuple(
+        name for name, f in features.items() if isinstance(f, dict)
+        and f.get("kind") in ("categorical", "hashed", "sequence"))
+
+
+def with_groups(table: TensorTable, df: pd.DataFrame, column: str | None) -> TensorTable:
+    """``table`` with each row's group (``column``'s value, for per-group metrics); as it is
+    without a column.
+
+    Example:
+        >>> t = with_groups(TensorTable.from_arrays(np.zeros((3, 1))),
+        ...                 pd.DataFrame({"user": ["a", "b", "a"]}), "user")
+        >>> t.groups[0] == t.groups[2], t.groups[0] == t.groups[1]
+        (tensor(True), tensor(False))
+    """
+    if column is None:
+        return table
+    _checks.check(column in df.columns, f"--group-by column '{column}' is not in the data; "
+                  "fix the name")
+    return dataclasses.replace(table, groups=torch.from_numpy(group_codes(df[column])))
+
+
+def feature_table(encoder: TableEncoder, embedding_dim: int = 8) -> str:
+    """The fitted input columns as `mmoe train` prints them: kind, width in x, table.
+
+    Example:
+        >>> from mmoe.config import FeatureSpec, TaskSpec
+        >>> df = pd.DataFrame({"a": [1.0, 2.0], "user_id": ["u1", "u2"], "y": [0, 1]})
+        >>> enc = TableEncoder([TaskSpec("y")], features=[FeatureSpec("user_id", "hashed",
+        ...                                                           buckets=64)]).fit(df)
+        >>> print(feature_table(enc))
+        column   kind     width  table
+        -------  -------  -----  ------------------------------------------
+        a        numeric  1
+        user_id  hashed   17     user_id: 65 rows x 17 (hashed, 64 buckets)
+    """
+    spec = encoder.input_spec(embedding_dim)
+    lookups = {lk.name: lk for lk in spec.lookups}
+    rows = []
+    for f in encoder.specs():
+        lk = lookups.get(f.name)
+        if lk is None:
+            width = 1 if f.kind == "numeric" else embedding_dim
+            table = "" if f.kind == "numeric" else \
+                f"{f.name}: {len(encoder.vocab[f.name]) + 1} rows x {embedding_dim}"
+        else:
+            owner = encoder.lookup.owner(f.name)
+            how = (f"hashed, {owner.buckets} buckets" if encoder.lookup.hashes(owner)
+                   else f"vocabulary, min_count {owner.min_count}")
+            if f.kind == "sequence":
+                how += f"; last {f.max_len} ids, {f.pooling}"
+            width, table = lk.dim, f"{lk.table}: {lk.rows} rows x {lk.dim} ({how})"
+        rows.append([f.name, f.kind, str(width), table])
+    header = ["column", "kind", "width", "table"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in [header, ["-" * w for w in widths], *rows]]
+    return "\n".join(lines)
 
 
 def check_columns(spec: RunSpec, columns: Sequence[str]) -> None:
@@ -94,6 +172,8 @@ def check_columns(spec: RunSpec, columns: Sequence[str]) -> None:
     named += [("--weight", spec.weight_column)] if spec.weight_column else []
     named += [("--numeric", c) for c in spec.numeric or ()]
     named += [("--categorical", c) for c in spec.categorical or ()]
+    named += [("--feature", f.name) for f in spec.features]
+    named += [("--group-by", spec.group_by)] if spec.group_by else []
     for flag, column in named:
         _checks.check(column in columns, f"{flag} column '{column}' is not in the file (columns:"
                       f" {', '.join(map(str, list(columns)[:12]))}"
@@ -136,12 +216,12 @@ def read_run_tables(spec: RunSpec) -> tuple[TableEncoder, TensorTable, TensorTab
     fitted on the training rows only; without a validation file a seeded ``valid_fraction``
     of the training file is held out (:func:`holdout`)."""
     with in_file(spec.train):
-        df = read_table(spec.train, categorical=spec.categorical or ())
+        df = read_table(spec.train, categorical=text_columns(spec))
         check_columns(spec, df.columns)
     if spec.valid:
         train_df = df
         with in_file(spec.valid):
-            valid_df = read_table(spec.valid, categorical=spec.categorical or ())
+            valid_df = read_table(spec.valid, categorical=text_columns(spec))
     else:
         train_df, valid_df = holdout(df, spec.valid_fraction, spec.training.seed)
     del df
@@ -150,7 +230,7 @@ def read_run_tables(spec: RunSpec) -> tuple[TableEncoder, TensorTable, TensorTab
         encoder.fit(train_df)
         train = encoder.transform(train_df)
     with in_file(spec.valid or spec.train):
-        valid = encoder.transform(valid_df)
+        valid = with_groups(encoder.transform(valid_df), valid_df, spec.group_by)
     return encoder, train, valid
 
 
@@ -158,7 +238,7 @@ def _head(path: str, rows: int, spec: RunSpec) -> pd.DataFrame:
     """The first ``rows`` rows of a file, read in chunks."""
     parts, have = [], 0
     for chunk in iter_table(path, min(spec.chunk_rows, rows), None,
-                            categorical=spec.categorical or ()):
+                            categorical=text_columns(spec)):
         parts.append(chunk.iloc[: rows - have])
         have += len(parts[-1])
         if have >= rows:
@@ -183,7 +263,7 @@ def stream_run_tables(spec: RunSpec) -> tuple[TableEncoder, Callable[[], Iterato
     holdout_rows = 0
     if spec.valid:
         with in_file(spec.valid):
-            valid_df = read_table(spec.valid, categorical=spec.categorical or ())
+            valid_df = read_table(spec.valid, categorical=text_columns(spec))
         fit_df = head
     else:
         _checks.check(len(head) >= 2, f"file '{spec.train}': too few rows to hold out "
@@ -195,12 +275,12 @@ def stream_run_tables(spec: RunSpec) -> tuple[TableEncoder, Callable[[], Iterato
     with in_file(spec.train):
         encoder.fit(fit_df)
     with in_file(spec.valid or spec.train):
-        valid = encoder.transform(valid_df)
+        valid = with_groups(encoder.transform(valid_df), valid_df, spec.group_by)
 
     def chunks() -> Iterator[TensorTable]:
         with in_file(spec.train):
             for chunk in iter_table(spec.train, spec.chunk_rows, keep,
-                                    categorical=spec.categorical or ()):
+                                    categorical=text_columns(spec)):
                 index = chunk.index.to_numpy()  # each row's position in the file
                 if holdout_rows and index[0] < holdout_rows:
                     drop = (index < holdout_rows) & (index % every == 0)

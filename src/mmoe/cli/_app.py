@@ -16,7 +16,8 @@ app = typer.Typer(
 )
 reproduce_app = typer.Typer(help="Reproduce the paper's experiments.", no_args_is_help=True)
 app.add_typer(reproduce_app, name="reproduce")
-data_app = typer.Typer(help="Download and locate public data sets.", no_args_is_help=True)
+data_app = typer.Typer(help="Download public data sets; generate synthetic ones.",
+                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 

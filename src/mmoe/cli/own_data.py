@@ -16,7 +16,7 @@ _LIST = "Repeat the flag or separate names with commas."
 # `mmoe train`'s options: the help of each, by parameter name
 TRAIN_HELP = {
     "out": "Model directory to write.",
-    "train": "Training file: .csv, .csv.gz or .parquet.",
+    "train": "Training file (.csv, .csv.gz, .parquet) or directory of Parquet shards.",
     "task": ("COLUMN:KIND[:POSITIVE], KIND = binary | regression | multiclass "
              "(e.g. morekids:binary:yes). Repeat per task."),
     "valid": "Validation file (default: hold out part of --train).",
@@ -30,6 +30,12 @@ TRAIN_HELP = {
     "numeric": f"Columns to treat as numeric. {_LIST}",
     "categorical": f"Columns to treat as categorical. {_LIST}",
     "exclude": f"Columns not used as inputs. {_LIST}",
+    "feature": ("A column's spec, NAME:KIND[:KEY=VALUE,...]: KIND numeric | categorical | "
+                "hashed | sequence; keys embedding_dim, min_count, buckets, max_len, pooling "
+                "(sum | mean), delimiter, share (e.g. history:sequence:share=item_id,max_len=50)."
+                " Undeclared columns are inferred and printed. Repeat per column."),
+    "group_by": ("Column grouping rows (e.g. user_id) for GAUC, NDCG@10 and MRR in the "
+                 "validation metrics (monitor = \"gauc:TASK\" stops early on them)."),
     "valid_fraction": "Share held out without --valid (default 0.1).",
     "stream": "Train batch by batch from the file (bounded memory).",
     "buffer_rows": "Shuffle-buffer rows with --stream.",
@@ -73,6 +79,8 @@ def train_cmd(
     numeric: Annotated[list[str] | None, opt(TRAIN_HELP, "numeric")] = None,
     categorical: Annotated[list[str] | None, opt(TRAIN_HELP, "categorical")] = None,
     exclude: Annotated[list[str] | None, opt(TRAIN_HELP, "exclude")] = None,
+    feature: Annotated[list[str] | None, opt(TRAIN_HELP, "feature")] = None,
+    group_by: Annotated[str | None, opt(TRAIN_HELP, "group_by")] = None,
     valid_fraction: Annotated[float | None, opt(TRAIN_HELP, "valid_fraction")] = None,
     stream: Annotated[bool, opt(TRAIN_HELP, "stream")] = False,
     buffer_rows: Annotated[int | None, opt(TRAIN_HELP, "buffer_rows")] = None,
@@ -97,12 +105,14 @@ def train_cmd(
         config, train=train, valid=valid, tasks=task, model=model, epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, threads=threads, id_columns=id_columns,
         weight_column=weight, numeric=numeric, categorical=categorical, exclude=exclude,
+        features=feature, group_by=group_by,
         valid_fraction=valid_fraction, stream=stream or None, buffer_rows=buffer_rows,
         tensorboard=tensorboard or None, checkpoint_every=checkpoint_every,
         on_nonfinite=on_nonfinite, compile=compile_ or None, loss_weighting=loss_weighting,
         gate_dropout=gate_dropout, gate_balance=gate_balance)
     native()
-    metrics = train_model_dir(spec, out, overwrite=overwrite, resume=resume, device=device)
+    metrics = train_model_dir(spec, out, overwrite=overwrite, resume=resume, device=device,
+                              announce=typer.echo)
     if env_rank() == 0:
         typer.echo(format_metrics(metrics["valid"]))
         typer.echo(f"model written to {out} (best epoch {metrics['best_epoch']})")
@@ -111,12 +121,18 @@ def train_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     model_dir: Annotated[str, typer.Argument(help="Model directory from mmoe train.")],
-    file: Annotated[str, typer.Argument(help="Labelled file: .csv, .csv.gz or .parquet.")],
+    file: Annotated[str, typer.Argument(
+        help="Labelled file (.csv, .csv.gz, .parquet) or directory of Parquet shards.")],
     json_out: Annotated[str | None, typer.Option(
         "--json", help="Also write the metrics as JSON to this file ('-': stdout only).")
     ] = None,
+    group_by: Annotated[str | None, typer.Option(
+        "--group-by", help="Column grouping rows (e.g. user_id): adds GAUC (groups with one "
+        "class skipped, and counted), NDCG@K and MRR over the groups.")] = None,
+    k: Annotated[int, typer.Option("--k", help="Cut-off of NDCG@K with --group-by.")] = 10,
 ) -> None:
-    """Per-task metrics of a trained model on a labelled file."""
+    """Per-task metrics of a trained model on a labelled file (AUC, log-loss, calibration;
+    with --group-by, per-user GAUC, NDCG@K and MRR)."""
     from .._fileio import json_text, write_text
     from ..app.predict import evaluate_dir, format_metrics
     from ..train.model_dir import own_files
@@ -124,7 +140,7 @@ def evaluate_cmd(
     if json_out and json_out != "-":
         output_apart(json_out, [file, *own_files(model_dir)], name="--json")
     native()
-    metrics = evaluate_dir(model_dir, file)
+    metrics = evaluate_dir(model_dir, file, group_by=group_by, k=k)
     text = json_text(metrics)  # an undefined metric is null
     if json_out == "-":
         typer.echo(text)

@@ -12,7 +12,7 @@ from ._fields import (
     TaskKind,
     shown,
 )
-from .features import FEATURE_KINDS, FeatureSpec, default_width
+from .features import FEATURE_KINDS, FeatureSpec, default_buckets, default_width
 from .inputs import InputSpec, Lookup
 from .model import ModelConfig
 from .tasks import TaskSpec
@@ -20,4 +20,4 @@ from .training import TrainConfig
 
 __all__ = ["FEATURE_KINDS", "LOSS_WEIGHTINGS", "MAX_SEED", "MAX_THREADS", "ON_NONFINITE",
            "TASK_KINDS", "FeatureSpec", "InputSpec", "Lookup", "ModelConfig", "TaskKind",
-           "TaskSpec", "TrainConfig", "default_width", "shown"]
+           "TaskSpec", "TrainConfig", "default_buckets", "default_width", "shown"]

@@ -45,6 +45,18 @@ def default_width(rows: int, base: int = 8) -> int:
     return int(min(32, max(base, round(1.6 * rows ** 0.56))))
 
 
+def default_buckets(distinct: int) -> int:
+    """The default hash buckets of an id column with ``distinct`` values in the training
+    data: the power of two at or above 2 · distinct, between 1024 and 2^22 (at most one row per
+    two ids, so at least 3 ids in 5 have a row of their own: e^-0.5 of them).
+
+    Example:
+        >>> default_buckets(10), default_buckets(30_000), default_buckets(10**8)
+        (1024, 65536, 4194304)
+    """
+    return int(min(2**22, max(1024, 1 << max(0, 2 * int(distinct) - 1).bit_length())))
+
+
 @dataclass(frozen=True)
 class FeatureSpec(_Serializable):
     """How one column becomes part of the model's input (see the module docstring).
@@ -55,8 +67,8 @@ class FeatureSpec(_Serializable):
         embedding_dim: the column's embedding width (``None``: the default rule).
         min_count: categorical and vocabulary sequences: values seen fewer times in training
             are out of vocabulary.
-        buckets: hashed (required): hash buckets; sequence: > 0 hashes the ids, 0 builds a
-            vocabulary.
+        buckets: hashed: hash buckets (0: :func:`default_buckets` of the training data's
+            distinct values); sequence: > 0 hashes the ids, 0 builds a vocabulary.
         max_len: sequence: the most recent ids kept per row.
         pooling: sequence: ``sum`` or ``mean``.
         delimiter: sequence: the separator in a CSV cell.
@@ -96,9 +108,6 @@ class FeatureSpec(_Serializable):
                           "table; name another column")
             _checks.check(self.kind in ("hashed", "sequence", "categorical"),
                           f"{where}: a {self.kind} column has no table to share")
-        elif self.kind == "hashed":
-            _checks.check(self.buckets >= 1, f"{where}: a hashed column needs buckets >= 1 "
-                          "(e.g. buckets = 1048576)")
         _checks.check(self.kind in ("hashed", "sequence") or self.buckets == 0,
                       f"{where}: buckets apply to hashed and sequence columns only")
 

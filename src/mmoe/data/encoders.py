@@ -21,7 +21,20 @@ import pandas as pd
 import torch
 
 from .. import _checks
-from ..config import InputSpec, TaskSpec
+from ..config import FeatureSpec, InputSpec, TaskSpec
+from .columns import (
+    fail_at,
+    float32,
+    label_values,
+    mean_std,
+    require,
+    to_numeric,
+    value_key,
+    value_keys,
+    vocab_codes,
+)
+from .inference import infer_specs
+from .lookups import LookupEncoder
 from .saved_encoder import KEYS as _KEYS
 from .saved_encoder import all_str as _all_str
 from .saved_encoder import check as _check
@@ -29,116 +42,24 @@ from .saved_encoder import names as _names
 from .saved_encoder import pairs as _pairs
 from .saved_encoder import show as _show
 from .saved_encoder import task as _task
-from .table import RowError, TensorTable
+from .table import RowError, TensorTable  # noqa: F401  (RowError: part of this API)
 
-_F32_MAX = float(np.finfo(np.float32).max)
-#: largest regression label: the metrics square errors in float32, so beyond sqrt(max) even
-#: one label's squared error overflows
-_LABEL_MAX = float(np.sqrt(_F32_MAX))
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
-
-
-def _fail_at(index: pd.Index, bad: np.ndarray, head: str, tail: str) -> None:
-    """Raise a :class:`RowError` at the first row where ``bad`` holds, named by ``index``."""
-    label = index[int(np.flatnonzero(bad)[0])]
-    raise RowError(head, label.item() if isinstance(label, np.generic) else label, tail)
-
-
-def _key(value: Any) -> str:
-    """Canonical text of a label or category value, so 1, 1.0 and '1' match across readers."""
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (int, float, np.integer, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
-def _keys(series: pd.Series) -> pd.Series:
-    """``_key`` of every value (missing stays missing). A text column holds only strings, so
-    ``_key`` is computed once per distinct value, not once per row."""
-    if pd.api.types.is_string_dtype(series.dtype):
-        uniques = series.dropna().unique()
-        return series.map(dict(zip(uniques, (_key(u) for u in uniques), strict=True)))
-    return series.map(_key, na_action="ignore")
-
-
-def _codes(series: pd.Series, values: Sequence[str]) -> np.ndarray:
-    """Index of each value's key in ``values``; -1 for missing or unknown values."""
-    keys = _keys(series)
-    return pd.Index(list(values)).get_indexer(keys).astype(np.int64)
-
-
-def _shown(columns: Sequence[Any]) -> str:
-    """The first dozen column names, for a message."""
-    return ", ".join(map(str, list(columns)[:12])) + (", ..." if len(columns) > 12 else "")
-
-
-def _require(df: pd.DataFrame, column: str, role: str) -> pd.Series:
-    if column not in df.columns:
-        _checks.fail(f"{role} column '{column}' is not in the data (columns: "
-                     f"{_shown(df.columns)}); fix the name")
-    return df[column]
-
-
-def _to_numeric(series: pd.Series, column: str) -> np.ndarray:
-    """Floats with NaN for missing; text that is not a number is an error naming the column."""
-    values = pd.to_numeric(series, errors="coerce")
-    bad = (values.isna() & series.notna() & (series.astype(str).str.strip() != "")).to_numpy()
-    if bad.any():
-        value = series.iloc[int(np.flatnonzero(bad)[0])]
-        _fail_at(series.index, bad, f"column '{column}': non-numeric value {_show(value)}",
-                 " in a numeric column; fix the value or declare the column categorical")
-    out = values.to_numpy(dtype=np.float64, na_value=np.nan)
-    if np.isinf(out).any():
-        value = out[np.isinf(out)][0]
-        _fail_at(series.index, np.isinf(out), f"column '{column}': infinite value {value}",
-                 "; replace it with a finite number or leave it empty (missing)")
-    return out
-
-
-def _float32(values: np.ndarray, column: str, index: pd.Index) -> np.ndarray:
-    """``values`` as float32; a value float32 cannot hold is an error, not a silent inf."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        bad = ~np.isnan(values) & ~(np.abs(values) <= _F32_MAX)
-    if bad.any():
-        _fail_at(index, bad, f"column '{column}': value {values[bad][0]}",
-                 " is too large for the model's float32 arithmetic after encoding; rescale "
-                 "the column")
-    return values.astype(np.float32)
-
-
-def _label_values(series: pd.Series, column: str) -> np.ndarray:
-    """A regression label column as floats; a label whose squared error would overflow the
-    metrics is an error at encoding, not an inf after training."""
-    y = _to_numeric(series, column)
-    with np.errstate(invalid="ignore"):
-        big = np.abs(y) > _LABEL_MAX
-    if big.any():
-        _fail_at(series.index, big, f"column '{column}': regression label {y[big][0]}",
-                 f" is beyond +-{_LABEL_MAX:.3g}, where squared errors overflow; rescale "
-                 "the column (e.g. divide it by a power of 10)")
-    return y
-
-
-def _mean_std(values: np.ndarray) -> tuple[float, float]:
-    """Mean and std of the non-missing values without overflow (scaled by max |v|)."""
-    finite = values[~np.isnan(values)]
-    scale = float(np.abs(finite).max()) if finite.size else 0.0
-    if scale == 0.0:
-        return 0.0, 1.0
-    unit = finite / scale
-    std = float(unit.std()) * scale
-    return float(unit.mean()) * scale, std if std > 0 else 1.0
 
 
 class TableEncoder:
     """Fit on a training DataFrame; turn any DataFrame with the same columns into tensors.
 
+    Columns with tables of their own (hashed ids, sequences, categorical columns with their
+    own width, ``min_count`` or a shared table) are encoded by a
+    :class:`~mmoe.data.lookups.LookupEncoder` into the table's ``ids``.
+
     Args:
         tasks: the tasks; each reads its label from ``task.column``.
-        numeric: numeric input columns (``None``: inferred from the dtypes).
-        categorical: categorical input columns (``None``: inferred from the dtypes).
+        numeric: numeric input columns (``None``: inferred, :mod:`mmoe.data.inference`).
+        categorical: categorical input columns (``None``: inferred).
+        features: a :class:`~mmoe.config.FeatureSpec` per column stated exactly (any kind).
         weight_column: optional column of per-row sample weights.
         exclude: columns never used as inputs (ids, leaks).
         min_count: categories seen fewer times in training map to the OOV code.
@@ -155,7 +76,7 @@ class TableEncoder:
     def __init__(self, tasks: Sequence[TaskSpec], numeric: Sequence[str] | None = None,
                  categorical: Sequence[str] | None = None, weight_column: str | None = None,
                  exclude: Sequence[str] = (), min_count: int = 1,
-                 scale_regression: bool = False):
+                 scale_regression: bool = False, features: Sequence[FeatureSpec] = ()):
         self.tasks = tuple(tasks)
         _checks.check(len(self.tasks) >= 1, "at least one task is needed")
         self.numeric = list(numeric) if numeric is not None else None
@@ -168,6 +89,8 @@ class TableEncoder:
         self.vocab: dict[str, list[str]] = {}  # column -> categories, code = 1 + index
         self.scale_regression = bool(scale_regression)
         self.label_stats: dict[str, tuple[float, float]] = {}  # regression task -> (mean, std)
+        self.features = tuple(features)
+        self.lookup: LookupEncoder | None = None  # fitted with the rest
         self.fitted = False
 
     # ---- fitting -------------------------------------------------------------------------
@@ -176,43 +99,74 @@ class TableEncoder:
         _checks.check(len(df) > 0, "the training data has no rows")
         self._check_roles()
         reserved = {t.column for t in self.tasks} | set(self.exclude) | {self.weight_column}
+        specs = list(self.features)
         if self.numeric is None or self.categorical is None:
-            # undeclared columns take the type of their dtype; declared ones keep theirs
-            declared = set(self.numeric or ()) | set(self.categorical or ())
+            # undeclared columns are inferred; declared ones keep their type
+            declared = set(self.numeric or ()) | set(self.categorical or ()) | {
+                s.name for s in specs}
             free = [c for c in df.columns if c not in reserved and c not in declared]
-            guess = [c for c in free if pd.api.types.is_numeric_dtype(df[c])
-                     and not pd.api.types.is_bool_dtype(df[c])]
-            self.numeric = list(self.numeric or ()) + guess
-            self.categorical = list(self.categorical or ()) + [c for c in free if c not in guess]
+            specs += [replace(s, min_count=self.min_count)
+                      for s in infer_specs(df, free, known=specs)]
+        self._split(specs)
         both = set(self.numeric) & set(self.categorical)
         _checks.check(not both, f"column(s) {sorted(both)} declared both numeric and categorical")
-        _checks.check(bool(self.numeric or self.categorical),
+        _checks.check(bool(self.numeric or self.categorical or self.lookup),
                       "no input columns left besides the labels; add feature columns")
+        if self.lookup is not None:
+            self.lookup.fit(df)
         for col in self.numeric:
-            values = _to_numeric(_require(df, col, "numeric"), col)
-            self.stats[col] = _mean_std(values)
+            values = to_numeric(require(df, col, "numeric"), col)
+            self.stats[col] = mean_std(values)
             if np.isnan(values).any():
                 self.indicators.append(col)
         for col in self.categorical:
-            counts = _keys(_require(df, col, "categorical").dropna()).value_counts()
+            counts = value_keys(require(df, col, "categorical").dropna()).value_counts()
             self.vocab[col] = sorted(counts[counts >= self.min_count].index.tolist())
         self.tasks = tuple(
-            self._fit_task(task, _require(df, task.column, f"task '{task.name}': label"))
+            self._fit_task(task, require(df, task.column, f"task '{task.name}': label"))
             for task in self.tasks)
         if self.scale_regression:
             for task in self.tasks:
                 if task.kind == "regression":
-                    y = _label_values(df[task.column], task.column)
-                    self.label_stats[task.name] = _mean_std(y)
+                    y = label_values(df[task.column], task.column)
+                    self.label_stats[task.name] = mean_std(y)
         self.fitted = True
         return self
+
+    def _split(self, specs: Sequence[FeatureSpec]) -> None:
+        """Numeric and plain categorical specs join those lists; the rest are lookups (a
+        categorical column with its own width or ``min_count``, sharing or shared)."""
+        names = [*(self.numeric or ()), *(self.categorical or ()), *(s.name for s in specs)]
+        twice = sorted({c for c in names if names.count(c) > 1})
+        _checks.check(not twice, f"column(s) {twice} declared twice (as numeric, categorical "
+                      "or a feature); declare each once")
+        shared = {s.share for s in specs}
+        plain = {s.name for s in specs if s.kind == "categorical" and s.name not in shared
+                 and s == FeatureSpec(s.name, "categorical", min_count=self.min_count)}
+        self.numeric = list(self.numeric or ()) + [s.name for s in specs if s.kind == "numeric"]
+        self.categorical = list(self.categorical or ()) + [s.name for s in specs
+                                                           if s.name in plain]
+        moved = [c for c in self.categorical if c in shared]  # a declared column others share
+        self.categorical = [c for c in self.categorical if c not in shared]
+        lookups = [FeatureSpec(c, "categorical", min_count=self.min_count) for c in moved]
+        lookups += [s for s in specs if s.kind != "numeric" and s.name not in plain]
+        self.lookup = LookupEncoder(lookups) if lookups else None
+
+    def specs(self) -> list[FeatureSpec]:
+        """Every input column's spec as fitted (numeric, categorical, then the lookups)."""
+        _checks.check(self.fitted, "the encoder is not fitted; call fit(train_df) first")
+        return ([FeatureSpec(c, "numeric") for c in self.numeric]
+                + [FeatureSpec(c, "categorical", min_count=self.min_count)
+                   for c in self.categorical]
+                + (list(self.lookup.specs.values()) if self.lookup else []))
 
     def _check_roles(self) -> None:
         """No label, weight or excluded column is also declared an input."""
         roles = {c: "excluded (an id or --exclude column)" for c in self.exclude}
         roles[self.weight_column] = "the sample-weight column"
         roles.update({t.column: f"the label of task '{t.name}'" for t in self.tasks})
-        for kind, columns in (("numeric", self.numeric), ("categorical", self.categorical)):
+        for kind, columns in (("numeric", self.numeric), ("categorical", self.categorical),
+                              ("feature", [s.name for s in self.features])):
             for col in [c for c in columns or () if c in roles]:
                 _checks.fail(f"column '{col}' is {roles[col]} and cannot also be an input; "
                              f"remove it from the {kind} columns (--{kind})")
@@ -225,11 +179,11 @@ class TableEncoder:
                       f"task '{task.name}': column '{task.column}' has no labels in the "
                       "training data")
         if task.kind == "regression":
-            _label_values(series, task.column)
+            label_values(series, task.column)
             return task
-        keys = sorted(set(present.map(_key)))
+        keys = sorted(set(present.map(value_key)))
         if task.kind == "multiclass":
-            classes = tuple(_key(c) for c in task.classes) if task.classes else tuple(keys)
+            classes = tuple(value_key(c) for c in task.classes) if task.classes else tuple(keys)
             unknown = sorted(set(keys) - set(classes))
             _checks.check(not unknown, f"task '{task.name}': column '{task.column}' has values "
                           f"{unknown[:5]} not among the declared classes {list(classes)}")
@@ -239,7 +193,7 @@ class TableEncoder:
         _checks.check(len(keys) == 2, f"task '{task.name}': binary labels must have 2 distinct "
                       f"values, column '{task.column}' has {len(keys)} ({', '.join(keys[:5])})")
         if task.positive is not None:
-            positive = _key(task.positive)
+            positive = value_key(task.positive)
             _checks.check(positive in keys, f"task '{task.name}': positive value {positive!r} "
                           f"does not occur in column '{task.column}' (values: {', '.join(keys)})")
         elif set(map(str.lower, keys)) <= _TRUE | _FALSE and any(k.lower() in _TRUE for k in keys):
@@ -258,9 +212,9 @@ class TableEncoder:
         _checks.check(len(df) > 0, "the data has no rows")
         numeric = None
         if self.numeric:
-            raw = {c: _to_numeric(_require(df, c, "numeric"), c) for c in self.numeric}
+            raw = {c: to_numeric(require(df, c, "numeric"), c) for c in self.numeric}
             with np.errstate(over="ignore", invalid="ignore"):
-                cols = [_float32(np.nan_to_num((raw[c] - self.stats[c][0]) / self.stats[c][1],
+                cols = [float32(np.nan_to_num((raw[c] - self.stats[c][0]) / self.stats[c][1],
                                                nan=0.0, posinf=np.inf, neginf=-np.inf), c,
                                  df.index)
                         for c in self.numeric]  # standardised; missing -> the training mean (0)
@@ -268,35 +222,36 @@ class TableEncoder:
             numeric = torch.from_numpy(np.stack(cols, axis=1))
         categorical = None
         if self.categorical:
-            codes = [_codes(_require(df, c, "categorical"), self.vocab[c]) + 1
+            codes = [vocab_codes(require(df, c, "categorical"), self.vocab[c]) + 1
                      for c in self.categorical]  # unseen and missing: -1 + 1 = 0 (OOV)
             categorical = torch.from_numpy(np.stack(codes, axis=1))
+        ids = None if self.lookup is None else torch.from_numpy(self.lookup.transform(df))
         y = self._labels(df) if labels else None
         weights = None
         if self.weight_column is not None and (labels or self.weight_column in df.columns):
-            w = _to_numeric(_require(df, self.weight_column, "sample-weight"), self.weight_column)
+            w = to_numeric(require(df, self.weight_column, "sample-weight"), self.weight_column)
             with np.errstate(invalid="ignore"):
                 bad = ~(np.isfinite(w) & (w >= 0))
             if bad.any():
-                _fail_at(df.index, bad, f"sample-weight column '{self.weight_column}': value "
+                fail_at(df.index, bad, f"sample-weight column '{self.weight_column}': value "
                          f"{w[bad][0]}", "; weights must be finite and >= 0")
-            weights = torch.from_numpy(_float32(w, self.weight_column, df.index))
-        return TensorTable(numeric, categorical, y, weights)
+            weights = torch.from_numpy(float32(w, self.weight_column, df.index))
+        return TensorTable(numeric, categorical, y, weights, ids)
 
     def _labels(self, df: pd.DataFrame) -> torch.Tensor:
         out = np.full((len(df), len(self.tasks)), np.nan, dtype=np.float32)
         for t, task in enumerate(self.tasks):
-            series = _require(df, task.column, f"task '{task.name}': label")
+            series = require(df, task.column, f"task '{task.name}': label")
             if task.kind == "regression":
                 mean, std = self.label_stats.get(task.name, (0.0, 1.0))
                 with np.errstate(over="ignore", invalid="ignore"):
-                    out[:, t] = _float32((_label_values(series, task.column) - mean) / std,
+                    out[:, t] = float32((label_values(series, task.column) - mean) / std,
                                          task.column, df.index)
                 continue
-            codes = _codes(series, task.classes)
+            codes = vocab_codes(series, task.classes)
             unknown = (codes < 0) & series.notna().to_numpy()
             if unknown.any():
-                _fail_at(df.index, unknown, f"task '{task.name}': label value "
+                fail_at(df.index, unknown, f"task '{task.name}': label value "
                          f"{_show(series[unknown].iloc[0])} in column '{task.column}'",
                          f" is not one of {list(task.classes)}")
             out[:, t] = np.where(codes >= 0, codes, np.nan)
@@ -310,12 +265,14 @@ class TableEncoder:
 
     # ---- description ---------------------------------------------------------------------
     def input_spec(self, embedding_dim: int = 8) -> InputSpec:
-        """The model's inputs: numeric columns (+ missing indicators), categorical sizes."""
+        """The model's inputs: numeric columns (+ missing indicators), categorical sizes
+        (``embedding_dim`` wide), the lookups (at least ``embedding_dim`` wide)."""
         _checks.check(self.fitted, "the encoder is not fitted; call fit(train_df) first")
         return InputSpec(
             numeric=tuple(self.numeric) + tuple(f"{c}__missing" for c in self.indicators),
             categorical=tuple((c, len(self.vocab[c]) + 1) for c in self.categorical),
-            embedding_dim=embedding_dim)
+            embedding_dim=embedding_dim,
+            lookups=self.lookup.lookups(embedding_dim) if self.lookup else ())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (saved with the model)."""
@@ -324,7 +281,8 @@ class TableEncoder:
                 "exclude": self.exclude, "min_count": self.min_count,
                 "stats": {k: list(v) for k, v in self.stats.items()},
                 "indicators": self.indicators, "vocab": self.vocab,
-                "label_stats": {k: list(v) for k, v in self.label_stats.items()}}
+                "label_stats": {k: list(v) for k, v in self.label_stats.items()},
+                **({"lookups": self.lookup.to_dict()} if self.lookup else {})}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TableEncoder:
@@ -357,5 +315,8 @@ class TableEncoder:
         enc.label_stats = _pairs(data.get("label_stats", {}), "label_stats",
                                  {t.name for t in tasks if t.kind == "regression"}, every=False)
         enc.scale_regression = bool(enc.label_stats)
+        if "lookups" in data:
+            enc.lookup = LookupEncoder.from_dict(data["lookups"])
+            enc.features = tuple(enc.lookup.specs.values())
         enc.fitted = True
         return enc

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .. import _checks
 
@@ -21,12 +22,15 @@ PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 
 
 def table_format(path: str | os.PathLike) -> str:
-    """``"csv"`` or ``"parquet"`` from the file name; anything else is an error naming it.
+    """``"csv"`` or ``"parquet"`` from the file name (a directory: Parquet shards); anything
+    else is an error naming it.
 
     Example:
         >>> table_format("rows.csv.gz"), table_format("rows.parquet")
         ('csv', 'parquet')
     """
+    if Path(path).is_dir():
+        return "parquet"
     name = Path(path).name.lower()
     if name.endswith(PARQUET_SUFFIXES):
         return "parquet"
@@ -36,10 +40,33 @@ def table_format(path: str | os.PathLike) -> str:
     return ""  # unreachable
 
 
+def parquet_shards(path: str | os.PathLike) -> list[Path]:
+    """The Parquet files of a directory of shards (``part-00000.parquet`` ...), in name order;
+    a directory without any is an error.
+
+    Example:
+        >>> Path("shards").mkdir(); demo.to_parquet("shards/part-1.parquet")
+        >>> [p.name for p in parquet_shards("shards")]
+        ['part-1.parquet']
+    """
+    path = Path(path)
+    shards = sorted(p for p in path.iterdir()
+                    if p.is_file() and p.name.lower().endswith(PARQUET_SUFFIXES))
+    _checks.check(bool(shards), f"directory '{path}' holds no Parquet files (*.parquet); pass "
+                  "a CSV or Parquet file, or a directory of Parquet shards")
+    return shards
+
+
 def check_file(path: str | os.PathLike) -> Path:
+    """``path`` if it is a readable table: a non-empty CSV or Parquet file, or a directory of
+    Parquet shards; else one error naming it."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"file '{path}' does not exist; check the path")
+    if path.is_dir():
+        for shard in parquet_shards(path):
+            check_file(shard)
+        return path
     _checks.check(path.is_file(), f"'{path}' is not a file")
     _checks.check(path.stat().st_size > 0, f"file '{path}' is empty; it needs a header row "
                   "and at least one data row")
@@ -90,7 +117,8 @@ def where_in_file(path: str | os.PathLike, row: int) -> str:
 
     Returns:
         ``"line N"`` for a CSV file (the header is line 1; empty lines count, as in an
-        editor), ``"row index N"`` for a Parquet file.
+        editor), ``"row index N"`` for a Parquet file, ``"row index N of SHARD"`` for a
+        directory of shards.
 
     Example:
         >>> _ = Path("t.csv").write_text("a,b\\n1,2\\n\\n3,4\\n")
@@ -98,6 +126,13 @@ def where_in_file(path: str | os.PathLike, row: int) -> str:
         ('line 4', 'row index 1')
     """
     path = Path(path)
+    if path.is_dir():
+        for shard in parquet_shards(path):
+            rows = pq.ParquetFile(shard).metadata.num_rows
+            if row < rows:
+                return f"row index {row} of {shard.name}"
+            row -= rows
+        return f"row index {row}"
     if table_format(path) == "parquet":
         return f"row index {row}"
     try:

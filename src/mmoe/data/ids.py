@@ -104,15 +104,18 @@ def hashed_rows(keys: np.ndarray, present: np.ndarray, buckets: int) -> np.ndarr
     return np.where(present, rows, 0)
 
 
-def vocabulary_rows(keys: np.ndarray, present: np.ndarray, vocab: Sequence[str]) -> np.ndarray:
-    """Table rows of ids in a vocabulary: ``2 + index``, 1 outside it, 0 where absent.
+def vocabulary_rows(keys: np.ndarray, present: np.ndarray,
+                    vocab: Sequence[str] | pd.Index) -> np.ndarray:
+    """Table rows of ids in a vocabulary (a ``pd.Index`` is reused as it is): ``2 + index``,
+    1 outside it, 0 where absent.
 
     Example:
         >>> vocabulary_rows(np.array(["b", "z", ""], dtype=object),
         ...                 np.array([True, True, False]), ["a", "b"])
         array([3, 1, 0])
     """
-    index = pd.Index(list(vocab)).get_indexer(keys)
+    vocab = vocab if isinstance(vocab, pd.Index) else pd.Index(list(vocab))
+    index = vocab.get_indexer(keys)
     return np.where(present, np.where(index >= 0, index + 2, 1), 0).astype(np.int64)
 
 

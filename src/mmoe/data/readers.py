@@ -32,6 +32,7 @@ from .files import (
     bad_text,
     check_file,
     csv_input,
+    parquet_shards,
     table_format,
     unreadable,
 )
@@ -83,6 +84,27 @@ def _parquet_file(path: Path, columns: Sequence[str] | None) -> pq.ParquetFile:
             f"file '{path}': column '{field.name}' holds {field.type} values, which mmoe "
             "cannot read (numbers, text and lists of them only); drop or flatten the column")
     return pf
+
+
+def _same_schema(path: Path, columns: Sequence[str] | None) -> list[Path]:
+    """The Parquet files of ``path`` (itself, or a directory's shards), every shard with the
+    first one's columns and types (those read)."""
+    if not path.is_dir():
+        return [path]
+    shards = parquet_shards(path)
+    first = pq.read_schema(shards[0])
+    for shard in shards[1:]:
+        schema = pq.read_schema(shard)
+        names = columns if columns is not None else first.names
+        _checks.check(schema.names == first.names or columns is not None, f"file '{shard}': its"
+                      f" columns differ from those of '{shards[0].name}'; every shard of "
+                      f"'{path}' needs the same columns")
+        for name in names:
+            a = first.field(name).type if name in first.names else None
+            b = schema.field(name).type if name in schema.names else None
+            _checks.check(a == b, f"file '{shard}': column '{name}' is {b} but {a} in "
+                          f"'{shards[0].name}'; every shard of '{path}' needs the same types")
+    return shards
 
 
 def _sequence_type(kind: pa.DataType) -> bool:
@@ -149,7 +171,8 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
     """Read a whole CSV / CSV.gz / Parquet file into a DataFrame.
 
     Args:
-        path: the file; the format comes from its extension.
+        path: the file, the format from its extension; or a directory of Parquet shards
+            (read in name order, rows numbered across them).
         columns: read only these columns (all must exist); ``None``: all.
         categorical: columns read as text whatever their content (CSV; Parquet keeps its
             stored types and the encoder treats the column as categorical).
@@ -167,7 +190,11 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None,
     """
     path = check_file(path)
     try:
-        if table_format(path) == "parquet":
+        if path.is_dir():
+            table = pa.concat_tables(_parquet_file(p, columns).read(
+                columns=list(columns) if columns is not None else None)
+                for p in _same_schema(path, columns))
+        elif table_format(path) == "parquet":
             table = _parquet_file(path, columns).read(
                 columns=list(columns) if columns is not None else None)
         else:
@@ -230,8 +257,8 @@ def iter_table(path: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS,
     Memory is bounded by one chunk (and, for Parquet, one row group), not by the file.
 
     Args:
-        path: CSV / CSV.gz / Parquet file.
-        chunk_rows: rows per chunk.
+        path: CSV / CSV.gz / Parquet file, or a directory of Parquet shards.
+        chunk_rows: rows per chunk (a chunk never spans two shards).
         columns: read only these columns (all must exist).
         categorical: CSV columns read as text.
         raw: columns returned exactly as stored (see :func:`read_table`).
@@ -249,8 +276,10 @@ def iter_table(path: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS,
     start = 0
     try:
         if table_format(path) == "parquet":
-            batches = _parquet_file(path, columns).iter_batches(
-                batch_size=chunk_rows, columns=list(columns) if columns is not None else None)
+            batches = (batch for p in _same_schema(path, columns)
+                       for batch in _parquet_file(p, columns).iter_batches(
+                           batch_size=chunk_rows,
+                           columns=list(columns) if columns is not None else None))
         else:
             batches = _csv_batches(path, chunk_rows, columns, categorical, raw)
         for part in batches:

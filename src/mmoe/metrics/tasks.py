@@ -111,6 +111,7 @@ def evaluate(tasks: Sequence[TaskSpec], slices: Sequence[slice], logits: np.ndar
         ...          np.array([[1.0], [2.0]]), np.array([[1.0], [4.0]]))["a"]["mse"]
         2.0
     """
+    _checks.positive_int(k, "k (the NDCG cut-off)")
     out: dict[str, dict[str, float]] = {}
     for t, (task, cols) in enumerate(zip(tasks, slices, strict=True)):
         keep = ~np.isnan(labels[:, t])

@@ -108,8 +108,9 @@ def predict(model: MultiTaskModel, table: TensorTable,
 def _metrics(model: MultiTaskModel, table: TensorTable,
              logits: torch.Tensor) -> dict[str, dict[str, float]]:
     weights = None if table.weights is None else table.weights.numpy()
+    groups = None if table.groups is None else table.groups.numpy()
     return evaluate(model.tasks, model.task_slices, logits.numpy(), table.labels.numpy(),
-                    weights)
+                    weights, groups=groups)
 
 
 def evaluate_model(model: MultiTaskModel, table: TensorTable,

@@ -30,9 +30,11 @@ oldest first): never an item from the future. The true probabilities are columns
 (``p_click``, ``p_buy_given_click``, ``p_click_buy``), so the oracle AUC of each task is the
 AUC of its true probability.
 
-Rows are generated in fixed blocks of ``BLOCK`` impressions (memory bounded by a block, not by
-``rows``) and written as Parquet shards ``part-NNNNN.parquet`` of ``shard_rows`` rows, in
-time order; the first N rows do not depend on ``rows``.
+Rows are generated in fixed blocks of ``BLOCK`` impressions (memory bounded by a block and
+the users' histories, not by ``rows``) and written as Parquet shards ``part-NNNNN.parquet`` of
+``shard_rows`` rows, in time order, split by time into ``train/``, ``valid/`` and ``test/``;
+the first N impressions do not depend on ``rows``. The defaults give a click rate near 10%
+and a purchase rate near 20% of clicks.
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ import pyarrow.parquet as pq
 
 from ... import _checks
 from ..._fileio import AtomicFile, atomic_dir, write_json
-from ..readers import rebatch
 
 BLOCK = 1 << 18  # impressions generated at once
 DEVICES = np.array(["ios", "android", "web"])
@@ -76,6 +77,7 @@ class FunnelSpec:
         click_bias, purchase_bias: the logits' intercepts.
         seed: fixes the world and every impression.
         shard_rows: rows per Parquet file.
+        valid_fraction, test_fraction: the latest impressions held out (test last).
 
     Example:
         >>> FunnelSpec(rows=1000, users=50, items=20).latent_dim
@@ -93,10 +95,12 @@ class FunnelSpec:
     candidates: int = 8
     exposure: float = 1.0
     zipf: float = 1.1
-    click_bias: float = -2.0
-    purchase_bias: float = -1.0
+    click_bias: float = -5.5
+    purchase_bias: float = -3.0
     seed: int = 0
     shard_rows: int = 1_000_000
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("rows", "users", "items", "click_dims", "purchase_dims", "categories",
@@ -108,6 +112,10 @@ class FunnelSpec:
                       f"got {self.shared_dims!r}")
         for name in ("exposure", "zipf"):
             _checks.non_negative(getattr(self, name), name)
+        for name in ("valid_fraction", "test_fraction"):
+            _checks.check(isinstance(getattr(self, name), float | int)
+                          and 0 < getattr(self, name) < 0.5,
+                          f"{name} must be a number in (0, 0.5), got {getattr(self, name)!r}")
 
     @property
     def latent_dim(self) -> int:
@@ -243,16 +251,62 @@ def funnel_blocks(spec: FunnelSpec) -> Iterator[pa.Table]:
         yield _block(spec, world, rng, b * BLOCK, n, histories)
 
 
+class _Shards:
+    """Parquet files ``part-NNNNN.parquet`` of ``rows`` rows each in one directory."""
+
+    def __init__(self, directory: Path, rows: int):
+        self.directory, self.rows = directory, rows
+        self.pending: list[pa.Table] = []
+        self.count = self.files = 0
+        directory.mkdir()
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.pending.append(table)
+            self.count += table.num_rows
+        while self.count >= self.rows:
+            self._flush(self.rows)
+
+    def close(self) -> None:
+        if self.count:
+            self._flush(self.count)
+
+    def _flush(self, rows: int) -> None:
+        table = pa.concat_tables(self.pending).combine_chunks()
+        with AtomicFile(self.directory / f"part-{self.files:05d}.parquet") as f:
+            f.handle.close()
+            pq.write_table(table.slice(0, rows), f.tmp)
+        rest = table.slice(rows)
+        self.pending, self.count = ([rest] if rest.num_rows else []), rest.num_rows
+        self.files += 1
+
+
+def split_rows(spec: FunnelSpec) -> dict[str, tuple[int, int]]:
+    """Each split's impressions ``[start, stop)``, in time order: train, valid, test (the
+    latest ``test_fraction``).
+
+    Example:
+        >>> split_rows(FunnelSpec(rows=1000))
+        {'train': (0, 800), 'valid': (800, 900), 'test': (900, 1000)}
+    """
+    n_test = round(spec.rows * spec.test_fraction)
+    n_valid = round(spec.rows * spec.valid_fraction)
+    train = spec.rows - n_valid - n_test
+    return {"train": (0, train), "valid": (train, train + n_valid),
+            "test": (train + n_valid, spec.rows)}
+
+
 def generate_funnel(spec: FunnelSpec, out: str | os.PathLike,
                     progress: Callable[[int], None] | None = None) -> Path:
     """Write the funnel data set to directory ``out`` (created whole, atomically): Parquet
-    shards ``part-NNNNN.parquet`` in time order and ``generator.json`` (the settings, the
-    equations' source and the column meanings).
+    shards ``part-NNNNN.parquet`` of the splits ``train/``, ``valid/`` and ``test/`` (in time
+    order: :func:`split_rows`), ``generator.json`` (the settings, the equations' source, the
+    column meanings) and ``mmoe.toml``, a config for `mmoe train` on it.
 
     Args:
         spec: the settings.
         out: the directory to create (must not exist, or be empty).
-        progress: called with the rows just written.
+        progress: called with the rows just generated.
 
     Returns:
         ``out``.
@@ -261,21 +315,46 @@ def generate_funnel(spec: FunnelSpec, out: str | os.PathLike,
         >>> out = generate_funnel(FunnelSpec(rows=3000, users=100, items=50, shard_rows=1000),
         ...                       tmp_path / "funnel")
         >>> sorted(p.name for p in out.iterdir())
-        ['generator.json', 'part-00000.parquet', 'part-00001.parquet', 'part-00002.parquet']
+        ['generator.json', 'mmoe.toml', 'test', 'train', 'valid']
+        >>> sorted(p.name for p in (out / "train").iterdir())
+        ['part-00000.parquet', 'part-00001.parquet', 'part-00002.parquet']
     """
     out = Path(out)
+    splits = split_rows(spec)
     with atomic_dir(out) as stage:
-        shards = 0
-        for shards, table in enumerate(rebatch(funnel_blocks(spec), spec.shard_rows), 1):
-            with AtomicFile(stage / f"part-{shards - 1:05d}.parquet") as f:
-                f.handle.close()
-                pq.write_table(table, f.tmp)
+        writers = {name: _Shards(stage / name, spec.shard_rows) for name in splits}
+        first = 0
+        for table in funnel_blocks(spec):
+            for name, (start, stop) in splits.items():
+                lo, hi = max(start, first), min(stop, first + table.num_rows)
+                if lo < hi:
+                    writers[name].add(table.slice(lo - first, hi - lo))
+            first += table.num_rows
             if progress is not None:
                 progress(table.num_rows)
+        for writer in writers.values():
+            writer.close()
         write_json(stage / "generator.json", {
-            "generator": GENERATOR, "spec": asdict(spec), "shards": shards,
+            "generator": GENERATOR, "spec": asdict(spec), "splits": splits,
             "columns": COLUMNS, "equations": "mmoe.data.datasets.funnel (module docstring)"})
+        with AtomicFile(stage / "mmoe.toml") as f:
+            f.handle.write(CONFIG.encode())
     return out
+
+
+#: `mmoe train --config DIR/mmoe.toml`: the tasks, the true probabilities and the row index
+#: kept out of the inputs, metrics per user; the other columns' specs are inferred
+CONFIG = """# mmoe train --config THIS_FILE --out DIR   (written by mmoe data generate funnel)
+tasks = ["click:binary:1", "purchase:binary:1"]
+
+[data]
+train = "train"
+valid = "valid"
+
+[columns]
+exclude = ["row", "p_click", "p_buy_given_click", "p_click_buy"]
+group_by = "user_id"
+"""
 
 
 COLUMNS = {
