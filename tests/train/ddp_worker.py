@@ -1,4 +1,6 @@
-"""Trains a small model; run alone or under torchrun. Rank 0 saves weights and metrics.
+"""Trains a small model (numeric columns and id lookups: a user table, an item table shared
+by a 3-slot history, so sparse gradients cross ranks; validation grouped by user for GAUC);
+run alone or under torchrun. Rank 0 saves weights and metrics.
 
     python ddp_worker.py OUT.pt
     python -m torch.distributed.run --nproc_per_node=2 --standalone ddp_worker.py OUT.pt
@@ -9,6 +11,7 @@ import sys
 import torch
 
 from mmoe import TaskSpec, TrainConfig, build_model
+from mmoe.config import InputSpec, Lookup
 from mmoe.data.table import TensorTable
 from mmoe.train import Trainer
 
@@ -20,10 +23,17 @@ def main(out: str) -> None:
     x = torch.randn(n, 6, generator=g)
     y = torch.stack([(x[:, 0] - x[:, 1] > 0).float(), x[:, 2] + 0.5 * x[:, 3]], 1)
     y[::5, 0] = float("nan")  # missing labels: the loss must be normalised globally
-    table = TensorTable.from_arrays(x, y, weights=torch.rand(n, generator=g) + 0.5)
+    user = torch.randint(1, 41, (n, 1), generator=g)
+    items = torch.randint(0, 31, (n, 4), generator=g)  # item, then a history (0: padding)
+    y[:, 0] = torch.where(y[:, 0].isnan(), y[:, 0], ((user[:, 0] % 3 == 0) | (y[:, 0] > 0)).float())
+    table = TensorTable(x, None, y, torch.rand(n, generator=g) + 0.5,
+                        ids=torch.cat([user, items], 1), groups=user[:, 0])
     train, valid = table.take(slice(0, 400)), table.take(slice(400, None))
     torch.manual_seed(1)
-    model = build_model("mmoe", 6, (TaskSpec("a"), TaskSpec("b", "regression")),
+    inputs = InputSpec(numeric=tuple(f"x{i}" for i in range(6)), lookups=(
+        Lookup("user", "user", 41, 4), Lookup("item", "item", 31, 4),
+        Lookup("history", "item", 31, 4, slots=3)))
+    model = build_model("mmoe", inputs, (TaskSpec("a"), TaskSpec("b", "regression")),
                         num_experts=3, expert_units=(8,), tower_units=(4,))
     cfg = TrainConfig(epochs=2, batch_size=64, lr=1e-2, seed=5)
     trainer = Trainer(model, cfg, progress=False, device="cpu")

@@ -29,6 +29,7 @@ def test_two_process_ddp_equals_one_process(tmp_path):
     assert one["world"] == 1 and two["world"] == 2
     for k, v in one["state"].items():
         torch.testing.assert_close(two["state"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+    assert "gauc" in one["valid"]["a"]  # grouped validation ran
     for task, metrics in one["valid"].items():
         for name, value in metrics.items():
             assert two["valid"][task][name] == pytest.approx(value, rel=1e-5, abs=1e-6)

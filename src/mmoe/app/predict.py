@@ -105,8 +105,11 @@ def evaluate_dir(model_dir: str | os.PathLike, path: str | os.PathLike,
                     groups=np.concatenate(groups) if groups else None, k=k)
 
 
+COUNTS = ("_groups", "_skipped")  # metrics that count (printed as integers)
+
+
 def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
-    """A plain-text table: one row per task, one column per metric.
+    """A plain-text table: one row per task, one column per metric (counts as integers).
 
     Example:
         >>> print(format_metrics({"y": {"n": 10.0, "auc": 0.75}}))
@@ -117,7 +120,8 @@ def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
     names = sorted({m for res in metrics.values() for m in res if m != "n"})
     header = ["task", "n", *names]
     rows = [[task, str(int(res.get("n", 0)))]
-            + [f"{res[m]:.4f}" if m in res else "" for m in names]
+            + [("" if m not in res else f"{res[m]:.0f}" if m.endswith(COUNTS)
+                else f"{res[m]:.4f}") for m in names]
             for task, res in metrics.items()]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()

@@ -117,7 +117,8 @@ buckets=0, max_len=50, pooling='mean', delimiter='|', share='item_id')
     if isinstance(text, FeatureSpec):
         return text
     usage = (f"--feature '{shown(text)}': use NAME:KIND[:KEY=VALUE,...], KIND one of numeric, "
-             "categorical, hashed, sequence; keys: " + ", ".join(FEATURE_KEYS.keys() - {"kind"})
+             "categorical, hashed, sequence; keys: "
+             + ", ".join(k for k in FEATURE_KEYS if k != "kind")
              + " (e.g. --feature history:sequence:share=item_id,max_len=50)")
     name, _, rest = str(text).partition(":")
     kind, _, options = rest.partition(":")

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from .. import _checks
+from ..config import InputSpec
 from ..data.encoders import TableEncoder
 from ..data.files import where_in_file
 from ..data.ids import group_codes
@@ -123,6 +124,7 @@ def feature_table(encoder: TableEncoder, embedding_dim: int = 8) -> str:
         -------  -------  -----  ------------------------------------------
         a        numeric  1
         user_id  hashed   17     user_id: 65 rows x 17 (hashed, 64 buckets)
+        x is 18 wide; embedding tables 0.0 MB, 0.0 MB with Adam's moments in training
     """
     spec = encoder.input_spec(embedding_dim)
     lookups = {lk.name: lk for lk in spec.lookups}
@@ -145,7 +147,16 @@ def feature_table(encoder: TableEncoder, embedding_dim: int = 8) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
              for r in [header, ["-" * w for w in widths], *rows]]
-    return "\n".join(lines)
+    return "\n".join([*lines, f"x is {spec.width} wide; {_table_memory(spec)}"])
+
+
+def _table_memory(spec: InputSpec) -> str:
+    """The embedding tables' memory: weights, and Adam's two moments in training."""
+    tables = {lk.table: lk.rows * lk.dim for lk in spec.lookups}
+    cells = sum(tables.values()) + sum(c for _, c in spec.categorical) * spec.embedding_dim
+    mb = cells * 4 / 2**20
+    return (f"embedding tables {mb:,.1f} MB, {3 * mb:,.1f} MB with Adam's moments in "
+            "training")
 
 
 def check_columns(spec: RunSpec, columns: Sequence[str]) -> None:

@@ -306,8 +306,9 @@ class TableEncoder:
         _check(isinstance(weight, str | None), "'weight_column' must be a column name or null")
         _check(type(min_count) is int and min_count >= 1, "'min_count' must be an integer >= 1")
         _check(isinstance(vocab, dict) and set(vocab) == set(categorical)
-               and all(isinstance(v, list) and _all_str(v) for v in vocab.values()),
-               "'vocab' must map each categorical column to a list of values")
+               and all(isinstance(v, list) and _all_str(v) and len(set(v)) == len(v)
+                       for v in vocab.values()),
+               "'vocab' must map each categorical column to a list of distinct values")
         _check(set(indicators) <= set(numeric), "'indicators' must name numeric columns")
         enc = cls(tasks, numeric, categorical, weight, exclude, min_count)
         enc.stats = _pairs(data["stats"], "stats", set(numeric), every=True)

@@ -2,10 +2,12 @@
 their most recent ids and padded, all vectorised (no Python loop over rows).
 
 An id's key is its canonical text (``12``, ``12.0`` and ``"12"`` are one id; text is stripped),
-hashed with SipHash-2-4 under a fixed key (``pandas.util.hash_array``): the same 64-bit value
-in every process, machine and version (a test pins known values). Table rows: 0 is padding (a
-missing id, an unused sequence slot: never looked up), hashed ids take ``1 + h mod buckets``,
-vocabulary ids ``2 + index`` with 1 for an id outside the vocabulary.
+hashed by ``pandas.util.hash_array`` (SipHash-2-4 of its UTF-8 bytes under a fixed key, then
+pandas' fixed 64-bit mixing step): the same 64-bit value in every process, machine and
+version (a test pins known values, and recomputes them from SipHash written out in Python).
+Table rows: 0 is padding (a missing id, an unused sequence slot: never looked up), hashed ids
+take ``1 + h mod buckets``, vocabulary ids ``2 + index`` with 1 for an id outside the
+vocabulary.
 """
 
 from __future__ import annotations
@@ -28,11 +30,18 @@ def _arrow(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
         return values
     if isinstance(values.array, pd.arrays.ArrowExtensionArray):
         return pa.chunked_array(values.array._pa_array).combine_chunks()
-    return pa.array(values.to_numpy(dtype=object), from_pandas=True)
+    objects = values.to_numpy(dtype=object)
+    try:
+        return pa.array(objects, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types (12 and "12"): their text
+        if any(isinstance(v, list | tuple | np.ndarray) for v in objects):
+            raise
+        return pa.array(objects.astype(str), mask=np.asarray(pd.isna(objects), dtype=bool))
 
 
 def id_keys(values: pd.Series | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """The canonical text of each id and whether it is present.
+    """The canonical text of each id and whether it is present (missing, empty or blank
+    text is not: ``"4||5"`` holds two ids, a CSV cell ``""`` none).
 
     Args:
         values: (N,) ids: integers, floats with integral values, or text.
@@ -59,7 +68,7 @@ def id_keys(values: pd.Series | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray,
     else:
         arr = pc.utf8_trim_whitespace(pc.cast(arr, pa.string()))
         keys = np.asarray(pc.fill_null(arr, "").to_numpy(zero_copy_only=False), dtype=object)
-        return _integral_text(keys), present  # "12.0" is the id 12
+        return _integral_text(keys), present & (keys != "")  # "12.0" is 12; "" is missing
     keys = np.asarray(pc.fill_null(arr, "").to_numpy(zero_copy_only=False), dtype=object)
     keys[~present] = ""
     return keys, present
@@ -83,7 +92,8 @@ def _canonical(text: str) -> str:
 
 
 def stable_hash(keys: np.ndarray) -> np.ndarray:
-    """64-bit SipHash-2-4 of each key's UTF-8 bytes under :data:`HASH_KEY` (uint64).
+    """64-bit hash of each key (uint64): SipHash-2-4 of its UTF-8 bytes under
+    :data:`HASH_KEY`, then pandas' mixing step (``pandas.util.hash_array``).
 
     Example:
         >>> int(stable_hash(np.array(["12"], dtype=object))[0]) % 1000
@@ -120,7 +130,8 @@ def vocabulary_rows(keys: np.ndarray, present: np.ndarray,
 
 
 def group_codes(values: pd.Series | pa.Array) -> np.ndarray:
-    """A stable int64 per distinct id (for per-group metrics: equal ids, equal codes).
+    """A stable int64 per distinct id (for per-group metrics: equal ids, equal codes); the
+    rows whose id is missing form one group together.
 
     Example:
         >>> codes = group_codes(pd.Series(["u1", "u2", "u1"]))

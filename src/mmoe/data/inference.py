@@ -34,7 +34,9 @@ HASH_ABOVE = 1000
 SHARE_OVERLAP = 0.5
 #: share of non-empty text cells holding the delimiter that makes a text column a sequence
 DELIMITED = 0.5
-_ID_NAME = re.compile(r"(^|[_\W])ids?$|[a-z0-9]Ids?$|^ids?$", re.IGNORECASE)
+#: ``id`` / ``ids`` as a word at the end (``user_id``, ``SKU IDS``, ``id``) or camelCase
+#: (``itemId``, ``userID``); not words that merely end in "id" (``valid``, ``android``)
+_ID_NAME = re.compile(r"(?:^|[_\W])(?i:ids?)$|[a-z0-9](?:Id|ID)s?$")
 _SAMPLE = 10_000
 
 
@@ -42,10 +44,10 @@ def id_like(name: str) -> bool:
     """Whether a column's name reads as an id (``user_id``, ``itemId``, ``id``).
 
     Example:
-        >>> [id_like(n) for n in ("user_id", "itemId", "id", "paid", "width")]
-        [True, True, True, False, False]
+        >>> [id_like(n) for n in ("user_id", "itemId", "ID", "sku_ids", "valid", "android")]
+        [True, True, True, True, False, False]
     """
-    return bool(_ID_NAME.search(str(name))) and not str(name).lower().endswith(("paid",))
+    return bool(_ID_NAME.search(str(name)))
 
 
 def _is_list(series: pd.Series) -> bool:

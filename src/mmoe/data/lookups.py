@@ -172,8 +172,10 @@ class LookupEncoder:
         owners = {s.name for s in enc.specs.values() if s.share is None and not enc.hashes(s)}
         vocab = data["vocab"]
         _checks.check(isinstance(vocab, dict) and set(vocab) == owners and all(
-            isinstance(v, list) and all(isinstance(u, str) for u in v) for v in vocab.values()),
-            "lookup encoder description: 'vocab' must map each vocabulary table to its values")
+            isinstance(v, list) and all(isinstance(u, str) for u in v) and len(set(v)) == len(v)
+            for v in vocab.values()),
+            "lookup encoder description: 'vocab' must map each vocabulary table to its "
+            "distinct values")
         enc.vocab = {k: list(v) for k, v in vocab.items()}
         enc._index = {k: pd.Index(v) for k, v in enc.vocab.items()}
         enc.fitted = True

@@ -16,6 +16,7 @@ and columns declared categorical as text, so every chunk of a file has the same 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -153,15 +154,31 @@ def _nulls_back(table: pa.Table, raw: Sequence[str]) -> pa.Table:
     return table
 
 
+def _forget_pandas_types(table: pa.Table, names: Iterable[str]) -> pa.Table:
+    """``table`` without pandas' stored dtypes of the columns ``names`` (pandas writes an
+    Arrow-typed list column's dtype as text it cannot parse back)."""
+    meta = table.schema.metadata or {}
+    if b"pandas" not in meta:
+        return table
+    pandas_meta = json.loads(meta[b"pandas"])
+    pandas_meta["columns"] = [c for c in pandas_meta.get("columns", [])
+                              if c.get("name") not in set(names)]
+    return table.replace_schema_metadata({**meta, b"pandas": json.dumps(pandas_meta).encode()})
+
+
 def _frame(table: pa.Table, raw: Sequence[str], start: int, whole: bool) -> pd.DataFrame:
     """``table`` as a DataFrame indexed by file position from ``start``; raw columns keep
     their Arrow type. A ``whole`` table (shared with nothing) is freed as it converts; a
     chunk may share its buffers with the rows still to come, so it is left alone."""
     kept = {c: table.column(c) for c in table.column_names
             if c in raw or _sequence_type(table.schema.field(c).type)}  # lists stay Arrow
+    order = table.column_names
+    if kept:  # converted apart (pandas' metadata of an Arrow-typed column can't be read back)
+        table = _forget_pandas_types(table.drop_columns(list(kept)), kept)
     df = table.to_pandas(split_blocks=True, self_destruct=whole and not kept)
     for name, values in kept.items():
         df[name] = pd.arrays.ArrowExtensionArray(values)
+    df = df[order] if kept else df
     df.index = pd.RangeIndex(start, start + len(df))  # not an index stored by pandas
     return df
 

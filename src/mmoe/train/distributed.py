@@ -76,11 +76,32 @@ def setup(device: str = "auto") -> DistContext:
 
 
 def wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
-    """The module to run forward/backward through: DDP across ranks, else the model itself."""
+    """The module to run forward/backward through: DDP across ranks, else the model itself.
+    DDP leaves the lookup tables (``model.sparse_parameters()``: sparse gradients, which its
+    buckets cannot hold) to :func:`sync_sparse_grads`."""
     if not ctx.distributed:
         return model
+    tables = {id(p) for p in getattr(model, "sparse_parameters", list)()}
+    ignored = [name for name, p in model.named_parameters() if id(p) in tables]
+    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+        model, ignored)
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def sync_sparse_grads(params: list[nn.Parameter], ctx: DistContext) -> None:
+    """Average the tables' sparse gradients over ranks, as DDP averages the dense ones: each
+    rank's rows are gathered and summed (a sparse all-reduce), then divided by the world
+    size; a no-op alone."""
+    if not ctx.distributed:
+        return
+    for p in params:
+        grad = p.grad if p.grad is not None else torch.sparse_coo_tensor(
+            torch.zeros(1, 0, dtype=torch.long, device=p.device),
+            p.new_zeros(0, *p.shape[1:]), p.shape)
+        grad = grad.coalesce()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        p.grad = grad.coalesce() / ctx.world
 
 
 def to_device(tensors: tuple[torch.Tensor | None, ...], ctx: DistContext

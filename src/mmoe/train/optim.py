@@ -3,6 +3,7 @@ arithmetic."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -103,9 +104,77 @@ class LeanAdam(torch.optim.Adam):
         return torch.optim.Optimizer.profile_hook_step(adam_step)(self, closure)
 
 
+class RowAdam(torch.optim.SparseAdam):
+    """``torch.optim.SparseAdam`` (lazy Adam: a step updates only the rows the gradient
+    holds, with those rows' moments) with the same state and the same arithmetic, bit for
+    bit, gathered and scattered by row index (``index_select`` / ``index_add_``) instead of
+    torch's sparse masks and sparse additions: a third of the step's time on two id tables.
+
+    Example:
+        >>> table = torch.nn.Parameter(torch.zeros(5, 2))
+        >>> opt = RowAdam([table], lr=0.1)
+        >>> table.grad = torch.sparse_coo_tensor([[1, 1, 3]], torch.ones(3, 2), (5, 2))
+        >>> opt.step()
+        >>> [round(v, 6) for v in table[:, 0].tolist()]  # rows 1 and 3 moved by lr, others not
+        [0.0, -0.1, 0.0, -0.1, 0.0]
+    """
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                _checks_sparse(p.grad)
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                _row_adam(p, -p.grad if group["maximize"] else p.grad, state["exp_avg"],
+                          state["exp_avg_sq"], state["step"], group["lr"], beta1, beta2,
+                          group["eps"])
+        return loss
+
+
+def _checks_sparse(grad: torch.Tensor) -> None:
+    if not grad.is_sparse:
+        raise RuntimeError("RowAdam takes sparse gradients only (the lookup tables')")
+
+
+def _row_adam(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
+              exp_avg_sq: torch.Tensor, step: int, lr: float, beta1: float, beta2: float,
+              eps: float) -> None:
+    """torch's ``sparse_adam`` update of one table, row by row (the same operations on the
+    same values: m += (g - m)(1 - b1), v += (g² - v)(1 - b2), p -= step_size m / (sqrt(v) +
+    eps) on the rows the coalesced gradient holds)."""
+    grad = grad.coalesce()  # the update is non-linear: each row once
+    rows, values = grad._indices()[0], grad._values()
+    if values.numel() == 0:
+        return
+    old_m = exp_avg.index_select(0, rows)
+    new_m = values.sub(old_m).mul_(1 - beta1)
+    exp_avg.index_add_(0, rows, new_m)
+    old_v = exp_avg_sq.index_select(0, rows)
+    new_v = values.pow(2).sub_(old_v).mul_(1 - beta2)
+    exp_avg_sq.index_add_(0, rows, new_v)
+    numer = new_m.add_(old_m)
+    denom = new_v.add_(old_v).sqrt_().add_(eps)
+    step_size = lr * math.sqrt(1 - beta2**step) / (1 - beta1**step)
+    param.index_add_(0, rows, -step_size * numer.div_(denom))
+
+
 class MixedAdam:
     """Adam for the dense parameters (:class:`LeanAdam`) and lazy Adam for embedding tables
-    with sparse gradients (torch's ``SparseAdam``: a step updates only the rows the batch used,
+    with sparse gradients (:class:`RowAdam`, torch's ``SparseAdam``: a step updates only the
+    rows the batch used,
     with those rows' moments, so its cost follows the batch, not the table), behind one
     optimizer's interface (``param_groups``, ``zero_grad``, ``step``, ``state_dict``,
     ``load_state_dict``).
@@ -136,7 +205,7 @@ class MixedAdam:
     def __init__(self, dense: list[torch.nn.Parameter], sparse: list[torch.nn.Parameter],
                  lr: float = 1e-3, weight_decay: float = 0.0):
         self.dense = LeanAdam(dense, lr=lr, weight_decay=weight_decay)
-        self.sparse = torch.optim.SparseAdam(sparse, lr=lr)
+        self.sparse = RowAdam(sparse, lr=lr)
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from ..models import MultiTaskModel
 from ..models.model import allocation_errors, check_memory, compiled
 from ..objectives import MultiTaskLoss, make_weighting, safe_denominator
 from .checkpoint import fresh_state, restore_training, save_training
-from .distributed import all_reduce_sum, barrier, setup, to_device, wrap
+from .distributed import all_reduce_sum, barrier, setup, sync_sparse_grads, to_device, wrap
 from .epochs import EpochSource, InMemoryEpochs
 from .evaluation import validate
 from .optim import optimizer_for
@@ -117,6 +117,7 @@ class Trainer:
         self.monitor_task, self.metric, self.higher_is_better = monitored(config.monitor,
                                                                           model.tasks)
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self._tables = model.sparse_parameters()
         self._unit_scale = torch.ones(1, device=self.ctx.device)  # the check's scale: 1
         # skip must not let a bad batch into batch-norm running statistics either
         self._buffers = (list(model.buffers()) if config.on_nonfinite == "skip"
@@ -269,6 +270,7 @@ class Trainer:
             task_losses = task_losses * self.ctx.world
         self.optimizer.zero_grad(set_to_none=True)
         self.weighting.backward(task_losses, out.aux_loss)  # static: sum λ_t L_t (+ aux)
+        sync_sparse_grads(self._tables, self.ctx)  # DDP syncs the dense gradients
         # Non-finite check with one host read per step (the losses are read anyway): one
         # kernel flags a non-finite element in any gradient (GradScaler's check, at scale 1).
         grads = [p.grad._values() if p.grad.is_sparse else p.grad  # a table: its rows

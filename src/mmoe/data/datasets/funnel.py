@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 
 from ... import _checks
 from ..._fileio import AtomicFile, atomic_dir, write_json
+from ...config import default_buckets
 
 BLOCK = 1 << 18  # impressions generated at once
 DEVICES = np.array(["ios", "android", "web"])
@@ -193,21 +194,24 @@ class _Histories:
 
 def _block(spec: FunnelSpec, world: _World, rng: np.random.Generator, first: int, n: int,
            histories: _Histories) -> pa.Table:
-    """Impressions ``first .. first + n - 1`` as an Arrow table."""
+    """Impressions ``first .. first + n - 1`` as an Arrow table. Every draw is a whole
+    block's (``BLOCK`` rows) cut to the first ``n``, so a row's values do not depend on how
+    many rows its block holds: the first N impressions do not depend on ``rows``."""
     sc = slice(0, spec.click_dims)
     sp = slice(spec.latent_dim - spec.purchase_dims, spec.latent_dim)
-    user = rng.choice(spec.users, n, p=world.user_activity)
-    cand = rng.choice(spec.items, (n, spec.candidates), p=world.item_popularity)  # (n, M)
+    user = rng.choice(spec.users, BLOCK, p=world.user_activity)[:n]
+    cand = rng.choice(spec.items, (BLOCK, spec.candidates),
+                      p=world.item_popularity)[:n]  # (n, M)
     rel = _relevance(world.user_latent[user][:, None, :], world.item_latent[cand], sc)  # (n, M)
     z = spec.exposure * rel
     weights = np.exp(z - z.max(1, keepdims=True))
-    pick = (rng.random((n, 1)) * weights.sum(1, keepdims=True)
+    pick = (rng.random((BLOCK, 1))[:n] * weights.sum(1, keepdims=True)
             < np.cumsum(weights, 1)).argmax(1)  # categorical draw per row
     item = cand[np.arange(n), pick]
     r_c = rel[np.arange(n), pick]
     position = 1 + (rel > r_c[:, None]).sum(1)
-    device = rng.integers(0, len(DEVICES), n)
-    hour = rng.integers(0, 24, n)
+    device = rng.integers(0, len(DEVICES), BLOCK)[:n]
+    hour = rng.integers(0, 24, BLOCK)[:n]
     z_pop = _standardised(np.log(world.item_popularity))[item]
     z_price = _standardised(world.log_price)[item]
     r_p = _relevance(world.user_latent[user], world.item_latent[item], sp)
@@ -215,8 +219,8 @@ def _block(spec: FunnelSpec, world: _World, rng: np.random.Generator, first: int
                        + DEVICE_CLICK[device] + 0.3 * np.sin(2 * np.pi * hour / 24))
     p_buy = _sigmoid(spec.purchase_bias + 1.5 * r_p - 0.5 * z_price
                      + world.category_effect[world.item_category[item]] + DEVICE_BUY[device])
-    click = rng.random(n) < p_click
-    purchase = click & (rng.random(n) < p_buy)
+    click = rng.random(BLOCK)[:n] < p_click
+    purchase = click & (rng.random(BLOCK)[:n] < p_buy)
     history, lengths = histories.of_block(user, item, click)
     values = history[history >= 0]  # row by row, oldest first: -1 padding leads
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
@@ -338,13 +342,22 @@ def generate_funnel(spec: FunnelSpec, out: str | os.PathLike,
             "generator": GENERATOR, "spec": asdict(spec), "splits": splits,
             "columns": COLUMNS, "equations": "mmoe.data.datasets.funnel (module docstring)"})
         with AtomicFile(stage / "mmoe.toml") as f:
-            f.handle.write(CONFIG.encode())
+            f.handle.write(config_text(spec).encode())
     return out
 
 
-#: `mmoe train --config DIR/mmoe.toml`: the tasks, the true probabilities and the row index
-#: kept out of the inputs, metrics per user; the other columns' specs are inferred
-CONFIG = """# mmoe train --config THIS_FILE --out DIR   (written by mmoe data generate funnel)
+def config_text(spec: FunnelSpec) -> str:
+    """``mmoe.toml``, a config for `mmoe train --config` on the generated data: the tasks,
+    the true probabilities and the row index kept out of the inputs, metrics per user, the
+    id columns stated exactly (buckets from the generator's counts, not from the rows the
+    encoder is fitted on); the other columns' specs are inferred.
+
+    Example:
+        >>> import tomllib
+        >>> tomllib.loads(config_text(FunnelSpec(users=1000, items=300)))["features"]["item_id"]
+        {'kind': 'hashed', 'buckets': 1024}
+    """
+    return f"""# mmoe train --config THIS_FILE --out DIR   (written by mmoe data generate funnel)
 tasks = ["click:binary:1", "purchase:binary:1"]
 
 [data]
@@ -354,6 +367,19 @@ valid = "valid"
 [columns]
 exclude = ["row", "p_click", "p_buy_given_click", "p_click_buy"]
 group_by = "user_id"
+
+[features.user_id]
+kind = "hashed"
+buckets = {default_buckets(spec.users)}
+
+[features.item_id]
+kind = "hashed"
+buckets = {default_buckets(spec.items)}
+
+[features.history]
+kind = "sequence"
+share = "item_id"
+max_len = {spec.history_len}
 """
 
 
