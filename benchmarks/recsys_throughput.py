@@ -215,6 +215,8 @@ def main() -> None:
     ap.add_argument("--peers-python", help="python of the peers' environment")
     ap.add_argument("--peers", nargs="*", default=["rechub", "deepctr"])
     ap.add_argument("--models", nargs="*", default=["mmoe", "shared_bottom"])
+    ap.add_argument("--lr-cs", type=float, nargs="+", default=[0.01, 0.1, 1.0],
+                    help="the logistic regression's C values tried (chosen on valid AUC)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -229,7 +231,7 @@ def main() -> None:
         rows = [{"library": "oracle (true probabilities)",
                  "test": {t: {k: v[k] for k in ("auc", "gauc", "logloss")}
                           for t, v in oracle_metrics(data / "test").items()}}]
-        rows.append(run_logistic(arrays, config, groups))
+        rows.append(run_logistic(arrays, config, groups, tuple(args.lr_cs)))
         print(markdown({"rows": rows}), flush=True)
         for name in args.models:
             rows.append(run_mmoe(name, args, enc, tables, groups))
