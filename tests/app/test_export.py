@@ -15,10 +15,12 @@ from .conftest import make_table
 
 def _model_dir(tmp_path, name, numeric=True):
     df = make_table(100, 0)
+    # a funnel step after buys (esmm and aitm need one): positive only where buys is
+    df["again"] = ((df["buys"] == "yes") & (np.arange(len(df)) % 3 == 0)).astype(int)
     if not numeric:
-        df = df[["city", "buys", "spend", "segment"]]
+        df = df[["city", "buys", "spend", "segment", "again"]]
     tasks = [TaskSpec("buys", "binary", positive="yes"), TaskSpec("spend", "regression"),
-             TaskSpec("segment", "multiclass")]
+             TaskSpec("segment", "multiclass"), TaskSpec("again", "binary", after="buys")]
     enc = TableEncoder(tasks, exclude=["user_id", "w"], scale_regression=True).fit(df)
     torch.manual_seed(0)
     model = build_model(name, enc.input_spec(), enc.tasks, num_experts=3)
@@ -36,7 +38,8 @@ def test_onnx_parity_every_model(tmp_path, name):
     diff = export_model(directory, "onnx", out)
     assert diff <= 1e-5
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == ["buys", "spend", "segment"]
+    assert [o.name for o in session.get_outputs()] == ["buys", "spend", "segment", "again",
+                                                      "buys_and_again"]
     inputs = sample_inputs(model, 33, seed=7)  # another batch size than traced
     got = session.run(None, {"numeric": inputs[0].numpy(), "categorical": inputs[1].numpy()})
     with torch.inference_mode():
@@ -46,6 +49,10 @@ def test_onnx_parity_every_model(tmp_path, name):
     np.testing.assert_allclose(got[1] / std, ref[1].numpy() / std, atol=1e-5)
     np.testing.assert_allclose(got[2], ref[2].numpy(), atol=1e-5)
     assert got[2].shape == (33, 3)
+    np.testing.assert_allclose(got[3:], [r.numpy() for r in ref[3:]], atol=1e-5)
+    # pCTR * pCVR = pCTCVR whatever the head (aitm's pCVR is clipped at 1 where its joint
+    # exceeds pCTR: then the product is pCTR)
+    np.testing.assert_allclose(got[0] * got[3], np.minimum(got[4], got[0]), atol=1e-5)
 
 
 def test_torchscript_and_categorical_only_inputs(tmp_path):
@@ -56,7 +63,7 @@ def test_torchscript_and_categorical_only_inputs(tmp_path):
     loaded = torch.jit.load(str(tmp_path / "m.pt"))
     codes = torch.tensor([[1], [2], [0]])
     out = loaded(codes)
-    assert len(out) == 3 and out[2].shape == (3, 3)
+    assert len(out) == 5 and out[2].shape == (3, 3)
 
 
 def test_existing_output_kept_on_failure(tmp_path):

@@ -210,3 +210,40 @@ def test_the_metrics_are_numbers(run):
     for task in metrics["valid"].values():
         for value in task.values():
             assert value is None or (isinstance(value, float | int) and math.isfinite(value))
+
+
+@pytest.mark.parametrize("model", ["esmm", "mmoe"])
+def test_funnel_task_trains_predicts_and_evaluates_both_outputs(run, tmp_path, model):
+    """`--task purchase:binary:after=click`: predictions carry pCTR, pCVR and pCTCVR, the
+    evaluation scores the conditional on clicked rows and the joint on all rows."""
+    data = run["data"]
+    code, _, err = _captured(["train", "--config", data / "mmoe.toml", "--task", "click:binary:1",
+                              "--task", "purchase:binary:1:after=click", "--model", model,
+                              "--out", tmp_path / "m", *FAST])
+    assert code == 0, err
+    code, out, err = _captured(["evaluate", tmp_path / "m", data / "test", "--json",
+                                tmp_path / "metrics.json"])
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    test = read_table(data / "test")
+    assert metrics["click_and_purchase"]["n"] == len(test)
+    assert metrics["purchase"]["n"] == int(test["click"].sum())  # clicked rows only
+    code, _, err = _captured(["predict", tmp_path / "m", data / "test", "--out",
+                              tmp_path / "p.parquet"])
+    assert code == 0, err
+    preds = pd.read_parquet(tmp_path / "p.parquet")
+    assert {"click", "purchase", "click_and_purchase"} <= set(preds.columns)
+    np.testing.assert_allclose(preds["click_and_purchase"], preds["click"] * preds["purchase"],
+                               rtol=1e-5)
+    clicked = test["click"].to_numpy() == 1
+    assert metrics["purchase"]["auc"] == pytest.approx(
+        roc_auc_score(test["purchase"][clicked], preds["purchase"][clicked]), abs=1e-6)
+
+
+def test_a_purchase_without_a_click_is_one_line(run, tmp_path, capsys):
+    df = read_table(run["data"] / "valid").head(500).copy()
+    df.loc[df.index[3], ["click", "purchase"]] = [0, 1]
+    df.to_parquet(tmp_path / "bad.parquet")
+    one_line_error(["train", "--train", tmp_path / "bad.parquet", "--task", "click:binary:1",
+                    "--task", "purchase:binary:1:after=click", "--out", tmp_path / "m", *FAST],
+                   capsys, "'purchase' follows 'click'", "bad.parquet")

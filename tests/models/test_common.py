@@ -8,8 +8,11 @@ from mmoe.train import load_model, save_checkpoint
 
 INPUTS = InputSpec(numeric=("n0", "n1", "n2"), categorical=(("c0", 4), ("c1", 3)),
                    embedding_dim=2)
+# the last task is a funnel step after "bin" (esmm and aitm need one; the others learn it
+# as a conditional)
 TASKS = (TaskSpec("bin", "binary"), TaskSpec("reg", "regression"),
-         TaskSpec("cls", "multiclass", classes=("x", "y", "z")))
+         TaskSpec("cls", "multiclass", classes=("x", "y", "z")),
+         TaskSpec("later", "binary", after="bin"))
 MODELS = sorted(available_models())
 
 
@@ -27,8 +30,8 @@ def _build(name: str, seed: int = 0, **kw):
 @pytest.mark.parametrize("name", MODELS)
 def test_output_shape_is_batch_by_logits(name):
     model = _build(name)
-    assert model(*_batch(7)).shape == (7, 1 + 1 + 3)
-    assert [s.stop - s.start for s in model.task_slices] == [1, 1, 3]
+    assert model(*_batch(7)).shape == (7, 1 + 1 + 3 + 1)
+    assert [s.stop - s.start for s in model.task_slices] == [1, 1, 3, 1]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -48,7 +51,7 @@ def test_gradients_reach_every_parameter(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_batch_of_one_works_in_train_and_eval_mode(name):
     model = _build(name, dropout=0.1)
-    assert model(*_batch(1)).shape == (1, 5)
+    assert model(*_batch(1)).shape == (1, 6)
     model.eval()
     one = model(*_batch(1))
     # eval mode is row-independent: the row alone equals the row inside a batch

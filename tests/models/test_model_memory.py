@@ -16,7 +16,7 @@ from mmoe.models.model import available_memory, estimate_parameters
 INPUTS = InputSpec(numeric=("n0", "n1", "n2"), categorical=(("c0", 40), ("c1", 3)),
                    embedding_dim=4)
 TASKS = (TaskSpec("a", "binary"), TaskSpec("b", "regression"),
-         TaskSpec("c", "multiclass", classes=("x", "y", "z")))
+         TaskSpec("c", "multiclass", classes=("x", "y", "z")), TaskSpec("d", after="a"))
 
 
 def test_available_memory_is_a_positive_byte_count():

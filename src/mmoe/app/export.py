@@ -7,7 +7,9 @@ the lookup columns (hashed ids, sequences; 0 padding) -- exactly as the model di
 ``encoder.json`` produces them (each present only when the model has such columns), and
 returns one output per task, named as the task:
 binary P(positive) (B,), regression value in the label's scale (B,), multiclass P(class)
-(B, C) in ``encoder.json``'s class order.
+(B, C) in ``encoder.json``'s class order; a funnel task (``after``) gives its conditional
+probability under its name and the joint as ``<earlier>_and_<task>`` (ESMM's pCTR, pCVR and
+pCTCVR).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .. import _checks
 from .._fileio import AtomicFile
 from ..data.encoders import TableEncoder
 from ..models import MultiTaskModel
+from ..models.funnel import output_logits, output_tasks
 from ..train.model_dir import load_model_dir, own_files
 
 FORMATS = ("onnx", "torchscript")
@@ -46,16 +49,20 @@ class ExportWrapper(nn.Module):
         self.has_numeric = model.encoder.num_numeric > 0
         self.has_categorical = model.encoder.num_categorical > 0
         self.has_ids = model.inputs.slots > 0
-        self.kinds = [t.kind for t in model.tasks]
-        self.slices = [(s.start, s.stop) for s in model.task_slices]
-        scale = [encoder.label_stats.get(t.name, (0.0, 1.0)) for t in model.tasks]
+        tasks, slices = output_tasks(model.tasks, model.task_slices)
+        self.tasks = tasks  # the model's tasks, then the funnel's joints
+        self.kinds = [t.kind for t in tasks]
+        self.slices = [(s.start, s.stop) for s in slices]
+        scale = [encoder.label_stats.get(t.name, (0.0, 1.0)) for t in tasks]
         self.register_buffer("label_mean", torch.tensor([m for m, _ in scale]))
         self.register_buffer("label_std", torch.tensor([s for _, s in scale]))
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         given = dict(zip(_input_names(self), inputs, strict=True))
-        logits = self.model(given.get("numeric"), given.get("categorical"),
-                            given.get("ids"))  # (B, O)
+        logits = output_logits(self.model(given.get("numeric"), given.get("categorical"),
+                                          given.get("ids")),
+                               self.model.tasks, self.model.task_slices,
+                               self.model.funnel.joint)  # (B, O + J)
         outs = []
         for t, (kind, (a, b)) in enumerate(zip(self.kinds, self.slices, strict=True)):
             z = logits[:, a:b]
@@ -154,7 +161,7 @@ def export_model(model_dir: str | os.PathLike, fmt: str, out: str | os.PathLike)
     _checks.check(not Path(out).is_dir(), f"--out '{out}' is a directory; give a file name")
     md = load_model_dir(model_dir)
     wrapper = ExportWrapper(md.model, md.encoder).eval()
-    names = [t.name for t in md.model.tasks]
+    names = [t.name for t in wrapper.tasks]
     # Different batch sizes for tracing and checking prove the batch axis is dynamic.
     trace_inputs = sample_inputs(md.model, 8, seed=1)
     check_inputs = sample_inputs(md.model, PARITY_ROWS, seed=0)
@@ -181,7 +188,7 @@ def export_model(model_dir: str | os.PathLike, fmt: str, out: str | os.PathLike)
         with torch.inference_mode():
             eager = [o.numpy() for o in wrapper(*check_inputs)]
         diff = max(_parity_diff(md.encoder, task.name, e, x)
-                   for task, e, x in zip(md.model.tasks, eager, exported, strict=True))
+                   for task, e, x in zip(wrapper.tasks, eager, exported, strict=True))
         _checks.check(diff <= PARITY_TOL, f"export parity check failed: the {fmt} model differs "
                       f"from the eager model by {diff:.3g} (> {PARITY_TOL}); nothing written "
                       f"to '{out}'")

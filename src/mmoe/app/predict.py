@@ -34,7 +34,8 @@ def evaluate_table(model: MultiTaskModel, encoder: TableEncoder, table: TensorTa
     lg, labels = original_scale(encoder, model, logits.numpy(), table.labels.numpy())
     weights = None if table.weights is None else table.weights.numpy()
     groups = None if table.groups is None else table.groups.numpy()
-    metrics = evaluate(model.tasks, model.task_slices, lg, labels, weights, groups=groups)
+    view = model.outputs(lg, labels)
+    metrics = evaluate(view.tasks, view.slices, view.logits, view.labels, weights, groups=groups)
     return metrics, None if usage is None else health(model, usage)
 
 
@@ -43,7 +44,8 @@ def predict_frame(model: MultiTaskModel, encoder: TableEncoder, df: pd.DataFrame
     """Predictions for ``df``: id columns, then one column per task named as the task.
 
     binary: P(positive class); regression: the value in the label's scale; multiclass: the
-    predicted class label plus ``<task>_proba_<class>`` columns.
+    predicted class label plus ``<task>_proba_<class>`` columns; a funnel task (``after``):
+    its conditional probability, plus ``<earlier>_and_<task>``, the joint.
 
     Example:
         >>> from mmoe import TaskSpec, build_model
@@ -56,13 +58,14 @@ def predict_frame(model: MultiTaskModel, encoder: TableEncoder, df: pd.DataFrame
     table = encoder.transform(df, labels=False)
     logits, _ = original_scale(encoder, model, predict_logits(model, table).numpy())
     out: dict[str, Any] = {c: df[c].array for c in id_columns}  # values and type as read
-    for task, cols in zip(model.tasks, model.task_slices, strict=True):
+    view = model.outputs(logits)
+    for task, cols in zip(view.tasks, view.slices, strict=True):
         if task.kind == "regression":
-            out[task.name] = logits[:, cols][:, 0]
+            out[task.name] = view.logits[:, cols][:, 0]
         elif task.kind == "binary":
-            out[task.name] = task_outputs(task, logits[:, cols])
+            out[task.name] = task_outputs(task, view.logits[:, cols])
         else:
-            proba = task_outputs(task, logits[:, cols])  # (N, C)
+            proba = task_outputs(task, view.logits[:, cols])  # (N, C)
             out[task.name] = np.asarray(task.classes, dtype=object)[proba.argmax(1)]
             for j, cls in enumerate(task.classes):
                 out[f"{task.name}_proba_{cls}"] = proba[:, j]
@@ -101,7 +104,8 @@ def evaluate_dir(model_dir: str | os.PathLike, path: str | os.PathLike,
                 groups.append(table.groups.numpy())
     lg, lb = original_scale(md.encoder, md.model, np.concatenate(logits), np.concatenate(labels))
     w = np.concatenate(weights) if weights else None
-    return evaluate(md.model.tasks, md.model.task_slices, lg, lb, w,
+    view = md.model.outputs(lg, lb)
+    return evaluate(view.tasks, view.slices, view.logits, view.labels, w,
                     groups=np.concatenate(groups) if groups else None, k=k)
 
 

@@ -76,16 +76,19 @@ FEATURE_KEYS = {"kind": "string", "embedding_dim": "int", "min_count": "int", "b
                 "max_len": "int", "pooling": "string", "delimiter": "string", "share": "string"}
 #: keys of a [[tasks]] table
 TASK_KEYS = {"name": "string", "column": "string", "kind": "string", "positive": "scalar",
-             "weight": "number", "classes": "scalars"}
+             "weight": "number", "classes": "scalars", "after": "string"}
 
 
 def parse_task(text: str | dict[str, Any] | TaskSpec) -> TaskSpec:
-    """A task from ``COLUMN:KIND[:POSITIVE]`` (or a TOML table / TaskSpec).
+    """A task from ``COLUMN:KIND[:POSITIVE][:after=TASK]`` (or a TOML table / TaskSpec);
+    ``after`` makes it a funnel step following TASK (e.g. a purchase after a click).
 
     Example:
         >>> t = parse_task("morekids:binary:yes")
         >>> t.column, t.kind, t.positive
         ('morekids', 'binary', 'yes')
+        >>> parse_task("purchase:binary:after=click").after
+        'click'
     """
     if isinstance(text, TaskSpec):
         return text
@@ -94,16 +97,21 @@ def parse_task(text: str | dict[str, Any] | TaskSpec) -> TaskSpec:
         if "name" not in data and "column" in data:
             data["name"] = data["column"]
         return TaskSpec.from_dict(data)
-    parts = str(text).split(":", 2)
-    _checks.check(len(parts) >= 2 and parts[0] != "",
-                  f"--task '{shown(text)}': use COLUMN:KIND[:POSITIVE], KIND one of "
-                  f"{', '.join(TASK_KINDS)} (e.g. --task morekids:binary:yes)")
-    column, kind = parts[0], parts[1]
+    parts = str(text).split(":")
+    usage = (f"--task '{shown(text)}': use COLUMN:KIND[:POSITIVE][:after=TASK], KIND one of "
+             f"{', '.join(TASK_KINDS)} (e.g. --task morekids:binary:yes, "
+             "--task purchase:binary:after=click)")
+    _checks.check(len(parts) >= 2 and parts[0] != "", usage)
+    column, kind, rest = parts[0], parts[1], parts[2:]
     _checks.one_of(kind, TASK_KINDS, f"--task '{shown(text)}': KIND")
-    positive = parts[2] if len(parts) == 3 else None
+    after = None
+    if rest and rest[-1].startswith("after="):
+        after = rest.pop()[len("after="):]
+        _checks.check(after != "", usage)
+    positive = ":".join(rest) if rest else None
     _checks.check(positive is None or kind == "binary",
                   f"--task '{shown(text)}': only a binary task takes a POSITIVE value")
-    return TaskSpec(column, kind, column=column, positive=positive)
+    return TaskSpec(column, kind, column=column, positive=positive, after=after)
 
 
 def parse_feature(text: str | FeatureSpec) -> FeatureSpec:

@@ -22,6 +22,11 @@ class TaskSpec(_Serializable):
             training data by the encoder). Binary: ``(negative, positive)``, set by the encoder.
         positive: binary: the label value counted as the positive class (else 1/true).
         weight: the task's weight in the summed loss.
+        after: binary: the task this one follows in a funnel (``purchase`` after ``click``):
+            its label may be 1 only where the earlier task's is, so it is the joint event
+            (clicked and purchased). Models without a funnel head learn it as the
+            conditional P(purchase | click) on the earlier task's positive rows; ``esmm``
+            and ``aitm`` learn the joint on every row. Outputs give both.
 
     Example:
         >>> TaskSpec("income", "binary", column="income_50k", positive="50000+.").out_dim
@@ -34,6 +39,7 @@ class TaskSpec(_Serializable):
     classes: tuple[Any, ...] = ()
     positive: Any = None
     weight: float = 1.0
+    after: str | None = None
 
     def __post_init__(self) -> None:
         _checks.check(isinstance(self.name, str) and self.name != "" and self.name.isprintable(),
@@ -53,6 +59,12 @@ class TaskSpec(_Serializable):
         _checks.check(self.positive is None or _scalar(self.positive),
                       f"{where}: positive must be a string or a number, got {self.positive!r}")
         _number(self.weight, f"{where}: weight")
+        _checks.check(self.after is None or (isinstance(self.after, str) and self.after
+                                             and self.after != self.name),
+                      f"{where}: after must name another task, got {self.after!r}")
+        _checks.check(self.after is None or self.kind == "binary",
+                      f"{where}: only a binary task can follow another (after={self.after!r}), "
+                      f"not a {self.kind} one")
         if self.kind == "multiclass" and self.classes:  # empty: learnt from the training data
             _checks.check(len(set(self.classes)) == len(self.classes) >= 2,
                           f"task '{self.name}': a multiclass task needs at least 2 distinct "

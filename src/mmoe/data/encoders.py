@@ -255,7 +255,22 @@ class TableEncoder:
                          f"{_show(series[unknown].iloc[0])} in column '{task.column}'",
                          f" is not one of {list(task.classes)}")
             out[:, t] = np.where(codes >= 0, codes, np.nan)
+        self._check_funnel(df, out)
         return torch.from_numpy(out)
+
+    def _check_funnel(self, df: pd.DataFrame, labels: np.ndarray) -> None:
+        """A funnel step (``after``) may be positive only where the step before it is."""
+        names = [t.name for t in self.tasks]
+        for t, task in enumerate(self.tasks):
+            if task.after is None or task.after not in names:
+                continue
+            s = names.index(task.after)
+            bad = (labels[:, t] == 1) & (labels[:, s] == 0)
+            if bad.any():
+                fail_at(df.index, bad, f"task '{task.name}' follows '{task.after}', but "
+                         f"{int(bad.sum())} row(s) have a positive '{task.column}' with a "
+                         f"negative '{self.tasks[s].column}', the first", "; a later funnel "
+                         "step needs the earlier one (fix the labels or drop after=)")
 
     def unscale(self, task_name: str, values: np.ndarray) -> np.ndarray:
         """A regression task's model outputs (or encoded labels) in the label's original

@@ -29,7 +29,7 @@ def show(value: Any) -> str:
 
 KEYS = ("tasks", "numeric", "categorical", "weight_column", "exclude", "min_count", "stats",
          "indicators", "vocab")
-TASK_KEYS = {"name", "kind", "column", "classes", "positive", "weight"}
+TASK_KEYS = {"name", "kind", "column", "classes", "positive", "weight", "after"}
 
 
 def check(ok: bool, what: str) -> None:
@@ -75,7 +75,8 @@ def task(data: Any) -> TaskSpec:
     name = show(data["name"])
     classes = data.get("classes", [])
     check(isinstance(classes, list | tuple) and all_str(classes)
-           and all(isinstance(data.get(k), str | None) for k in ("kind", "column", "positive"))
+           and all(isinstance(data.get(k), str | None)
+                   for k in ("kind", "column", "positive", "after"))
            and finite(data.get("weight", 1.0)), f"task {name} has malformed fields")
     try:
         task = TaskSpec.from_dict(data)

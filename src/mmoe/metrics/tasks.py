@@ -90,7 +90,9 @@ def evaluate(tasks: Sequence[TaskSpec], slices: Sequence[slice], logits: np.ndar
         tasks: the tasks in model order.
         slices: each task's columns in ``logits``.
         logits: (N, O) model outputs.
-        labels: (N, T) with NaN where missing.
+        labels: (N, T) with NaN where missing. A task that follows another
+            (``TaskSpec(after=...)``) is scored on the rows where that task's label is 1
+            (its prediction is the conditional probability).
         weights: optional (N,) sample weights.
         groups: optional (N,) group of each row (e.g. the user): binary tasks then also get
             ``gauc`` (with ``gauc_groups`` used and ``gauc_skipped`` one-class groups),
@@ -113,8 +115,11 @@ def evaluate(tasks: Sequence[TaskSpec], slices: Sequence[slice], logits: np.ndar
     """
     _checks.positive_int(k, "k (the NDCG cut-off)")
     out: dict[str, dict[str, float]] = {}
+    names = [task.name for task in tasks]
     for t, (task, cols) in enumerate(zip(tasks, slices, strict=True)):
         keep = ~np.isnan(labels[:, t])
+        if task.after is not None:
+            keep &= labels[:, names.index(task.after)] == 1
         y = labels[keep, t]
         w = None if weights is None else weights[keep]
         pred = task_outputs(task, logits[keep][:, cols])

@@ -17,6 +17,7 @@ from torch import nn
 from .. import _checks
 from ..config import InputSpec, ModelConfig, TaskSpec
 from ..nn import FeatureEncoder, Towers, load_balance
+from .funnel import FunnelHead, OutputView, joint_name, output_view, split_head
 from .protocol import BackboneOut, LinearInputBackbone
 from .registry import get_entry, mlp_parameters
 
@@ -86,6 +87,12 @@ class MultiTaskModel(nn.Module):
                                   and isinstance(self.norm, nn.Identity))
         self.towers = Towers(len(tasks), self.backbone.out_features, config.tower_units,
                              tuple(t.out_dim for t in tasks), config.dropout)
+        head, _, calibration = split_head(config)
+        self.funnel = FunnelHead(head, tasks, self.towers.slices, self.backbone.out_features,
+                                 calibration)
+        clash = {joint_name(tasks, t) for t, _ in self.funnel.pairs} & set(names)
+        _checks.check(not clash, f"task name(s) {sorted(clash)} clash with the funnel's joint "
+                      "outputs (<earlier>_and_<later>); rename the task")
 
     @property
     def task_slices(self) -> tuple[slice, ...]:
@@ -96,14 +103,23 @@ class MultiTaskModel(nn.Module):
                 ids: torch.Tensor | None = None, *, parts: bool = False
                 ) -> torch.Tensor | ModelOutput:
         out = self._backbone(numeric, categorical, ids)  # h (T, B, k), gates (G, B, E) | None
-        logits = self.towers(out.h)  # (B, O)
+        logits = self.funnel.combine(self.towers(self.funnel.transfer(out.h)))  # (B, O)
         if not parts:
             return logits
-        aux = out.aux_loss
+        terms = [out.aux_loss]
         if self.training and self.config.gate_balance > 0:
-            balance = self.config.gate_balance * load_balance(out.gates, self.backbone.gate_mask)
-            aux = balance if aux is None else aux + balance
-        return ModelOutput(logits, out.gates, aux)
+            terms.append(self.config.gate_balance
+                         * load_balance(out.gates, self.backbone.gate_mask))
+        if self.training:
+            terms.append(self.funnel.penalty(logits))
+        terms = [term for term in terms if term is not None]
+        return ModelOutput(logits, out.gates, sum(terms[1:], terms[0]) if terms else None)
+
+    def outputs(self, logits: Any, labels: Any = None) -> OutputView:
+        """Every task's predictions in one form whatever the funnel head (arrays): a later
+        funnel task as its conditional probability and its joint ``<earlier>_and_<later>``
+        (:func:`mmoe.models.funnel.output_view`); without funnel tasks, as they are."""
+        return output_view(self.tasks, self.task_slices, logits, labels, self.funnel.joint)
 
     def _backbone(self, numeric: torch.Tensor | None, categorical: torch.Tensor | None,
                   ids: torch.Tensor | None) -> BackboneOut:

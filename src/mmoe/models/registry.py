@@ -10,6 +10,7 @@ from typing import Any
 from .. import _checks
 from ..config import ModelConfig, shown
 from .expert_allocation import build_feature_mmoe, build_mixed_mmoe
+from .funnel import split_head
 from .moe import MixtureOfExperts, SharedBottom, SingleTask
 from .ple import build_cgc, build_ple
 from .protocol import Backbone
@@ -205,3 +206,24 @@ register("feature_mmoe", "MMoE whose experts each read a named group of input co
 register("mixed_mmoe", "MMoE over a bank of experts of different kinds and shapes: MLPs, "
          "cross networks, factorisation machines (experts allocated by structure)",
          size=_size_mixed_mmoe)(build_mixed_mmoe)
+
+
+def _bottom_size(cfg: ModelConfig, d: int, num_tasks: int) -> tuple[int, int]:
+    _, bottom, _ = split_head(cfg)
+    return get_entry(bottom.name).size(bottom, d, num_tasks)
+
+
+def _build_bottom(cfg: ModelConfig, d: int, num_tasks: int, inputs: Any = None) -> Backbone:
+    """The backbone under a funnel head (option ``bottom``); the head is the model's."""
+    _, bottom, _ = split_head(cfg)
+    entry = get_entry(bottom.name)
+    extra = {"inputs": inputs} if entry.takes_inputs else {}
+    return entry.build(bottom, d, num_tasks, **extra)
+
+
+register("esmm", "entire space multi-task model: pCTCVR = pCTR * pCVR over any bottom (option "
+         "bottom, default single_task), trained on every impression (Ma et al. 2018)",
+         takes_inputs=True, size=_bottom_size)(_build_bottom)
+register("aitm", "adaptive information transfer from each funnel step to the next, with the "
+         "behavioural-expectation calibrator (option calibration), over any bottom "
+         "(Xi et al. 2021)", takes_inputs=True, size=_bottom_size)(_build_bottom)

@@ -5,7 +5,9 @@ weight w_i, the task loss is the weighted mean over labelled rows
 
     L_t = sum_i m_it w_i l_it / sum_i m_it w_i        (0 when no row of the batch is labelled)
 
-and the objective is sum_t lambda_t L_t with lambda_t = ``TaskSpec.weight``.
+and the objective is sum_t lambda_t L_t with lambda_t = ``TaskSpec.weight``. A funnel task
+(``TaskSpec(after=s)``) of a model whose logit is the conditional P(t | s) counts only the rows
+where s happened (m_it = 0 where s's label is not 1); a funnel head's joint logit counts all.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class MultiTaskLoss(nn.Module):
     Args:
         tasks: the tasks, in the model's task order.
         slices: each task's column slice in the logits (``model.task_slices``).
+        joint: the funnel tasks' logits are joints (``esmm``, ``aitm``: scored on every row)
+            rather than conditionals (scored where the earlier task's label is 1).
 
     Shapes:
         logits (B, O), labels (B, T) with NaN = missing, weights (B,) or None
@@ -36,9 +40,16 @@ class MultiTaskLoss(nn.Module):
         1.0
     """
 
-    def __init__(self, tasks: Sequence[TaskSpec], slices: Sequence[slice]):
+    def __init__(self, tasks: Sequence[TaskSpec], slices: Sequence[slice], joint: bool = False):
         super().__init__()
         self.tasks = tuple(tasks)
+        names = [t.name for t in self.tasks]
+        later = [(i, names.index(t.after)) for i, t in enumerate(self.tasks)
+                 if t.after is not None and not joint]
+        self.register_buffer("later", torch.tensor([t for t, _ in later], dtype=torch.long),
+                             persistent=False)
+        self.register_buffer("earlier", torch.tensor([s for _, s in later], dtype=torch.long),
+                             persistent=False)
         kinds = [t.kind for t in self.tasks]
         # Single-logit tasks of one kind are computed together: one call for all of them.
         for kind in ("binary", "regression"):
@@ -66,6 +77,9 @@ class MultiTaskLoss(nn.Module):
         of the loss is normalised by the global batch, which makes it exact.
         """
         mask = labels == labels  # (B, T) m_it: the label is not NaN
+        if self.later.numel():  # conditional funnel tasks: only where the earlier step happened
+            mask = mask.clone()
+            mask[:, self.later] &= labels[:, self.earlier] == 1
         y = torch.nan_to_num(labels, nan=0.0)  # finite everywhere; masked rows never count
         if self.one_kind == "binary":
             per_row = F.binary_cross_entropy_with_logits(logits, y, reduction="none")  # (B, T)

@@ -100,17 +100,17 @@ def predict(model: MultiTaskModel, table: TensorTable,
         >>> predict(model, TensorTable.from_arrays(torch.randn(5, 3)))["y"].shape
         (5,)
     """
-    logits = predict_logits(model, table, batch_size).numpy()
-    return {t.name: task_outputs(t, logits[:, s])
-            for t, s in zip(model.tasks, model.task_slices, strict=True)}
+    view = model.outputs(predict_logits(model, table, batch_size).numpy())
+    return {t.name: task_outputs(t, view.logits[:, s])
+            for t, s in zip(view.tasks, view.slices, strict=True)}
 
 
 def _metrics(model: MultiTaskModel, table: TensorTable,
              logits: torch.Tensor) -> dict[str, dict[str, float]]:
     weights = None if table.weights is None else table.weights.numpy()
     groups = None if table.groups is None else table.groups.numpy()
-    return evaluate(model.tasks, model.task_slices, logits.numpy(), table.labels.numpy(),
-                    weights, groups=groups)
+    view = model.outputs(logits.numpy(), table.labels.numpy())
+    return evaluate(view.tasks, view.slices, view.logits, view.labels, weights, groups=groups)
 
 
 def evaluate_model(model: MultiTaskModel, table: TensorTable,

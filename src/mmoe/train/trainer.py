@@ -109,7 +109,7 @@ class Trainer:
         self.extras = extras or {}
         self.progress = self.ctx.is_main and (sys.stderr.isatty() if progress is None
                                               else progress)
-        self.loss_fn = MultiTaskLoss(model.tasks, model.task_slices)
+        self.loss_fn = MultiTaskLoss(model.tasks, model.task_slices, model.funnel.joint)
         self.weighting = make_weighting(config, model)  # static, uncertainty, gradnorm, pcgrad
         self.optimizer = optimizer_for(model, self.weighting, config)
         names = [t.name for t in model.tasks]
