@@ -43,6 +43,7 @@ from ...data.datasets.funnel import FunnelSpec, generate_funnel
 from ...data.readers import read_table
 from ...metrics import evaluate
 from ...models import build_model
+from ...models.funnel import output_view
 from ...train import Trainer
 from ...train.evaluation import predict_logits
 
@@ -146,8 +147,9 @@ def run_funnel(cfg: FunnelConfig, out: str | os.PathLike,
     groups = test.groups.numpy()
     truth = test_df[list(TRUTH.values())].to_numpy(np.float64)
     clip = np.clip(truth, 1e-12, 1 - 1e-12)
-    probe = build_model(MODELS["mmoe"], encoder.input_spec(spec.embedding_dim), encoder.tasks)
-    view = probe.outputs(np.zeros((len(test_df), 2), np.float32), test.labels.numpy())
+    slices = tuple(slice(t, t + 1) for t in range(len(encoder.tasks)))  # binary tasks
+    view = output_view(encoder.tasks, slices, np.zeros((len(test_df), len(slices)), np.float32),
+                       test.labels.numpy(), joint=False)
     oracle = score(view.tasks, view.slices, logit(clip), view.labels, groups, truth)
     runs = []
     for name in cfg.models:
