@@ -1,12 +1,9 @@
 """Checksum-verified atomic downloads against a local HTTP server on 127.0.0.1."""
 
-import functools
 import hashlib
-import http.server
 import os
 import shutil
 import socket
-import threading
 from pathlib import Path
 
 import platformdirs
@@ -29,55 +26,6 @@ PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 CENSUS_FILES = [f.name for f in DATASETS["census-income"].files]
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a directory; /truncated/NAME announces the full length and sends half of it,
-    /chunked/NAME sends a chunked body whose connection closes inside the first chunk."""
-
-    def log_message(self, *args) -> None:  # keep test output quiet
-        pass
-
-    def do_GET(self) -> None:
-        self.server.requests.append(self.path)
-        kind, _, name = self.path.lstrip("/").partition("/")
-        if kind in ("truncated", "chunked"):
-            data = (Path(self.directory) / name).read_bytes()
-            self.send_response(200)
-            if kind == "truncated":
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data[: len(data) // 2])
-            else:
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data[:1000])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        super().do_GET()
-
-
-@pytest.fixture
-def serve(monkeypatch):
-    """serve(directory) -> (base URL ending in '/', list of request paths)."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
-                "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    servers = []
-
-    def start(directory: Path):
-        server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(_Handler, directory=str(directory)))
-        server.requests = []
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/", server.requests
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def site(tmp_path, serve):
     root = tmp_path / "site"
@@ -95,26 +43,92 @@ def _closed_port_url() -> str:
 
 
 def _leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".part"))
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+def _paths(requests) -> list[str]:
+    return [path for path, _ in requests]
 
 
 def test_download_success(site, tmp_path):
     url, requests = site
     dest = tmp_path / "out" / "a.bin"
-    assert download(url + "a.bin", dest, PAYLOAD_SHA) == dest
+    assert download(url + "a.bin", dest, PAYLOAD_SHA) == PAYLOAD_SHA
     assert dest.read_bytes() == PAYLOAD
-    assert requests == ["/a.bin"]
-    assert _leftovers(dest.parent) == []
+    assert requests == [("/a.bin", None)]
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["a.bin"]
+
+
+def test_download_unpinned_returns_the_digest(site, tmp_path):
+    url, _ = site
+    assert download(url + "a.bin", tmp_path / "a.bin", None) == PAYLOAD_SHA
 
 
 @pytest.mark.parametrize("kind", ["truncated", "chunked"])
-def test_truncated_transfer_leaves_nothing(site, tmp_path, kind):
+def test_truncated_transfer_keeps_the_bytes_for_resume(site, tmp_path, kind):
     url, _ = site
     dest = tmp_path / "out" / "a.bin"
-    with pytest.raises(DownloadError, match=rf"{kind}/a.bin failed: truncated transfer"):
+    # http.client drops the bytes of a chunk cut short: nothing arrives, nothing is kept
+    kept = r"kept in .*a\.bin\.part: run the same command" if kind == "truncated" \
+        else "nothing was kept"
+    with pytest.raises(DownloadError, match=rf"{kind}/a.bin failed: truncated transfer.*{kept}"):
         download(f"{url}{kind}/a.bin", dest, PAYLOAD_SHA)
     assert not dest.exists()
+    part = dest.parent / "a.bin.part"
+    if kind == "truncated":
+        assert part.read_bytes() == PAYLOAD[: len(PAYLOAD) // 2]
+    else:
+        assert not part.exists()
     assert _leftovers(dest.parent) == []
+
+
+def test_resume_asks_for_the_rest(site, tmp_path):
+    url, requests = site
+    dest = tmp_path / "a.bin"
+    with pytest.raises(DownloadError, match="truncated"):
+        download(url + "flaky/a.bin", dest, PAYLOAD_SHA)
+    half = len(PAYLOAD) // 2
+    assert (tmp_path / "a.bin.part").stat().st_size == half
+    progress = []
+    assert download(url + "flaky/a.bin", dest, PAYLOAD_SHA,
+                    progress=lambda done, total: progress.append((done, total))) == PAYLOAD_SHA
+    assert requests == [("/flaky/a.bin", None), ("/flaky/a.bin", f"bytes={half}-")]
+    assert dest.read_bytes() == PAYLOAD and not (tmp_path / "a.bin.part").exists()
+    assert progress[-1] == (len(PAYLOAD), len(PAYLOAD)) and progress[0][0] > half
+
+
+def test_resume_from_a_server_that_ignores_ranges_starts_over(site, tmp_path):
+    url, requests = site
+    (tmp_path / "a.bin.part").write_bytes(b"junk that is not the start of the file")
+    assert download(url + "norange/a.bin", tmp_path / "a.bin", PAYLOAD_SHA) == PAYLOAD_SHA
+    assert (tmp_path / "a.bin").read_bytes() == PAYLOAD
+    assert requests[0][1] is not None  # it asked for a range and got the whole body
+
+
+def test_resume_past_the_end_starts_over(site, tmp_path):
+    url, requests = site
+    (tmp_path / "a.bin.part").write_bytes(PAYLOAD + b"extra")
+    assert download(url + "a.bin", tmp_path / "a.bin", PAYLOAD_SHA) == PAYLOAD_SHA
+    assert requests == [("/a.bin", f"bytes={len(PAYLOAD) + 5}-"), ("/a.bin", None)]
+    assert (tmp_path / "a.bin").read_bytes() == PAYLOAD
+
+
+def test_resume_disabled_starts_over(site, tmp_path):
+    url, requests = site
+    (tmp_path / "a.bin.part").write_bytes(PAYLOAD[:1000])
+    download(url + "a.bin", tmp_path / "a.bin", PAYLOAD_SHA, resume=False)
+    assert requests == [("/a.bin", None)]
+
+
+def test_a_download_in_progress_is_not_joined(site, tmp_path):
+    import fcntl
+
+    url, requests = site
+    with open(tmp_path / "a.bin.part", "a+b") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(DownloadError, match="another process is writing"):
+            download(url + "a.bin", tmp_path / "a.bin", PAYLOAD_SHA)
+    assert requests == [] and not (tmp_path / "a.bin").exists()
 
 
 def test_checksum_mismatch_leaves_nothing(site, tmp_path):
@@ -146,9 +160,9 @@ def test_failed_download_never_destroys_existing_file(site, tmp_path):
     with pytest.raises(DownloadError, match="truncated"):
         download(url + "truncated/a.bin", dest, PAYLOAD_SHA)
     with pytest.raises(DownloadError, match="checksum mismatch"):
-        download(url + "a.bin", dest, "0" * 64)
+        download(url + "a.bin", dest, "0" * 64, resume=False)
     assert dest.read_bytes() == b"the good file"
-    assert _leftovers(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "site"]
 
 
 def test_fetch_census_downloads_then_keeps(census_dir, serve, tmp_path, monkeypatch):
@@ -156,7 +170,7 @@ def test_fetch_census_downloads_then_keeps(census_dir, serve, tmp_path, monkeypa
     monkeypatch.setenv("MMOE_CENSUS_URL", url)
     target = tmp_path / "cache"
     assert fetch_dataset("census-income", target) == target
-    assert sorted(requests) == sorted("/" + n for n in CENSUS_FILES)
+    assert sorted(_paths(requests)) == sorted("/" + n for n in CENSUS_FILES)
     for name in CENSUS_FILES:
         assert sha256_file(target / name) == sha256_file(census_dir / name)
     # present and verified: no request at all
@@ -165,7 +179,7 @@ def test_fetch_census_downloads_then_keeps(census_dir, serve, tmp_path, monkeypa
     # a corrupt file is replaced by a verified download, the good one is kept
     (target / CENSUS_FILES[0]).write_bytes(b"corrupt")
     fetch_dataset("census-income", target)
-    assert requests[2:] == ["/" + CENSUS_FILES[0]]
+    assert _paths(requests[2:]) == ["/" + CENSUS_FILES[0]]
     assert sha256_file(target / CENSUS_FILES[0]) == DATASETS["census-income"].files[0].sha256
 
 
@@ -222,7 +236,8 @@ def test_base_url_precedence(monkeypatch):
     monkeypatch.setenv("MMOE_CENSUS_URL", "http://127.0.0.1:1/mirror")
     assert ds.url() == "http://127.0.0.1:1/mirror/"
     assert ds.url("http://127.0.0.1:2/x/") == "http://127.0.0.1:2/x/"
-    with pytest.raises(ValueError, match="data set name must be one of census-income"):
+    with pytest.raises(ValueError, match="data set name must be one of ali-ccp, aliexpress, "
+                                         "census-income"):
         dataset("census")
 
 
@@ -237,7 +252,7 @@ def test_cli_fetch(census_dir, serve, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["nope"], "data set name must be one of census-income"),
+    (["nope"], "data set name must be one of ali-ccp, aliexpress, census-income"),
     (["census-income"], "HTTP error 404"),
 ])
 def test_cli_fetch_errors(serve, tmp_path, monkeypatch, capsys, args, message):

@@ -122,3 +122,50 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     with TableWriter(path) as writer:
         writer.write(df)
     return Path(path)
+
+
+class ParquetShards:
+    """Parquet files ``part-NNNNN.parquet`` of ``rows`` rows each (the last one shorter), in a
+    new directory, from Arrow tables of any length added in order.
+
+    Each file is written atomically; :meth:`close` writes the rows still pending. Write into
+    a staging directory (:func:`mmoe._fileio.atomic_dir`) to make the whole set appear at once.
+
+    Example:
+        >>> shards = ParquetShards(tmp_path / "train", rows=2)
+        >>> for n in (3, 2):
+        ...     shards.add(pa.table({"a": list(range(n))}))
+        >>> shards.close()
+        >>> sorted(p.name for p in (tmp_path / "train").iterdir()), shards.count, shards.files
+        (['part-00000.parquet', 'part-00001.parquet', 'part-00002.parquet'], 0, 3)
+    """
+
+    def __init__(self, directory: str | os.PathLike, rows: int):
+        _checks.positive_int(rows, "rows per shard")
+        self.directory, self.rows = Path(directory), rows
+        self.pending: list[pa.Table] = []
+        self.count = self.files = self.written = 0
+        self.directory.mkdir()
+
+    def add(self, table: pa.Table) -> None:
+        """Queue ``table``'s rows, writing every full shard."""
+        if table.num_rows:
+            self.pending.append(table)
+            self.count += table.num_rows
+        while self.count >= self.rows:
+            self._flush(self.rows)
+
+    def close(self) -> None:
+        """Write the rows still pending as the last (shorter) shard."""
+        if self.count:
+            self._flush(self.count)
+
+    def _flush(self, rows: int) -> None:
+        table = pa.concat_tables(self.pending).combine_chunks()
+        with AtomicFile(self.directory / f"part-{self.files:05d}.parquet") as f:
+            f.handle.close()
+            pq.write_table(table.slice(0, rows), f.tmp)
+        rest = table.slice(rows)
+        self.pending, self.count = ([rest] if rest.num_rows else []), rest.num_rows
+        self.files += 1
+        self.written += rows

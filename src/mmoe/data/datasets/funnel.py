@@ -48,11 +48,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ... import _checks
 from ..._fileio import AtomicFile, atomic_dir, write_json
 from ...config import default_buckets
+from ..writers import ParquetShards
 
 BLOCK = 1 << 18  # impressions generated at once
 DEVICES = np.array(["ios", "android", "web"])
@@ -255,36 +255,6 @@ def funnel_blocks(spec: FunnelSpec) -> Iterator[pa.Table]:
         yield _block(spec, world, rng, b * BLOCK, n, histories)
 
 
-class _Shards:
-    """Parquet files ``part-NNNNN.parquet`` of ``rows`` rows each in one directory."""
-
-    def __init__(self, directory: Path, rows: int):
-        self.directory, self.rows = directory, rows
-        self.pending: list[pa.Table] = []
-        self.count = self.files = 0
-        directory.mkdir()
-
-    def add(self, table: pa.Table) -> None:
-        if table.num_rows:
-            self.pending.append(table)
-            self.count += table.num_rows
-        while self.count >= self.rows:
-            self._flush(self.rows)
-
-    def close(self) -> None:
-        if self.count:
-            self._flush(self.count)
-
-    def _flush(self, rows: int) -> None:
-        table = pa.concat_tables(self.pending).combine_chunks()
-        with AtomicFile(self.directory / f"part-{self.files:05d}.parquet") as f:
-            f.handle.close()
-            pq.write_table(table.slice(0, rows), f.tmp)
-        rest = table.slice(rows)
-        self.pending, self.count = ([rest] if rest.num_rows else []), rest.num_rows
-        self.files += 1
-
-
 def split_rows(spec: FunnelSpec) -> dict[str, tuple[int, int]]:
     """Each split's impressions ``[start, stop)``, in time order: train, valid, test (the
     latest ``test_fraction``).
@@ -326,7 +296,7 @@ def generate_funnel(spec: FunnelSpec, out: str | os.PathLike,
     out = Path(out)
     splits = split_rows(spec)
     with atomic_dir(out) as stage:
-        writers = {name: _Shards(stage / name, spec.shard_rows) for name in splits}
+        writers = {name: ParquetShards(stage / name, spec.shard_rows) for name in splits}
         first = 0
         for table in funnel_blocks(spec):
             for name, (start, stop) in splits.items():
