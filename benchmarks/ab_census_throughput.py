@@ -37,7 +37,8 @@ from mmoe.train import Trainer
 
 torch.set_num_threads(1)
 data = load_census(sys.argv[1], group=1)
-enc = TableEncoder(data.tasks, numeric=data.numeric, categorical=data.categorical).fit(data.train)
+enc = TableEncoder(data.tasks, numeric=data.numeric, categorical=data.categorical,
+                   numeric_encoding="standard").fit(data.train)
 train = enc.transform(data.train)
 torch.manual_seed(0)
 model = build_model("mmoe", enc.input_spec(8), enc.tasks, num_experts=8, expert_units=(16,),

@@ -44,7 +44,8 @@ EPOCHS = 5
 
 def _tables(data_dir):
     data = load_census(data_dir, group=1)
-    enc = TableEncoder(data.tasks, numeric=data.numeric, categorical=data.categorical)
+    enc = TableEncoder(data.tasks, numeric=data.numeric, categorical=data.categorical,
+                       numeric_encoding="standard")
     enc.fit(data.train)
     return enc, enc.transform(data.train), enc.transform(data.test)
 

@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     tasks = [TaskSpec("y1"), TaskSpec("y2")]
-    encoder = TableEncoder(tasks).fit(df := make_table(args.rows))
+    encoder = TableEncoder(tasks, numeric_encoding="standard").fit(df := make_table(args.rows))
     table = encoder.transform(df)
     threads = [int(t) for t in args.threads.split(",")]
     samples: dict[int, list[float]] = {t: [] for t in threads}

@@ -59,7 +59,7 @@ def _encoder(args, train_df):
                 FeatureSpec("item_id", "hashed", embedding_dim=d),
                 FeatureSpec("history", "sequence", share="item_id", max_len=args.history_len)]
     return TableEncoder(TASKS, numeric=NUMERIC, categorical=CATEGORICAL, exclude=EXCLUDE,
-                        features=features).fit(train_df)
+                        features=features, numeric_encoding="standard").fit(train_df)
 
 
 def prepare(args, data: Path, work: Path):

@@ -90,7 +90,9 @@ def test_train_prints_the_features_and_reports_gauc(run):
     assert rows["user_id"][0] == "hashed"
     assert rows["history"][0] == "sequence" and rows["history"][2].startswith("item_id:")
     assert rows["item_id"][2].split()[:4] == rows["history"][2].split()[:4]  # one table
-    assert rows["price"][:2] == ["numeric", "1"]
+    kind, width, how = rows["price"]  # piecewise-linear by default, at most 64 bins
+    assert kind == "numeric" and how == f"piecewise-linear, {width} bins"
+    assert 1 < int(width) <= 64
     assert not {"row", "p_click", "p_click_buy", "click", "purchase"} & set(rows)
     metrics = json.loads((run["model"] / "metrics.json").read_text())
     click = metrics["valid"]["click"]

@@ -24,7 +24,7 @@ TASKS = [TaskSpec("buys", "binary"), TaskSpec("kind", "multiclass"),
 
 def test_encoding_values():
     df = _frame()
-    enc = TableEncoder(TASKS, weight_column="w").fit(df)
+    enc = TableEncoder(TASKS, weight_column="w", numeric_encoding="standard").fit(df)
     assert enc.numeric == ["age"] and enc.categorical == ["city"]
     table = enc.transform(df)
     mean, std = 40.0, np.std([20.0, 40.0, 60.0])

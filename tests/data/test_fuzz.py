@@ -103,7 +103,8 @@ def test_encoder_gives_a_valid_table_or_a_clear_error(case):
     inputs = [c for c in df.columns if c != "y"]
     assert sorted(enc.numeric + enc.categorical) == sorted(inputs)  # each column one type
     if table.numeric is not None:
-        assert table.numeric.shape == (len(df), len(enc.numeric) + len(enc.indicators))
+        width = sum(enc.encodings[c].width for c in enc.numeric) + len(enc.indicators)
+        assert table.numeric.shape == (len(df), width) == (len(df), len(enc.input_spec().numeric))
         assert bool(np.isfinite(table.numeric.numpy()).all())
     if table.categorical is not None:
         codes = table.categorical.numpy()

@@ -160,12 +160,12 @@ def test_evaluate_with_groups_adds_the_group_metrics():
 
 def test_monitored_picks_a_metric_of_a_task():
     tasks = [TaskSpec("click"), TaskSpec("buy"), TaskSpec("spend", "regression")]
-    task, metric, higher = monitored("gauc:buy", tasks)
-    assert (task.name, metric, higher) == ("buy", "gauc", True)
-    assert [(t.name, m, h) for t, m, h in (monitored(None, tasks), monitored("spend", tasks),
-                                           monitored("logloss:click", tasks),
-                                           monitored("ndcg@10:click", tasks))] == [
-        ("click", "auc", True), ("spend", "mse", False), ("click", "logloss", False),
-        ("click", "ndcg@10", True)]
+    m = monitored("gauc:buy", tasks)
+    assert (m.task.name, m.metric, m.higher_is_better) == ("buy", "gauc", True)
+    assert [(m.name, m.higher_is_better) for m in (
+        monitored(None, tasks), monitored("spend", tasks), monitored("logloss:click", tasks),
+        monitored("ndcg@10:click", tasks))] == [
+        ("combined", True), ("spend/mse", False), ("click/logloss", False),
+        ("click/ndcg@10", True)]
     with pytest.raises(ValueError, match="nosuch"):
         monitored("gauc:nosuch", tasks)

@@ -209,7 +209,7 @@ def test_a_purchase_without_a_click_is_an_error_naming_the_row():
     with pytest.raises(ValueError, match=r"'buy' follows 'click', but 1 row\(s\).* at row 2"):
         enc.transform(df)
     # the later step's label is never an input
-    assert enc.fit(df.iloc[:2]).input_spec().numeric == ("x",)
+    assert enc.fit(df.iloc[:2]).numeric == ["x"]
 
 
 def test_after_on_the_command_line_and_in_a_table():

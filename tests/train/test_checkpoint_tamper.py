@@ -123,8 +123,9 @@ CASES = {
                     "RNG state is invalid"),
     "rng missing": (_set(["tensors", "rng"], DELETE), "RNG state is missing"),
     # optimizer
-    "optimizer lr": (_set(["optimizer", "param_groups", 0, "lr"], 10.0),
-                     "other hyperparameters (lr)"),
+    # (the lr is the schedule's: every step sets it from the config, checked as a whole)
+    "optimizer weight_decay": (_set(["optimizer", "param_groups", 0, "weight_decay"], 0.5),
+                               "other hyperparameters (weight_decay)"),
     "optimizer betas": (_set(["optimizer", "param_groups", 0, "betas"], (0.5, 0.5)),
                         "other hyperparameters (betas)"),
     "optimizer groups": (_set(["optimizer", "param_groups"], []), "not this run's Adam"),
@@ -251,7 +252,8 @@ def test_fuzzed_checkpoints_resume_or_fail_in_one_line(saved, tmp_path, data):
         assert "\n" not in msg and str(path) in msg, msg
 
 
-@pytest.mark.parametrize("case", ["optimizer lr", "rng invalid", "weight nan", "epoch negative"])
+@pytest.mark.parametrize("case", ["optimizer weight_decay", "rng invalid", "weight nan",
+                                  "epoch negative"])
 def test_cli_resume_from_a_tampered_checkpoint_is_one_line_exit_2(tmp_path, capsys, monkeypatch,
                                                                   case):
     import numpy as np
@@ -276,7 +278,7 @@ def test_cli_resume_from_a_tampered_checkpoint_is_one_line_exit_2(tmp_path, caps
         main(argv)
     ckpt = fit_module.partial_dir(out) / "checkpoint.pt"
     raw = _decoded(ckpt.read_bytes())
-    {"optimizer lr": _set(["optimizer", "param_groups", 0, "lr"], 10.0),
+    {"optimizer weight_decay": _set(["optimizer", "param_groups", 0, "weight_decay"], 0.5),
      "rng invalid": _set(["tensors", "rng"], lambda t: torch.full_like(t, 255)),
      "weight nan": _set(["state_dict", W], lambda t: t * math.nan),
      "epoch negative": _set(["trainer", "epoch"], -1)}[case](raw)

@@ -224,7 +224,8 @@ def test_trainer_with_lookups_resumes_a_mid_epoch_checkpoint_exactly(tmp_path):
 def test_trainer_resume_needs_the_tables_moments(tmp_path):
     """Resuming with the tables' Adam moments zeroed lands elsewhere: the state is used."""
     train = _data()
-    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-2, seed=3, restore_best=False)
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-2, seed=3, restore_best=False,
+                      lr_schedule="constant")  # resumed with more epochs: no planned schedule
     straight = _model()
     fit(straight, train, None, cfg)
     first = _model()

@@ -30,7 +30,10 @@ def _weights_equal(a, b):
                                                   strict=True))
 
 
-CFG = TrainConfig(epochs=4, batch_size=64, lr=1e-2, seed=3, restore_best=False)
+# constant lr: resuming with more epochs (below) keeps the same trajectory only without a
+# schedule planned over the epochs
+CFG = TrainConfig(epochs=4, batch_size=64, lr=1e-2, seed=3, restore_best=False,
+                  lr_schedule="constant")
 
 
 def test_training_learns_and_history_has_metrics():
@@ -79,9 +82,11 @@ def test_resume_after_two_epochs_equals_four_straight(tmp_path):
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
 
 
-def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path, schedule):
     train = _data()
-    cfg = TrainConfig(**{**CFG.to_dict(), "checkpoint_every": 3, "epochs": 2})
+    cfg = TrainConfig(**{**CFG.to_dict(), "checkpoint_every": 3, "epochs": 2,
+                         "lr_schedule": schedule})
     straight = _model()
     fit(straight, train, None, cfg)
     # simulate a crash: train in a trainer that dies after step 14 (mid epoch 2)
@@ -124,7 +129,8 @@ def test_early_stopping_monitors_in_the_right_direction():
     assert result.best_epoch == mses.index(min(mses)) + 1
     assert math.isclose(evaluate_model(model, valid)["b"]["mse"], min(mses), rel_tol=1e-6)
     # AUC monitor: higher is better
-    result = fit(_model(), train, valid, TrainConfig(epochs=3, batch_size=64, lr=1e-2))
+    result = fit(_model(), train, valid, TrainConfig(epochs=3, batch_size=64, lr=1e-2,
+                                                     monitor="a"))
     aucs = [h["valid"]["a"]["auc"] for h in result.history]
     assert result.best_score == max(aucs) and result.monitor == "a/auc"
 

@@ -8,6 +8,7 @@ attributes ending in ``_``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from .. import _checks
-from ..config import FeatureSpec, ModelConfig, TaskSpec, TrainConfig
+from ..config import FeatureSpec, ModelConfig, TaskSpec
 from ..train import Trainer
 from .fit import build_for
 from .predict import evaluate_table, predict_frame
@@ -30,7 +31,8 @@ class MultiTaskEstimator(BaseEstimator):
     Args:
         model: registered model name (``mmoe``, ``omoe``, ``shared_bottom``, ``ple``...).
         num_experts, expert_units, tower_units, embedding_dim, dropout: model shape.
-        epochs, batch_size, lr, weight_decay, patience, seed, threads: training.
+        epochs, batch_size, lr, weight_decay, patience, seed, threads: training (``None``
+            epochs or batch size: chosen from the number of rows, as `mmoe train` does).
         valid_fraction: share of the rows held out for early stopping (when ``fit`` gets no
             ``valid`` frame).
         numeric, categorical: column type overrides (``None``: inferred).
@@ -60,9 +62,11 @@ class MultiTaskEstimator(BaseEstimator):
                  expert_units: tuple[int, ...] = DEFAULT_MODEL.expert_units,
                  tower_units: tuple[int, ...] = DEFAULT_MODEL.tower_units,
                  embedding_dim: int = 8, dropout: float = 0.0,
-                 epochs: int = DEFAULT_TRAINING.epochs,
-                 batch_size: int = DEFAULT_TRAINING.batch_size, lr: float = DEFAULT_TRAINING.lr,
-                 weight_decay: float = 0.0, patience: int | None = DEFAULT_TRAINING.patience,
+                 epochs: int | None = DEFAULT_TRAINING.epochs,
+                 batch_size: int | None = DEFAULT_TRAINING.batch_size,
+                 lr: float = DEFAULT_TRAINING.lr,
+                 weight_decay: float = DEFAULT_TRAINING.weight_decay,
+                 patience: int | None = DEFAULT_TRAINING.patience,
                  seed: int = 0, threads: int | None = None, valid_fraction: float = 0.1,
                  numeric: Sequence[str] | None = None, categorical: Sequence[str] | None = None,
                  id_columns: Sequence[str] = (), weight_column: str | None = None,
@@ -94,9 +98,9 @@ class MultiTaskEstimator(BaseEstimator):
         model = ModelConfig(name=self.model, expert_units=tuple(self.expert_units),
                             num_experts=self.num_experts, tower_units=tuple(self.tower_units),
                             dropout=self.dropout)
-        training = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                               weight_decay=self.weight_decay, patience=self.patience,
-                               seed=self.seed, threads=self.threads)
+        training = replace(DEFAULT_TRAINING, epochs=self.epochs, batch_size=self.batch_size,
+                           lr=self.lr, weight_decay=self.weight_decay, patience=self.patience,
+                           seed=self.seed, threads=self.threads)
         return RunSpec(train="<DataFrame>", tasks=tuple(parse_task(t) for t in tasks),
                        valid_fraction=self.valid_fraction, id_columns=tuple(self.id_columns),
                        weight_column=self.weight_column,

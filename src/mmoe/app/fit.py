@@ -34,6 +34,7 @@ from .. import _checks
 from .._fileio import clean_leftovers, locked_dir
 from .._version import git_commit
 from ..data.encoders import TableEncoder
+from ..data.files import parquet_rows
 from ..data.table import TensorTable
 from ..diagnostics import gate_heatmap, utilisation_frame
 from ..models import MultiTaskModel, build_model
@@ -112,14 +113,22 @@ def train_streaming(spec: RunSpec, progress: bool | None = None, *,
     encoder, chunks, valid = stream_run_tables(spec)
     if announce is not None:
         announce(feature_table(encoder, spec.embedding_dim))
-    cfg = spec.training
+    # Parquet: rows from the footers (less the rows held out); CSV: unknown in advance, so
+    # batch 1024, 10 epochs and a schedule that moves by epoch
+    total = parquet_rows(spec.train)
+    rows = None if total is None else total - (0 if spec.valid else len(valid))
+    cfg = spec.training.for_rows(rows)
+    steps = None
+    if rows is not None:  # a last batch of one row is skipped under batch norm
+        single = spec.model.batch_norm and rows % cfg.batch_size == 1
+        steps = math.ceil(rows / cfg.batch_size) - int(single)
     model = build_for(spec, encoder)
     extras = _resume_extras(spec, encoder, checkpoint, resume)
     trainer = Trainer(model, cfg, progress=progress, checkpoint=checkpoint, extras=extras,
                       device="cpu" if device == "auto" else device)  # CPU-only path
     source = StreamEpochs(lambda epoch: shuffle_batches(chunks(), cfg.batch_size,
                                                         spec.buffer_rows, cfg.seed, epoch),
-                          skip_single_rows=model.config.batch_norm)
+                          skip_single_rows=model.config.batch_norm, steps=steps)
     return model, encoder, trainer.fit(source, valid, resume=resume), valid
 
 
@@ -239,7 +248,8 @@ def _train_and_save(spec: RunSpec, out: Path, main: bool, *, progress: bool | No
     final, gates = evaluate_table(model, encoder, valid, gates=True)
     speeds = [r["samples_per_s"] for r in history if r.get("samples_per_s")]
     metrics = {"valid": final, "history": history,
-               "best_epoch": result.best_epoch,
+               "best_epoch": result.best_epoch, "monitor": result.monitor,
+               "epochs_run": len(result.history),
                "valid_rows": len(valid),
                "samples_per_s": float(np.mean(speeds)) if speeds else None}
     if not main:

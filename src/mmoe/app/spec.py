@@ -13,7 +13,7 @@ TOML layout (every section optional; relative paths are relative to the TOML fil
     [features.history]  kind = "sequence"  share = "item_id"  max_len = 20   # one per column:
                 # kind, embedding_dim, min_count, buckets, max_len, pooling, delimiter, share
     [model]     name = "mmoe"  num_experts = 8  expert_units = [16]  embedding_dim = 8 ...
-    [training]  epochs = 20  batch_size = 1024  lr = 0.001  seed = 0  patience = 3 ...
+    [training]  epochs = 30  batch_size = 256  lr = 0.003  lr_schedule = "cosine"  patience = 5 ...
 
 Every key is checked against its type (:data:`TOML_KEYS`, :data:`TASK_KEYS`) before it is
 used: a wrong one is one ``ValueError`` line naming the file, the section and the key.
@@ -28,13 +28,13 @@ from typing import Any
 
 from .. import _checks
 from ..config import TASK_KINDS, FeatureSpec, ModelConfig, TaskSpec, TrainConfig, shown
+from ..config.features import NUMERIC_ENCODINGS
 from ..models import available_models
 
-#: defaults of `mmoe train` and MultiTaskEstimator. Early stopping watches one task (the
-#: first), which would cut the others short, so by default every epoch runs and the last
-#: weights are kept; set patience/monitor in [training] to stop early.
-DEFAULT_TRAINING = TrainConfig(epochs=20, batch_size=1024, lr=1e-3, patience=None,
-                               restore_best=False, stop_if_all_skipped=True)
+#: defaults of `mmoe train` and MultiTaskEstimator: the library's (:class:`TrainConfig`:
+#: epochs and batch from the rows, warm-up and cosine, the combined score kept at its best),
+#: and a run whose every step of an epoch was skipped stops.
+DEFAULT_TRAINING = TrainConfig(stop_if_all_skipped=True)
 DEFAULT_MODEL = ModelConfig(name="mmoe", expert_units=(32,), num_experts=8, tower_units=(16,))
 
 #: what each TOML type name accepts, and how a message describes it
@@ -66,14 +66,16 @@ TOML_KEYS: dict[str, dict[str, str]] = {
              "stream": "bool", "buffer_rows": "int", "chunk_rows": "int", "fit_rows": "int",
              "tensorboard": "bool"},
     "columns": {"id": "strings", "weight": "string", "numeric": "strings",
-                "categorical": "strings", "exclude": "strings", "group_by": "string"},
+                "categorical": "strings", "exclude": "strings", "group_by": "string",
+                "numeric_encoding": "string"},
     "model": {**{f.name: _FIELD_TYPES[str(f.type)] for f in fields(ModelConfig)},
               "embedding_dim": "int"},
     "training": {f.name: _FIELD_TYPES[str(f.type)] for f in fields(TrainConfig)},
 }
 #: keys of a [features.NAME] table
 FEATURE_KEYS = {"kind": "string", "embedding_dim": "int", "min_count": "int", "buckets": "int",
-                "max_len": "int", "pooling": "string", "delimiter": "string", "share": "string"}
+                "max_len": "int", "pooling": "string", "delimiter": "string", "share": "string",
+                "encoding": "string"}
 #: keys of a [[tasks]] table
 TASK_KEYS = {"name": "string", "column": "string", "kind": "string", "positive": "scalar",
              "weight": "number", "classes": "scalars", "after": "string"}
@@ -120,7 +122,9 @@ def parse_feature(text: str | FeatureSpec) -> FeatureSpec:
     Example:
         >>> parse_feature("history:sequence:share=item_id,max_len=50")
         FeatureSpec(name='history', kind='sequence', embedding_dim=None, min_count=1, \
-buckets=0, max_len=50, pooling='mean', delimiter='|', share='item_id')
+buckets=0, max_len=50, pooling='mean', delimiter='|', share='item_id', encoding=None)
+        >>> parse_feature("income:numeric:encoding=quantile").encoding
+        'quantile'
     """
     if isinstance(text, FeatureSpec):
         return text
@@ -195,6 +199,7 @@ class RunSpec:
     exclude: tuple[str, ...] = ()
     features: tuple[FeatureSpec, ...] = ()
     group_by: str | None = None
+    numeric_encoding: str = "auto"
     model: ModelConfig = DEFAULT_MODEL
     embedding_dim: int = 8
     training: TrainConfig = DEFAULT_TRAINING
@@ -218,6 +223,8 @@ class RunSpec:
         _checks.check(self.model.name in models, f"unknown model '{shown(self.model.name)}'; "
                       f"choose one of: {', '.join(sorted(models))} (see `mmoe models`)")
         _checks.positive_int(self.embedding_dim, "embedding_dim")
+        _checks.one_of(self.numeric_encoding, ("auto", *NUMERIC_ENCODINGS),
+                       "numeric_encoding")
         for name in ("buffer_rows", "chunk_rows", "fit_rows"):
             _checks.positive_int(getattr(self, name), name)
 
@@ -231,7 +238,8 @@ class RunSpec:
                             "numeric": None if self.numeric is None else list(self.numeric),
                             "categorical": (None if self.categorical is None
                                             else list(self.categorical)),
-                            "exclude": list(self.exclude), "group_by": self.group_by},
+                            "exclude": list(self.exclude), "group_by": self.group_by,
+                            "numeric_encoding": self.numeric_encoding},
                 "features": {f.name: {k: v for k, v in f.to_dict().items() if k != "name"}
                              for f in self.features},
                 "tasks": [t.to_dict() for t in self.tasks],
@@ -366,6 +374,7 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
                              "numeric": (cols, "numeric"),
                              "categorical": (cols, "categorical"),
                              "exclude": (cols, "exclude"), "group_by": (cols, "group_by"),
+                             "numeric_encoding": (cols, "numeric_encoding"),
                              "model": (model, "name"),
                              "epochs": (training, "epochs"),
                              "batch_size": (training, "batch_size"),
@@ -393,6 +402,7 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
         weight_column=cols.get("weight"), numeric=_split_list(cols.get("numeric")),
         categorical=_split_list(cols.get("categorical")),
         exclude=_split_list(cols.get("exclude")) or (), features=tuple(features.values()),
-        group_by=cols.get("group_by"), model=model_cfg,
+        group_by=cols.get("group_by"), numeric_encoding=cols.get("numeric_encoding", "auto"),
+        model=model_cfg,
         embedding_dim=embedding_dim, training=train_cfg)
     return replace(spec, **data)

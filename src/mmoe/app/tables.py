@@ -72,7 +72,8 @@ def make_encoder(spec: RunSpec) -> TableEncoder:
     return TableEncoder(spec.tasks, numeric=spec.numeric, categorical=spec.categorical,
                         weight_column=spec.weight_column,
                         exclude=tuple(spec.id_columns) + tuple(spec.exclude),
-                        scale_regression=True, features=spec.features)
+                        scale_regression=True, features=spec.features,
+                        numeric_encoding=spec.numeric_encoding)
 
 
 def text_columns(spec: RunSpec | dict[str, Any]) -> tuple[str, ...]:
@@ -89,6 +90,8 @@ def text_columns(spec: RunSpec | dict[str, Any]) -> tuple[str, ...]:
     if isinstance(spec, RunSpec):
         spec = spec.to_dict()
     features = spec.get("features") or {}
+    _checks.check(isinstance(features, dict) and isinstance(spec.get("columns", {}), dict),
+                  "the run's config: 'features' and 'columns' must be tables")
     return tuple(spec.get("columns", {}).get("categorical") or ()) + tuple(
         name for name, f in features.items() if isinstance(f, dict)
         and f.get("kind") in ("categorical", "hashed", "sequence"))
@@ -112,29 +115,35 @@ def with_groups(table: TensorTable, df: pd.DataFrame, column: str | None) -> Ten
 
 
 def feature_table(encoder: TableEncoder, embedding_dim: int = 8) -> str:
-    """The fitted input columns as `mmoe train` prints them: kind, width in x, table.
+    """The fitted input columns as `mmoe train` prints them: kind, width in x, and the
+    numeric encoding or the embedding table.
 
     Example:
         >>> from mmoe.config import FeatureSpec, TaskSpec
-        >>> df = pd.DataFrame({"a": [1.0, 2.0], "user_id": ["u1", "u2"], "y": [0, 1]})
+        >>> df = pd.DataFrame({"a": [1.0, 2.0, 4.0], "user_id": ["u1", "u2", "u2"],
+        ...                    "y": [0, 1, 1]})
         >>> enc = TableEncoder([TaskSpec("y")], features=[FeatureSpec("user_id", "hashed",
         ...                                                           buckets=64)]).fit(df)
         >>> print(feature_table(enc))
-        column   kind     width  table
+        column   kind     width  encoding / table
         -------  -------  -----  ------------------------------------------
-        a        numeric  1
+        a        numeric  2      piecewise-linear, 2 bins
         user_id  hashed   17     user_id: 65 rows x 17 (hashed, 64 buckets)
-        x is 18 wide; embedding tables 0.0 MB, 0.0 MB with Adam's moments in training
+        x is 19 wide; embedding tables 0.0 MB, 0.0 MB with Adam's moments in training
     """
     spec = encoder.input_spec(embedding_dim)
     lookups = {lk.name: lk for lk in spec.lookups}
     rows = []
     for f in encoder.specs():
         lk = lookups.get(f.name)
-        if lk is None:
-            width = 1 if f.kind == "numeric" else embedding_dim
-            table = "" if f.kind == "numeric" else \
-                f"{f.name}: {len(encoder.vocab[f.name]) + 1} rows x {embedding_dim}"
+        if f.kind == "numeric":
+            enc = encoder.encodings[f.name]
+            width = enc.width
+            table = {"standard": "standardised", "quantile": "quantile-normal",
+                     "ple": f"piecewise-linear, {enc.width} bins"}[enc.kind]
+        elif lk is None:
+            width = embedding_dim
+            table = f"{f.name}: {len(encoder.vocab[f.name]) + 1} rows x {embedding_dim}"
         else:
             owner = encoder.lookup.owner(f.name)
             how = (f"hashed, {owner.buckets} buckets" if encoder.lookup.hashes(owner)
@@ -143,7 +152,7 @@ def feature_table(encoder: TableEncoder, embedding_dim: int = 8) -> str:
                 how += f"; last {f.max_len} ids, {f.pooling}"
             width, table = lk.dim, f"{lk.table}: {lk.rows} rows x {lk.dim} ({how})"
         rows.append([f.name, f.kind, str(width), table])
-    header = ["column", "kind", "width", "table"]
+    header = ["column", "kind", "width", "encoding / table"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
              for r in [header, ["-" * w for w in widths], *rows]]

@@ -21,8 +21,12 @@ TRAIN_HELP = {
              "(e.g. morekids:binary:yes). Repeat per task."),
     "valid": "Validation file (default: hold out part of --train).",
     "model": "Model name (mmoe models).",
-    "epochs": "Max epochs.",
-    "lr": "Adam learning rate.",
+    "epochs": "Max epochs (default: from the rows, enough for ~4000 steps, 10 to 200).",
+    "batch_size": "Rows per step (default: the power of two nearest rows/64, 32 to 1024).",
+    "lr": "Adam learning rate, the peak of a 5% warm-up then cosine decay.",
+    "numeric_encoding": ("How numeric columns become inputs: auto (ple), standard, quantile "
+                         "(quantile-normal) or ple (piecewise-linear over 64 training-quantile "
+                         "bins); a column's --feature NAME:numeric:encoding=... overrides it."),
     "threads": "Intra-op threads.",
     "config": "TOML file with [data], [columns], tasks, [model], [training]; flags override it.",
     "id_columns": f"Id column(s), copied to predictions. {_LIST}",
@@ -81,6 +85,7 @@ def train_cmd(
     exclude: Annotated[list[str] | None, opt(TRAIN_HELP, "exclude")] = None,
     feature: Annotated[list[str] | None, opt(TRAIN_HELP, "feature")] = None,
     group_by: Annotated[str | None, opt(TRAIN_HELP, "group_by")] = None,
+    numeric_encoding: Annotated[str | None, opt(TRAIN_HELP, "numeric_encoding")] = None,
     valid_fraction: Annotated[float | None, opt(TRAIN_HELP, "valid_fraction")] = None,
     stream: Annotated[bool, opt(TRAIN_HELP, "stream")] = False,
     buffer_rows: Annotated[int | None, opt(TRAIN_HELP, "buffer_rows")] = None,
@@ -105,7 +110,7 @@ def train_cmd(
         config, train=train, valid=valid, tasks=task, model=model, epochs=epochs,
         batch_size=batch_size, lr=lr, seed=seed, threads=threads, id_columns=id_columns,
         weight_column=weight, numeric=numeric, categorical=categorical, exclude=exclude,
-        features=feature, group_by=group_by,
+        features=feature, group_by=group_by, numeric_encoding=numeric_encoding,
         valid_fraction=valid_fraction, stream=stream or None, buffer_rows=buffer_rows,
         tensorboard=tensorboard or None, checkpoint_every=checkpoint_every,
         on_nonfinite=on_nonfinite, compile=compile_ or None, loss_weighting=loss_weighting,
@@ -115,7 +120,10 @@ def train_cmd(
                               announce=typer.echo)
     if env_rank() == 0:
         typer.echo(format_metrics(metrics["valid"]))
-        typer.echo(f"model written to {out} (best epoch {metrics['best_epoch']})")
+        by = ("the combined validation score (mean skill over tasks)"
+              if metrics["monitor"] == "combined" else f"validation {metrics['monitor']}")
+        typer.echo(f"model written to {out} (best epoch {metrics['best_epoch']} of "
+                   f"{metrics['epochs_run']}, by {by})")
 
 
 @app.command("evaluate")

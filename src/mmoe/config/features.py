@@ -31,6 +31,7 @@ from ._fields import _int_range, _Serializable, _text, shown
 
 FEATURE_KINDS: tuple[str, ...] = ("numeric", "categorical", "hashed", "sequence")
 POOLINGS: tuple[str, ...] = ("sum", "mean")
+NUMERIC_ENCODINGS: tuple[str, ...] = ("standard", "quantile", "ple")
 MAX_ROWS = 2**31 - 2  # rows of one table (int32 row indexes in the kernels)
 
 
@@ -73,6 +74,8 @@ class FeatureSpec(_Serializable):
         pooling: sequence: ``sum`` or ``mean``.
         delimiter: sequence: the separator in a CSV cell.
         share: the column whose table (and encoding) this one uses.
+        encoding: numeric: ``standard``, ``quantile`` or ``ple`` (:mod:`mmoe.data.numeric`;
+            ``None``: chosen from the training values).
 
     Example:
         >>> FeatureSpec("history", "sequence", share="item_id", max_len=10).pooling
@@ -88,6 +91,7 @@ class FeatureSpec(_Serializable):
     pooling: str = "mean"
     delimiter: str = "|"
     share: str | None = None
+    encoding: str | None = None
 
     def __post_init__(self) -> None:
         _text(self.name, "feature name")
@@ -108,6 +112,10 @@ class FeatureSpec(_Serializable):
                           "table; name another column")
             _checks.check(self.kind in ("hashed", "sequence", "categorical"),
                           f"{where}: a {self.kind} column has no table to share")
+        if self.encoding is not None:
+            _checks.check(self.kind == "numeric", f"{where}: encoding applies to numeric "
+                          "columns only")
+            _checks.one_of(self.encoding, NUMERIC_ENCODINGS, f"{where}: encoding")
         _checks.check(self.kind in ("hashed", "sequence") or self.buckets == 0,
                       f"{where}: buckets apply to hashed and sequence columns only")
 

@@ -1,8 +1,17 @@
-"""How a model is trained."""
+"""How a model is trained.
+
+The defaults are the ones `mmoe train`, a config file and the estimator use, chosen by
+measurement on the validation splits of the tabular suite (benchmarks/tabular_suite.py,
+docs/tabular.md): epochs and batch size from the number of training rows
+(:meth:`TrainConfig.for_rows`), a linear warm-up then a cosine decay of the learning rate,
+and early stopping on the combined validation score (:func:`mmoe.metrics.combined_score`)
+with the best epoch's weights restored.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 from .. import _checks
 from ._fields import (
@@ -23,15 +32,22 @@ class TrainConfig(_Serializable):
     """How a model is trained.
 
     Args:
-        epochs: passes over the training data.
-        batch_size: rows per optimisation step.
-        lr: Adam learning rate.
+        epochs: passes over the training data (``None``: from the number of rows, see
+            :meth:`for_rows`).
+        batch_size: rows per optimisation step (``None``: from the number of rows).
+        lr: Adam learning rate (the peak of the schedule).
+        lr_schedule: ``cosine``: a linear warm-up over the first ``warmup`` share of the
+            planned steps, then a cosine decay to zero at the last planned step;
+            ``constant``: ``lr`` throughout.
+        warmup: share of the planned steps spent warming up (``cosine`` only).
         weight_decay: Adam weight decay (L2 on all weights).
         seed: seeds initialisation, shuffling and dropout; CPU runs are bit-reproducible.
-        monitor: what drives early stopping and best-model selection: a task (default: the
-            first) judged by its primary metric (binary AUC, multiclass accuracy: higher is
-            better; regression MSE: lower is better), or ``METRIC:TASK`` for another of its
-            validation metrics, e.g. ``gauc:click`` (with a group-by column).
+        monitor: what drives early stopping and best-model selection: ``None``, the
+            combined score (the mean over tasks of each task's skill, so that tasks weigh
+            alike: :func:`mmoe.metrics.combined_score`); a task judged by its primary metric
+            (binary AUC, multiclass accuracy: higher is better; regression MSE: lower is
+            better); or ``METRIC:TASK`` for another of its validation metrics, e.g.
+            ``gauc:click`` (with a group-by column).
         patience: epochs without improvement before stopping (``None``: never stop early).
         restore_best: end with the weights of the best validation epoch.
         checkpoint_every: write a checkpoint every N steps (``None``: at each epoch end).
@@ -54,9 +70,11 @@ class TrainConfig(_Serializable):
             it) instead of carrying on; ``mmoe train`` turns it on.
     """
 
-    epochs: int = 10
-    batch_size: int = 1024
-    lr: float = 1e-3
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float = 3e-3
+    lr_schedule: str = "cosine"
+    warmup: float = 0.05
     weight_decay: float = 0.0
     seed: int = 0
     monitor: str | None = None
@@ -71,9 +89,17 @@ class TrainConfig(_Serializable):
     stop_if_all_skipped: bool = False
 
     def __post_init__(self) -> None:
-        _checks.positive_int(self.epochs, "epochs")
-        _checks.positive_int(self.batch_size, "batch_size")
+        if self.epochs is not None:
+            _checks.positive_int(self.epochs, "epochs")
+        if self.batch_size is not None:
+            _checks.positive_int(self.batch_size, "batch_size")
         _number(self.lr, "lr", low_open=True)
+        _checks.check(isinstance(self.lr_schedule, str), "lr_schedule must be one of "
+                      f"{', '.join(LR_SCHEDULES)}; got {self.lr_schedule!r}")
+        _checks.one_of(self.lr_schedule, LR_SCHEDULES, "lr_schedule")
+        _checks.check(isinstance(self.warmup, int | float) and not isinstance(self.warmup, bool)
+                      and 0 <= self.warmup < 1, f"warmup must be a share of the steps in "
+                      f"[0, 1), got {self.warmup!r}")
         _number(self.weight_decay, "weight_decay")
         object.__setattr__(self, "seed", _int_range(self.seed, "seed", 0, MAX_SEED))
         if self.monitor is not None:
@@ -95,3 +121,56 @@ class TrainConfig(_Serializable):
         _checks.one_of(self.on_nonfinite, ON_NONFINITE, "on_nonfinite")
         _flag(self.compile, "compile")
         _flag(self.stop_if_all_skipped, "stop_if_all_skipped")
+
+    def for_rows(self, rows: int | None) -> TrainConfig:
+        """This config with the ``None`` epochs and batch size chosen for ``rows`` training rows
+        (``None``: unknown, as for a stream: batch 1024, 10 epochs).
+
+        Batch: the power of two nearest rows / 64, within [32, 1024] (small tables get more
+        steps per epoch). Epochs: enough for :data:`TARGET_STEPS` steps, within
+        [:data:`MIN_EPOCHS`, :data:`MAX_EPOCHS`].
+
+        Example:
+            >>> [(c.batch_size, c.epochs) for c in map(TrainConfig().for_rows, (500, 30_000,
+            ...                                                                  10**7))]
+            [(32, 200), (512, 68), (1024, 10)]
+            >>> fixed = TrainConfig(epochs=3, batch_size=64)
+            >>> fixed.for_rows(500) == fixed
+            True
+        """
+        batch = self.batch_size
+        if batch is None:
+            batch = 1024 if rows is None else \
+                int(min(1024, max(32, 2 ** round(math.log2(max(rows, 1) / 64)))))
+        epochs = self.epochs
+        if epochs is None:
+            steps = None if rows is None else math.ceil(rows / batch)
+            epochs = MIN_EPOCHS if steps is None else \
+                int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / steps))))
+        return replace(self, epochs=epochs, batch_size=batch)
+
+
+#: what :meth:`TrainConfig.for_rows` aims at: optimisation steps in a run, and its bounds
+TARGET_STEPS = 4000
+MIN_EPOCHS, MAX_EPOCHS = 10, 200
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+
+
+def lr_factor(config: TrainConfig, step: int, total: int) -> float:
+    """The learning rate at ``step`` (0-based) of ``total`` planned steps, as a share of
+    ``config.lr``.
+
+    Example:
+        >>> cfg = TrainConfig(warmup=0.1)
+        >>> [round(lr_factor(cfg, s, 100), 3) for s in (0, 9, 10, 54, 99)]
+        [0.1, 1.0, 1.0, 0.509, 0.0]
+        >>> lr_factor(TrainConfig(lr_schedule="constant"), 50, 100)
+        1.0
+    """
+    if config.lr_schedule == "constant" or total <= 0:
+        return 1.0
+    warm = int(config.warmup * total)
+    if step < warm:
+        return (step + 1) / warm
+    span = max(1, total - 1 - warm)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / span)))

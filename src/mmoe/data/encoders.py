@@ -1,8 +1,9 @@
 """TableEncoder: DataFrame columns -> a TensorTable, fitted on the training data only.
 
-Numeric columns are standardised with training statistics; a numeric column with missing
-values in training also gets a ``<column>__missing`` indicator, and missing values are imputed
-with the training mean. Categorical columns map to codes 1..K by their training vocabulary;
+Numeric columns are encoded by :mod:`mmoe.data.numeric` (standardised, quantile-normal or
+piecewise-linear, fitted on the training rows); a numeric column with missing values in
+training also gets a ``<column>__missing`` indicator, and a missing value encodes as zeros.
+Categorical columns map to codes 1..K by their training vocabulary;
 unseen and missing values map to 0 (out of vocabulary). Labels are validated per task kind.
 
 A bad value is a :class:`RowError` naming the row by the frame's index label; the readers
@@ -35,6 +36,7 @@ from .columns import (
 )
 from .inference import infer_specs
 from .lookups import LookupEncoder
+from .numeric import NUMERIC_ENCODINGS, NumericEncoding, choose_encoding, fit_numeric
 from .saved_encoder import KEYS as _KEYS
 from .saved_encoder import all_str as _all_str
 from .saved_encoder import check as _check
@@ -65,6 +67,9 @@ class TableEncoder:
         min_count: categories seen fewer times in training map to the OOV code.
         scale_regression: standardise regression labels with training statistics (the
             model then learns z-scores); :meth:`unscale` maps its outputs back.
+        numeric_encoding: how numeric columns are encoded (:data:`NUMERIC_ENCODINGS`, or
+            ``auto``: :func:`choose_encoding` from the training values); a column's
+            ``FeatureSpec(kind="numeric", encoding=...)`` overrides it.
 
     Example:
         >>> df = pd.DataFrame({"a": [1.0, 2.0, 3.0], "c": ["x", "y", "x"], "y": [0, 1, 1]})
@@ -76,7 +81,8 @@ class TableEncoder:
     def __init__(self, tasks: Sequence[TaskSpec], numeric: Sequence[str] | None = None,
                  categorical: Sequence[str] | None = None, weight_column: str | None = None,
                  exclude: Sequence[str] = (), min_count: int = 1,
-                 scale_regression: bool = False, features: Sequence[FeatureSpec] = ()):
+                 scale_regression: bool = False, features: Sequence[FeatureSpec] = (),
+                 numeric_encoding: str = "auto"):
         self.tasks = tuple(tasks)
         _checks.check(len(self.tasks) >= 1, "at least one task is needed")
         self.numeric = list(numeric) if numeric is not None else None
@@ -85,6 +91,9 @@ class TableEncoder:
         self.exclude = list(exclude)
         self.min_count = _checks.positive_int(min_count, "min_count")
         self.stats: dict[str, tuple[float, float]] = {}  # column -> (mean, std)
+        _checks.one_of(numeric_encoding, ("auto", *NUMERIC_ENCODINGS), "numeric encoding")
+        self.numeric_encoding = numeric_encoding
+        self.encodings: dict[str, NumericEncoding] = {}  # numeric column -> fitted encoding
         self.indicators: list[str] = []  # numeric columns with a missing-value indicator
         self.vocab: dict[str, list[str]] = {}  # column -> categories, code = 1 + index
         self.scale_regression = bool(scale_regression)
@@ -114,9 +123,13 @@ class TableEncoder:
                       "no input columns left besides the labels; add feature columns")
         if self.lookup is not None:
             self.lookup.fit(df)
+        asked = {s.name: s.encoding for s in specs if s.kind == "numeric" and s.encoding}
         for col in self.numeric:
             values = to_numeric(require(df, col, "numeric"), col)
-            self.stats[col] = mean_std(values)
+            kind = asked.get(col, self.numeric_encoding)
+            self.encodings[col] = fit_numeric(
+                values, choose_encoding(values) if kind == "auto" else kind)
+            self.stats[col] = (self.encodings[col].mean, self.encodings[col].std)
             if np.isnan(values).any():
                 self.indicators.append(col)
         for col in self.categorical:
@@ -213,13 +226,10 @@ class TableEncoder:
         numeric = None
         if self.numeric:
             raw = {c: to_numeric(require(df, c, "numeric"), c) for c in self.numeric}
-            with np.errstate(over="ignore", invalid="ignore"):
-                cols = [float32(np.nan_to_num((raw[c] - self.stats[c][0]) / self.stats[c][1],
-                                               nan=0.0, posinf=np.inf, neginf=-np.inf), c,
-                                 df.index)
-                        for c in self.numeric]  # standardised; missing -> the training mean (0)
-            cols += [np.isnan(raw[c]).astype(np.float32) for c in self.indicators]
-            numeric = torch.from_numpy(np.stack(cols, axis=1))
+            cols = [float32(self.encodings[c].transform(raw[c]), c, df.index)
+                    for c in self.numeric]  # missing -> zeros
+            cols += [np.isnan(raw[c]).astype(np.float32)[:, None] for c in self.indicators]
+            numeric = torch.from_numpy(np.concatenate(cols, axis=1))
         categorical = None
         if self.categorical:
             codes = [vocab_codes(require(df, c, "categorical"), self.vocab[c]) + 1
@@ -284,10 +294,15 @@ class TableEncoder:
         (``embedding_dim`` wide), the lookups (at least ``embedding_dim`` wide)."""
         _checks.check(self.fitted, "the encoder is not fitted; call fit(train_df) first")
         return InputSpec(
-            numeric=tuple(self.numeric) + tuple(f"{c}__missing" for c in self.indicators),
+            numeric=tuple(name for c in self.numeric for name in self._input_names(c))
+            + tuple(f"{c}__missing" for c in self.indicators),
             categorical=tuple((c, len(self.vocab[c]) + 1) for c in self.categorical),
             embedding_dim=embedding_dim,
             lookups=self.lookup.lookups(embedding_dim) if self.lookup else ())
+
+    def _input_names(self, column: str) -> list[str]:
+        width = self.encodings[column].width
+        return [column] if width == 1 else [f"{column}__ple{j}" for j in range(width)]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (saved with the model)."""
@@ -295,6 +310,7 @@ class TableEncoder:
                 "categorical": self.categorical, "weight_column": self.weight_column,
                 "exclude": self.exclude, "min_count": self.min_count,
                 "stats": {k: list(v) for k, v in self.stats.items()},
+                "encodings": {k: v.to_dict() for k, v in self.encodings.items()},
                 "indicators": self.indicators, "vocab": self.vocab,
                 "label_stats": {k: list(v) for k, v in self.label_stats.items()},
                 **({"lookups": self.lookup.to_dict()} if self.lookup else {})}
@@ -327,6 +343,11 @@ class TableEncoder:
         _check(set(indicators) <= set(numeric), "'indicators' must name numeric columns")
         enc = cls(tasks, numeric, categorical, weight, exclude, min_count)
         enc.stats = _pairs(data["stats"], "stats", set(numeric), every=True)
+        saved = data.get("encodings", {})  # absent: written before encodings, standardised
+        _check(isinstance(saved, dict) and set(saved) <= set(numeric),
+               "'encodings' must map numeric columns to their encodings")
+        enc.encodings = {c: NumericEncoding.from_dict(saved[c], c) if c in saved
+                         else NumericEncoding("standard", *enc.stats[c]) for c in numeric}
         enc.indicators, enc.vocab = indicators, {k: list(v) for k, v in vocab.items()}
         enc.label_stats = _pairs(data.get("label_stats", {}), "label_stats",
                                  {t.name for t in tasks if t.kind == "regression"}, every=False)

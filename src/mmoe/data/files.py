@@ -57,6 +57,23 @@ def parquet_shards(path: str | os.PathLike) -> list[Path]:
     return shards
 
 
+def parquet_rows(path: str | os.PathLike) -> int | None:
+    """The rows of a Parquet file or directory of shards, from their footers (no data read);
+    ``None`` for a CSV file, whose rows are known only by reading it.
+
+    Example:
+        >>> demo.to_parquet("rows.parquet"); demo.to_csv("rows.csv")
+        >>> parquet_rows("rows.parquet") == len(demo), parquet_rows("rows.csv")
+        (True, None)
+    """
+    import pyarrow.parquet as pq
+
+    if table_format(path) != "parquet":
+        return None
+    files = parquet_shards(path) if Path(path).is_dir() else [Path(path)]
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
 def check_file(path: str | os.PathLike) -> Path:
     """``path`` if it is a readable table: a non-empty CSV or Parquet file, or a directory of
     Parquet shards; else one error naming it."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import expit, softmax
@@ -35,26 +36,81 @@ def primary_metric(task: TaskSpec) -> tuple[str, bool]:
     return PRIMARY[task.kind]
 
 
-def monitored(monitor: str | None, tasks: Sequence[TaskSpec]) -> tuple[TaskSpec, str, bool]:
-    """What early stopping and model selection watch: ``monitor`` is a task name (its
-    primary metric), ``METRIC:TASK`` (e.g. ``gauc:click``), or ``None`` (the first task's
-    primary metric).
+def task_skill(task: TaskSpec, metrics: dict[str, float]) -> float:
+    """A task's validation result on one scale, 0 for chance and 1 for perfect: binary
+    2·AUC − 1 (Gini), multiclass (accuracy − 1/C) / (1 − 1/C), regression R².
 
-    Returns:
-        ``(task, metric, higher_is_better)``.
+    Example:
+        >>> task_skill(TaskSpec("y"), {"auc": 0.75})
+        0.5
+        >>> task_skill(TaskSpec("c", "multiclass", classes=("a", "b", "c", "d")),
+        ...            {"accuracy": 0.625})
+        0.5
+    """
+    if task.kind == "binary":
+        return 2.0 * metrics.get("auc", math.nan) - 1.0
+    if task.kind == "multiclass":
+        chance = 1.0 / max(2, len(task.classes or ()))
+        return (metrics.get("accuracy", math.nan) - chance) / (1.0 - chance)
+    return metrics.get("r2", math.nan)
+
+
+def combined_score(valid: dict[str, dict[str, float]], tasks: Sequence[TaskSpec]) -> float:
+    """The mean over tasks of :func:`task_skill`: one number in which every task weighs alike,
+    whatever its kind or its label's scale (tasks without a finite skill are left out; NaN
+    when none has one).
+
+    Example:
+        >>> combined_score({"y": {"auc": 0.75}, "v": {"r2": 0.3}},
+        ...                [TaskSpec("y"), TaskSpec("v", "regression")])
+        0.4
+    """
+    skills = [v for t in tasks if math.isfinite(v := task_skill(t, valid.get(t.name, {})))]
+    return sum(skills) / len(skills) if skills else math.nan
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """What early stopping and model selection watch: one task's metric, or (``task`` None)
+    the :func:`combined_score` of all tasks."""
+
+    task: TaskSpec | None
+    metric: str
+    higher_is_better: bool
+    tasks: tuple[TaskSpec, ...]
+
+    @property
+    def name(self) -> str:
+        return "combined" if self.task is None else f"{self.task.name}/{self.metric}"
+
+    def value(self, valid: dict[str, dict[str, float]]) -> float:
+        """The watched number in an epoch's validation metrics."""
+        if self.task is None:
+            return combined_score(valid, self.tasks)
+        return valid[self.task.name].get(self.metric, math.nan)
+
+
+def monitored(monitor: str | None, tasks: Sequence[TaskSpec]) -> Monitor:
+    """What early stopping and model selection watch: ``None`` or ``combined`` (the
+    combined score of all tasks), a task name (its primary metric), or ``METRIC:TASK`` (e.g.
+    ``gauc:click``).
 
     Example:
         >>> tasks = [TaskSpec("click"), TaskSpec("spend", "regression")]
-        >>> [(t.name, m, h) for t, m, h in (monitored(None, tasks), monitored("gauc:click", tasks),
-        ...                                 monitored("spend", tasks))]
-        [('click', 'auc', True), ('click', 'gauc', True), ('spend', 'mse', False)]
+        >>> [(m.name, m.higher_is_better) for m in (monitored(None, tasks),
+        ...  monitored("gauc:click", tasks), monitored("spend", tasks))]
+        [('combined', True), ('click/gauc', True), ('spend/mse', False)]
     """
+    tasks = tuple(tasks)
+    if monitor is None or monitor == "combined":
+        return Monitor(None, "combined", True, tasks)
     names = [t.name for t in tasks]
-    metric, _, name = (monitor or names[0]).rpartition(":")
-    _checks.check(name in names, f"monitor task '{name}' is not one of {names}")
+    metric, _, name = monitor.rpartition(":")
+    _checks.check(name in names, f"monitor task '{name}' is not one of {names} (or "
+                  "'combined', the mean skill of all tasks)")
     task = tasks[names.index(name)]
     metric = metric or PRIMARY[task.kind][0]
-    return task, metric, metric not in LOWER_IS_BETTER
+    return Monitor(task, metric, metric not in LOWER_IS_BETTER, tasks)
 
 
 def task_outputs(task: TaskSpec, logits: np.ndarray) -> np.ndarray:

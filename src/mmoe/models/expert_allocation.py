@@ -30,14 +30,23 @@ from .protocol import Backbone, BackboneOut
 
 
 def input_positions(inputs: InputSpec) -> dict[str, list[int]]:
-    """Each input column's positions in the encoded vector x (B, d).
+    """Each input column's positions in the encoded vector x (B, d); a numeric column
+    encoded piecewise-linearly (inputs ``a__ple0``, ``a__ple1``, ...) is also known by its own
+    name, for all its inputs.
 
     Example:
         >>> input_positions(InputSpec(numeric=("a",), categorical=(("c", 5),), embedding_dim=2))
         {'a': [0], 'c': [1, 2]}
+        >>> input_positions(InputSpec(numeric=("b__ple0", "b__ple1"), embedding_dim=2))["b"]
+        [0, 1]
     """
     n, dim = len(inputs.numeric), inputs.embedding_dim
-    out = {name: [i] for i, name in enumerate(inputs.numeric)}
+    out: dict[str, list[int]] = {}
+    for i, name in enumerate(inputs.numeric):
+        out[name] = [i]
+        column, piecewise, bin_ = name.rpartition("__ple")
+        if piecewise and bin_.isdigit():
+            out.setdefault(column, []).append(i)
     for j, (name, _) in enumerate(inputs.categorical):
         out[name] = list(range(n + j * dim, n + (j + 1) * dim))
     return out
@@ -96,7 +105,8 @@ def _feature_groups(cfg: ModelConfig, inputs: InputSpec, groups: Any) -> dict[st
         _checks.check(bool(columns), f"model '{cfg.name}': feature group '{name}' is empty")
         unknown = [c for c in columns if c not in known]
         _checks.check(not unknown, f"model '{cfg.name}': feature group '{name}' names unknown "
-                                   f"input column(s) {unknown}; inputs are {sorted(known)}")
+                                   f"input column(s) {unknown}; inputs are "
+                                   f"{sorted(k for k in known if '__ple' not in k)}")
         out[str(name)] = columns
     return out
 

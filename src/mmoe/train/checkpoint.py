@@ -172,6 +172,10 @@ def load_model(path: str | os.PathLike) -> tuple[MultiTaskModel, dict[str, Any]]
 
 
 # ---- training checkpoints: the trainer's save and its checked restore ----------------------
+#: what a checkpoint written before the learning-rate schedules existed trained with
+BEFORE_SCHEDULES = {"lr_schedule": "constant", "warmup": 0.0}
+
+
 def fresh_state(num_tasks: int, config: TrainConfig) -> dict[str, Any]:
     """The (JSON-able) trainer state of a run of ``num_tasks`` tasks under ``config`` before
     it starts: what resume needs besides the weights.
@@ -234,7 +238,8 @@ def restore_training(path: str | os.PathLike, model: MultiTaskModel,
     _require(isinstance(saved, dict), path, "its trainer state's 'config' is not a table")
 
     def outcome(cfg: dict[str, Any]) -> dict[str, Any]:
-        full = {**TrainConfig().to_dict(), **cfg}  # keys added later: their defaults
+        # keys added later: the behaviour of the runs written before them
+        full = {**TrainConfig().to_dict(), **BEFORE_SCHEDULES, **cfg}
         return {k: v for k, v in full.items() if k not in RESUMABLE_CHANGES}
 
     if outcome(saved) != outcome(config.to_dict()):
@@ -373,7 +378,8 @@ def _check_optimizer(found: dict[str, Any], optimizer: torch.optim.Optimizer,
         _require(isinstance(group, dict) and {"lr", "betas", "eps", "weight_decay"} <= set(group)
                  and isinstance(group.get("params"), list) and group["params"] == mine["params"],
                  path, f"optimizer group {i} does not hold this run's parameters")
-        differ = sorted(k for k in set(group) & set(mine) - {"params"}
+        # lr: the schedule's value at the step saved (the config's lr is checked above)
+        differ = sorted(k for k in set(group) & set(mine) - {"params", "lr"}
                         if not _same(group[k], mine[k]))
         _require(not differ, path, f"optimizer group {i} has other hyperparameters "
                  f"({', '.join(differ)}) than this run's settings")

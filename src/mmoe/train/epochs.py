@@ -108,6 +108,8 @@ class StreamEpochs:
         epoch_batches: ``epoch -> batches`` (e.g. :func:`shuffle_batches` over a file's encoded
             chunks).
         skip_single_rows: skip batches of one row (batch norm cannot train on them).
+        steps: the batches of an epoch when known in advance (a Parquet file's rows are):
+            the learning-rate schedule then moves by step, as in memory; ``None``: by epoch.
 
     Example:
         >>> chunks = [TensorTable.from_arrays(torch.randn(5, 2), torch.zeros(5))] * 2
@@ -121,8 +123,9 @@ class StreamEpochs:
     distributable = False
 
     def __init__(self, epoch_batches: Callable[[int], Iterable[TensorTable]],
-                 skip_single_rows: bool = False):
+                 skip_single_rows: bool = False, steps: int | None = None):
         self.epoch_batches, self.skip_single_rows = epoch_batches, skip_single_rows
+        self.steps = steps
 
     def batches(self, epoch: int, start: int, ctx: DistContext) -> Iterator[Batch]:
         _checks.check(start == 0, "a stream resumes at epoch boundaries only")

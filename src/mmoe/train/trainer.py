@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .. import _checks, ops
 from ..config import TrainConfig
+from ..config.training import lr_factor
 from ..data.table import TensorTable
 from ..metrics import monitored
 from ..models import MultiTaskModel
@@ -113,9 +114,8 @@ class Trainer:
         self.weighting = make_weighting(config, model)  # static, uncertainty, gradnorm, pcgrad
         self.optimizer = optimizer_for(model, self.weighting, config)
         names = [t.name for t in model.tasks]
-        # a task (its primary metric) or METRIC:TASK, e.g. gauc:click
-        self.monitor_task, self.metric, self.higher_is_better = monitored(config.monitor,
-                                                                          model.tasks)
+        # the combined score, a task (its primary metric) or METRIC:TASK, e.g. gauc:click
+        self.monitor = monitored(config.monitor, model.tasks)
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self._tables = model.sparse_parameters()
         self._unit_scale = torch.ones(1, device=self.ctx.device)  # the check's scale: 1
@@ -172,8 +172,10 @@ class Trainer:
         """Like :meth:`fit`, one epoch at a time: yields each epoch's history record, so a
         caller can interleave work (or stop) between epochs. Best weights are restored when
         the last epoch is done."""
-        cfg = self.config
         source = self._source(train)
+        cfg = self.config  # epochs and batch size now chosen for the rows
+        self.state["config"] = cfg.to_dict()
+        self._steps = source.steps  # None for a stream: the schedule moves once per epoch
         if not (resume and self.restore(source.steps)):
             torch.manual_seed(cfg.seed)  # dropout stream; init is the caller's (build_model)
         st = self.state
@@ -193,7 +195,10 @@ class Trainer:
 
     def _source(self, train: TensorTable | EpochSource) -> EpochSource:
         """The epoch source of ``train``, checked against the model and the settings."""
-        cfg, tasks = self.config, self.model.tasks
+        tasks = self.model.tasks
+        # a stream's batches are cut by its maker: from config.for_rows(None) (batch 1024)
+        self.config = cfg = self.config.for_rows(len(train) if isinstance(train, TensorTable)
+                                                 else None)
         if isinstance(train, TensorTable):
             _checks.check(train.labels is not None, "training data needs labels")
             _checks.check(train.labels.shape[1] == len(tasks),
@@ -224,7 +229,7 @@ class Trainer:
             st["history"][-1]["epoch"]  # without restore_best the model keeps the last weights
         return FitResult(st["history"], held,
                          math.nan if st["best_score"] is None else st["best_score"],
-                         f"{self.monitor_task.name}/{self.metric}", st["stopped_early"])
+                         self.monitor.name, st["stopped_early"])
 
     def _train_epoch(self, source: EpochSource) -> tuple[int, float]:
         """Run the epoch's remaining steps; returns (rows trained now, seconds)."""
@@ -287,6 +292,7 @@ class Trainer:
         if not finite:
             self._nonfinite(losses, grads, saved)
             return None
+        self._schedule()
         self.optimizer.step()
         self.weighting.after_step()
         return values[:-1].cpu()
@@ -334,6 +340,19 @@ class Trainer:
                                  f"succeed; training stopped{self._kept()}. Lower the "
                                  "learning rate")
 
+    def _schedule(self) -> None:
+        """Set every parameter group's learning rate for the coming step
+        (:func:`~mmoe.config.training.lr_factor`): by step over the planned steps, or on a
+        stream, whose steps are not known in advance, by epoch. Set at every step, whatever
+        the schedule, so the rate never comes from a loaded checkpoint."""
+        cfg, st = self.config, self.state
+        if self._steps:
+            factor = lr_factor(cfg, st["global_step"], cfg.epochs * self._steps)
+        else:
+            factor = lr_factor(cfg, st["epoch"], cfg.epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * factor
+
     def _end_epoch(self, valid: TensorTable | None, done: int, seconds: float) -> None:
         st, names = self.state, [t.name for t in self.model.tasks]
         self._check_weights()  # before validation: name the cause, not its NaN metrics
@@ -356,7 +375,7 @@ class Trainer:
             record["valid"], gates = validate(self.model, valid, self.ctx, warn=True)
             if gates is not None:  # None for models without gates
                 record["gates"] = gates
-            self._track_best(record["valid"][self.monitor_task.name].get(self.metric, math.nan))
+            self._track_best(self.monitor.value(record["valid"]))
         else:
             st["best_epoch"] = st["epoch"] + 1
         st["history"].append(record)
@@ -370,7 +389,7 @@ class Trainer:
     def _track_best(self, score: float) -> None:
         st, best = self.state, self.state["best_score"]
         if best is None or (not math.isnan(score) and (
-                score > best if self.higher_is_better else score < best)):
+                score > best if self.monitor.higher_is_better else score < best)):
             st["best_score"], st["best_epoch"], st["bad_epochs"] = score, st["epoch"] + 1, 0
             if self.config.restore_best:
                 self.best_weights = copy.deepcopy(self.model.state_dict())

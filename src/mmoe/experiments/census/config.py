@@ -29,6 +29,9 @@ LABELS = {"single_task": "Single-Task", "shared_bottom": "Shared-Bottom",
           "cgc": "CGC", "ple": "PLE"}
 # Training settings a config file may set (the rest of TrainConfig is fixed by the protocol).
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience")
+# The protocol's training (what every committed config was chosen and measured with): a
+# constant learning rate, 10 epochs of 1024 rows unless the config says otherwise.
+PROTOCOL = {"epochs": 10, "batch_size": 1024, "lr_schedule": "constant", "warmup": 0.0}
 
 # Paper Tables 1 and 2 (PAPER.md): main-task AUC of the best run and the mean over 400 runs;
 # auxiliary (marital) AUC of that best run and its mean.
@@ -95,7 +98,7 @@ def _run_spec(name: str, table: dict[str, Any], where: str) -> ModelSetup:
                   f"set here; allowed: {', '.join(TRAIN_KEYS)}")
     try:
         model = ModelConfig.from_dict({**table.get("model", {}), "name": name})
-        train_cfg = TrainConfig.from_dict(train)
+        train_cfg = TrainConfig.from_dict({**PROTOCOL, **train})
         emb = _checks.positive_int(table.get("embedding_dim", 8), "embedding_dim")
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: model '{name}': {err}") from err

@@ -95,7 +95,8 @@ def prepare(group: int, data_dir: str | Path | None = None, nrows: int | None = 
     """
     start = time.perf_counter()
     data = load_census(data_dir, group=group, seed=split_seed, nrows=nrows)
-    enc = TableEncoder(data.tasks, numeric=data.numeric, categorical=data.categorical)
+    enc = TableEncoder(data.tasks, numeric=data.numeric, categorical=data.categorical,
+                       numeric_encoding="standard")  # the protocol's: standardised
     enc.fit(data.train)
     train, valid, test = (enc.transform(df) for df in (data.train, data.valid, data.test))
     return CensusTables(data, enc, train, valid, test, time.perf_counter() - start)

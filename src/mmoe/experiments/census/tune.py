@@ -18,7 +18,14 @@ from typing import Any
 
 from ... import _checks
 from ...config import ModelConfig, TrainConfig
-from .config import ModelSetup, default_config_path, read_config, resolve_models, write_config
+from .config import (
+    PROTOCOL,
+    ModelSetup,
+    default_config_path,
+    read_config,
+    resolve_models,
+    write_config,
+)
 from .run import CensusTables, prepare, train_one
 
 MAX_UNITS = 2048  # paper §6.2: at most 2048 hidden units per layer (MoE: experts x units)
@@ -172,7 +179,7 @@ def tune(model: str, group: int = 1, trials: int = 20, *, data_dir: str | Path |
     _checks.positive_int(max_units, "max_units")
     committed = read_config(default_config_path(group), group)
     base = committed.get(model, ModelSetup(ModelConfig(name=model, batch_norm=True),
-                                        TrainConfig(epochs=5)))
+                                        TrainConfig.from_dict({**PROTOCOL, "epochs": 5})))
     if tables is None:
         tables = prepare(group, data_dir, nrows=nrows)
     main = tables.tasks[0].name
