@@ -235,6 +235,24 @@ def read_run_tables(spec: RunSpec) -> tuple[TableEncoder, TensorTable, TensorTab
     """The run's files read whole and encoded: ``(encoder, train, valid)``. The encoder is
     fitted on the training rows only; without a validation file a seeded ``valid_fraction``
     of the training file is held out (:func:`holdout`)."""
+    return encode_frames(spec, *read_run_frames(spec))
+
+
+def encode_frames(spec: RunSpec, train_df: pd.DataFrame, valid_df: pd.DataFrame
+                  ) -> tuple[TableEncoder, TensorTable, TensorTable]:
+    """``(encoder, train, valid)``: the run's encoder fitted on ``train_df``, both encoded."""
+    encoder = make_encoder(spec)
+    with in_file(spec.train):
+        encoder.fit(train_df)
+        train = encoder.transform(train_df)
+    with in_file(spec.valid or spec.train):
+        valid = with_groups(encoder.transform(valid_df), valid_df, spec.group_by)
+    return encoder, train, valid
+
+
+def read_run_frames(spec: RunSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The run's training and validation rows as read (a held-out share of the training file
+    without a validation file)."""
     with in_file(spec.train):
         df = read_table(spec.train, categorical=text_columns(spec))
         check_columns(spec, df.columns)
@@ -244,14 +262,7 @@ def read_run_tables(spec: RunSpec) -> tuple[TableEncoder, TensorTable, TensorTab
             valid_df = read_table(spec.valid, categorical=text_columns(spec))
     else:
         train_df, valid_df = holdout(df, spec.valid_fraction, spec.training.seed)
-    del df
-    encoder = make_encoder(spec)
-    with in_file(spec.train):
-        encoder.fit(train_df)
-        train = encoder.transform(train_df)
-    with in_file(spec.valid or spec.train):
-        valid = with_groups(encoder.transform(valid_df), valid_df, spec.group_by)
-    return encoder, train, valid
+    return train_df, valid_df
 
 
 def _head(path: str, rows: int, spec: RunSpec) -> pd.DataFrame:

@@ -65,27 +65,41 @@ def reproduce_census_cmd(
 
 # `mmoe tune`'s options
 TUNE_HELP = {
-    "model": "Model to tune.",
+    "train": ("Your table: training file or directory of Parquet shards (tunes on it; without "
+              "--train or --config, tunes a census model)."),
+    "valid": "Validation file (default: a held-out share of --train).",
+    "task": "Your table: COLUMN:KIND[:POSITIVE], repeat per task.",
+    "config": "Your table: a config file (mmoe train --config) whose settings are trial 0.",
+    "budget": "Your table: search time, e.g. 600, 90s, 10m, 1h (no trial starts after it).",
+    "families": "Your table: models searched, comma-separated (mmoe, ple, shared_bottom).",
+    "model": "Census: the model to tune.",
     "group": "Census group, 1 or 2.",
-    "trials": "Optuna trials.",
+    "trials": "Trials (census default 20; your table: as many as the budget allows).",
     "data_dir": "Census-Income files (default: $MMOE_DATA_DIR).",
-    "out": "Config file to write (default: census_g<group>_<model>.toml).",
+    "out": ("Config file to write (default: best.toml for your table, "
+            "census_g<group>_<model>.toml for census)."),
     "seed": "Sampler and training seed.",
     "threads": "Intra-op threads.",
-    "timeout": "Stop starting trials after this many seconds.",
-    "sampler": "auto, gp or tpe.",
-    "max_epochs": "Upper end of the epochs searched.",
-    "max_units": ("Cap on experts x units for MoE models (paper: 2048; smaller bounds the time "
-                  "per trial)."),
-    "nrows": "Read only the first N rows of each file (quick checks).",
+    "timeout": "Census: stop starting trials after this many seconds.",
+    "sampler": "Census: auto, gp or tpe.",
+    "max_epochs": "Census: upper end of the epochs searched.",
+    "max_units": ("Census: cap on experts x units for MoE models (paper: 2048; smaller bounds "
+                  "the time per trial)."),
+    "nrows": "Census: read only the first N rows of each file (quick checks).",
 }
 
 
 @app.command("tune")
 def tune_cmd(
-    model: Annotated[str, opt(TUNE_HELP, "model")],
+    train: Annotated[str | None, opt(TUNE_HELP, "train")] = None,
+    valid: Annotated[str | None, opt(TUNE_HELP, "valid")] = None,
+    task: Annotated[list[str] | None, opt(TUNE_HELP, "task")] = None,
+    config: Annotated[str | None, opt(TUNE_HELP, "config")] = None,
+    budget: Annotated[str, opt(TUNE_HELP, "budget")] = "10m",
+    families: Annotated[str, opt(TUNE_HELP, "families")] = "mmoe,ple,shared_bottom",
+    model: Annotated[str | None, opt(TUNE_HELP, "model")] = None,
     group: Annotated[int, opt(TUNE_HELP, "group")] = 1,
-    trials: Annotated[int, opt(TUNE_HELP, "trials")] = 20,
+    trials: Annotated[int | None, opt(TUNE_HELP, "trials")] = None,
     data_dir: Annotated[str | None, opt(TUNE_HELP, "data_dir")] = None,
     out: Annotated[str | None, opt(TUNE_HELP, "out")] = None,
     seed: Annotated[int, opt(TUNE_HELP, "seed")] = 0,
@@ -96,17 +110,47 @@ def tune_cmd(
     max_units: Annotated[int, opt(TUNE_HELP, "max_units")] = 2048,
     nrows: Annotated[int | None, opt(TUNE_HELP, "nrows")] = None,
 ) -> None:
-    """Search a model's census hyperparameters (validation main-task AUC) with Optuna."""
+    """Search hyperparameters with Optuna and write a config file: on your table (--train,
+    --task or --config; judged by the combined validation score, trials pruned on their
+    validation history; reuse it with mmoe train --config), or for a census model (--model,
+    --group; validation main-task AUC)."""
+    if train or config:
+        return _tune_table(train, valid, task, config, budget, families, trials, out, seed,
+                           threads)
+    if model is None:
+        raise ValueError("mmoe tune needs --train and --task (or --config) to tune on your "
+                         "table, or --model (and --group) to tune a census model")
     from ..experiments.census.tune import tune
 
     writable_dir(out or f"census_g{group}_{model}.toml")
     native()
-    res = tune(model, group, trials, data_dir=data_dir,
+    res = tune(model, group, 20 if trials is None else trials, data_dir=data_dir,
                out=out or f"census_g{group}_{model}.toml", nrows=nrows, seed=seed,
                threads=threads, timeout=timeout, sampler=sampler, max_epochs=max_epochs,
                max_units=max_units, log=typer.echo)
     typer.echo(f"best validation AUC {res.value:.4f} after {res.trials} trials; "
                f"config written to {res.path}")
+
+
+def _tune_table(train, valid, task, config, budget, families, trials, out, seed,
+                threads) -> None:
+    import shlex
+    import sys
+
+    from ..app.spec import build_run_spec
+    from ..app.tune import parse_budget, tune_table
+
+    seconds = parse_budget(budget)
+    out = out or "best.toml"
+    writable_dir(out)
+    base = build_run_spec(config, train=train, valid=valid, tasks=task, threads=threads)
+    native()
+    res = tune_table(base, seconds, trials=trials, seed=seed,
+                     families=tuple(f.strip() for f in families.split(",") if f.strip()),
+                     out=out, command=shlex.join(["mmoe", *sys.argv[1:]]), log=typer.echo)
+    typer.echo(f"best combined validation score {res.value:.4f} after {res.trials} trials "
+               f"({res.pruned} pruned); config written to {res.path}; train it: mmoe train "
+               f"--config {res.path} --out MODEL")
 
 
 # --- mmoe reproduce synthetic -----------------------------------------------------------------
