@@ -154,11 +154,13 @@ def test_predict_columns_ids_and_chunking(model_dir, tables, tmp_path, capsys, s
     assert code == 0, err
     assert "150 predictions" in stdout
     pred = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
-    assert list(pred.columns) == ["user_id", "buys", "spend", "segment", "segment_proba_high",
-                                  "segment_proba_low", "segment_proba_mid"]
+    assert list(pred.columns) == ["user_id", "buys", "buys_label", "spend", "segment",
+                                  "segment_proba_high", "segment_proba_low", "segment_proba_mid"]
     truth = pd.read_csv(tables["test"])
     assert pred["user_id"].tolist() == truth["user_id"].tolist()
     assert pred["buys"].between(0, 1).all()
+    labels = np.where(pred["buys"] >= 0.5, "yes", "no")  # the label at the 0.5 threshold
+    assert (pred["buys_label"].astype(str).to_numpy() == labels).all()
     proba = pred[["segment_proba_high", "segment_proba_low", "segment_proba_mid"]].to_numpy()
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
     best = np.array(["high", "low", "mid"])[proba.argmax(1)]

@@ -81,3 +81,20 @@ def test_bad_values_at_transform_time():
         enc.transform(_frame().assign(kind=["p", "q", "r", "s"]))
     with pytest.raises(ValueError, match="the data has no rows"):
         enc.transform(_frame().iloc[:0])
+
+
+def test_a_numeric_target_declared_multiclass_says_regression():
+    df = pd.DataFrame({"x": np.arange(300.0), "wage": np.linspace(20.0, 300.0, 300)})
+    with pytest.raises(ValueError, match=r"task 'wage': column 'wage' holds 300 distinct "
+                                         r"numbers.*--task wage:regression"):
+        TableEncoder([TaskSpec("wage", "multiclass")]).fit(df)
+    few = df.assign(wage=(df["wage"] // 50).astype(int))  # a few numeric codes: classes
+    assert len(TableEncoder([TaskSpec("wage", "multiclass")]).fit(few).tasks[0].classes) == 7
+
+
+def test_an_unseen_class_names_a_few_classes_not_all():
+    train = pd.DataFrame({"x": np.arange(60.0), "k": [f"c{i}" for i in range(60)]})
+    enc = TableEncoder([TaskSpec("k", "multiclass")]).fit(train)
+    with pytest.raises(ValueError, match=r"is not one of the 60 classes seen in training "
+                                         r"\('c0', .* and 52 more\)"):
+        enc.transform(train.assign(k="new"))

@@ -43,9 +43,10 @@ def predict_frame(model: MultiTaskModel, encoder: TableEncoder, df: pd.DataFrame
                   id_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     """Predictions for ``df``: id columns, then one column per task named as the task.
 
-    binary: P(positive class); regression: the value in the label's scale; multiclass: the
-    predicted class label plus ``<task>_proba_<class>`` columns; a funnel task (``after``):
-    its conditional probability, plus ``<earlier>_and_<task>``, the joint.
+    binary: P(positive class), and ``<task>_label``, the positive class where that is at
+    least 0.5, else the negative one; regression: the value in the label's scale; multiclass:
+    the predicted class label plus ``<task>_proba_<class>`` columns; a funnel task
+    (``after``): its conditional probability, plus ``<earlier>_and_<task>``, the joint.
 
     Example:
         >>> from mmoe import TaskSpec, build_model
@@ -53,7 +54,7 @@ def predict_frame(model: MultiTaskModel, encoder: TableEncoder, df: pd.DataFrame
         >>> enc = TableEncoder([TaskSpec("y")], exclude=["uid"]).fit(df)
         >>> predict_frame(build_model("mmoe", enc.input_spec(), enc.tasks), enc, df,
         ...               ("uid",)).columns.tolist()
-        ['uid', 'y']
+        ['uid', 'y', 'y_label']
     """
     table = encoder.transform(df, labels=False)
     logits, _ = original_scale(encoder, model, predict_logits(model, table).numpy())
@@ -64,6 +65,9 @@ def predict_frame(model: MultiTaskModel, encoder: TableEncoder, df: pd.DataFrame
             out[task.name] = view.logits[:, cols][:, 0]
         elif task.kind == "binary":
             out[task.name] = task_outputs(task, view.logits[:, cols])
+            if task.classes:  # the label at the 0.5 threshold, as the data spells it
+                out[f"{task.name}_label"] = np.asarray(task.classes, dtype=object)[
+                    (out[task.name] >= 0.5).astype(int)]
         else:
             proba = task_outputs(task, view.logits[:, cols])  # (N, C)
             out[task.name] = np.asarray(task.classes, dtype=object)[proba.argmax(1)]
@@ -150,7 +154,7 @@ def predict_file(model_dir: str | os.PathLike, path: str | os.PathLike,
         >>> predict_file(model_dir, model_data, "preds.parquet")
         400
         >>> pd.read_parquet("preds.parquet").columns.tolist()
-        ['user_id', 'clicked', 'hours']
+        ['user_id', 'clicked', 'clicked_label', 'hours']
     """
     _checks.output_apart(out, [path, *own_files(model_dir)])  # never over an input
     md: ModelDir = load_model_dir(model_dir)

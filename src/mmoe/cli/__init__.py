@@ -8,6 +8,7 @@ entry point and the small commands.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Annotated
 
@@ -25,12 +26,41 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record comes."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+_HANDLER = _Stderr()
+_HANDLER.setFormatter(logging.Formatter("%(message)s"))
+
+
+def log_to_stderr(quiet: bool = False) -> None:
+    """Route the library's log (one line per epoch when stderr is not a terminal, ...) to
+    stderr; ``quiet``: warnings and errors only."""
+    logger = logging.getLogger("mmoe")
+    if _HANDLER not in logger.handlers:
+        logger.addHandler(_HANDLER)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 @app.callback()
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=(
+        "Print no progress: neither bars nor the per-epoch lines written when stderr is not "
+        "a terminal (warnings and errors still show)."))] = False,
 ) -> None:
     """Multi-task learning with Multi-gate Mixture-of-Experts (Ma et al., KDD 2018)."""
+    log_to_stderr(quiet)
 
 
 @app.command("models")

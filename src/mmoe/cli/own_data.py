@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
@@ -116,8 +117,9 @@ def train_cmd(
         on_nonfinite=on_nonfinite, compile=compile_ or None, loss_weighting=loss_weighting,
         gate_dropout=gate_dropout, gate_balance=gate_balance)
     native()
+    quiet = not logging.getLogger("mmoe").isEnabledFor(logging.INFO)  # mmoe --quiet
     metrics = train_model_dir(spec, out, overwrite=overwrite, resume=resume, device=device,
-                              announce=typer.echo)
+                              announce=typer.echo, progress=False if quiet else None)
     if env_rank() == 0:
         typer.echo(format_metrics(metrics["valid"]))
         by = ("the combined validation score (mean skill over tasks)"

@@ -46,8 +46,21 @@ from .saved_encoder import show as _show
 from .saved_encoder import task as _task
 from .table import RowError, TensorTable  # noqa: F401  (RowError: part of this API)
 
+#: distinct numeric labels above which a multiclass task is taken for a mistyped regression
+MAX_CLASSES = 100
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
+
+
+def _some(values: Sequence[str], shown: int = 8) -> str:
+    """The first ``shown`` values, and how many more.
+
+    Example:
+        >>> _some(list("abcdefghij"), 3)
+        "'a', 'b', 'c' and 7 more"
+    """
+    head = ", ".join(repr(v) for v in values[:shown])
+    return head + (f" and {len(values) - shown} more" if len(values) > shown else "")
 
 
 class TableEncoder:
@@ -202,6 +215,11 @@ class TableEncoder:
                           f"{unknown[:5]} not among the declared classes {list(classes)}")
             _checks.check(len(classes) >= 2, f"task '{task.name}': a multiclass task needs at "
                           f"least 2 classes, column '{task.column}' has {len(classes)}")
+            numbers = pd.to_numeric(present, errors="coerce")
+            _checks.check(task.classes or len(classes) <= MAX_CLASSES or numbers.isna().any(),
+                          f"task '{task.name}': column '{task.column}' holds {len(classes)} "
+                          "distinct numbers, too many for classes; a numeric target is a "
+                          f"regression: --task {task.column}:regression")
             return replace(task, classes=classes)
         _checks.check(len(keys) == 2, f"task '{task.name}': binary labels must have 2 distinct "
                       f"values, column '{task.column}' has {len(keys)} ({', '.join(keys[:5])})")
@@ -263,7 +281,8 @@ class TableEncoder:
             if unknown.any():
                 fail_at(df.index, unknown, f"task '{task.name}': label value "
                          f"{_show(series[unknown].iloc[0])} in column '{task.column}'",
-                         f" is not one of {list(task.classes)}")
+                         f" is not one of the {len(task.classes)} classes seen in training "
+                         f"({_some(task.classes)})")
             out[:, t] = np.where(codes >= 0, codes, np.nan)
         self._check_funnel(df, out)
         return torch.from_numpy(out)
