@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .. import _checks
-from .._fileio import clean_leftovers, locked_dir
+from .._fileio import clean_leftovers, locked_dir, write_json
 from .._version import git_commit
 from ..data.encoders import TableEncoder
 from ..data.files import parquet_rows
@@ -43,8 +43,9 @@ from ..train.checkpoint import load_checkpoint
 from ..train.distributed import env_rank, env_world
 from ..train.model_dir import check_output_dir, save_model_dir
 from .predict import evaluate_table
+from .schema import schema, schema_text
 from .spec import RunSpec
-from .tables import feature_table, read_run_tables, stream_run_tables
+from .tables import read_run_tables, stream_run_tables
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -96,7 +97,7 @@ def train_in_memory(spec: RunSpec, progress: bool | None = None, *,
     Returns (model, encoder, fit result, valid)."""
     encoder, train, valid = read_run_tables(spec)
     if announce is not None:
-        announce(feature_table(encoder, spec.embedding_dim))
+        announce(schema_text(encoder, spec.to_dict(), spec.embedding_dim))
     model = build_for(spec, encoder)
     extras = _resume_extras(spec, encoder, checkpoint, resume)
     result = Trainer(model, spec.training, progress=progress, checkpoint=checkpoint,
@@ -112,7 +113,7 @@ def train_streaming(spec: RunSpec, progress: bool | None = None, *,
     :func:`~mmoe.app.tables.stream_run_tables`)."""
     encoder, chunks, valid = stream_run_tables(spec)
     if announce is not None:
-        announce(feature_table(encoder, spec.embedding_dim))
+        announce(schema_text(encoder, spec.to_dict(), spec.embedding_dim))
     # Parquet: rows from the footers (less the rows held out); CSV: unknown in advance, so
     # batch 1024, 10 epochs and a schedule that moves by epoch
     total = parquet_rows(spec.train)
@@ -203,7 +204,8 @@ def train_model_dir(spec: RunSpec, out: str | os.PathLike, *, overwrite: bool = 
         device: ``auto``, ``cpu`` or ``cuda``. Under ``torchrun`` every rank trains on its
             share of each batch and only rank 0 touches the output directory.
         announce: called (rank 0) with the table of input columns as fitted (kind, width,
-            embedding table: :func:`~mmoe.app.tables.feature_table`) before training.
+            embedding table, and the tasks: :func:`~mmoe.app.schema.schema_text`) before
+            training.
 
     Returns:
         ``metrics.json``'s content.
@@ -256,6 +258,7 @@ def _train_and_save(spec: RunSpec, out: Path, main: bool, *, progress: bool | No
         return metrics
 
     def extra(stage: Path) -> None:
+        write_json(stage / "schema.json", schema(encoder, spec.to_dict()))
         if gates is not None:
             gate_heatmap(utilisation_frame(gates), stage / "gates.png",
                          f"{model.config.name}: mean gate weight on validation rows")
@@ -264,6 +267,8 @@ def _train_and_save(spec: RunSpec, out: Path, main: bool, *, progress: bool | No
 
     config = {**spec.to_dict(), "tasks": [t.to_dict() for t in encoder.tasks],
               "git_commit": git_commit()}
+    if result.config is not None:  # as run: epochs and batch size chosen for the rows
+        config["training"] = result.config.to_dict()
     save_model_dir(out, model, encoder, config, metrics, write_extra=extra, overwrite=overwrite)
     shutil.rmtree(partial, ignore_errors=True)  # the run is complete: nothing to resume
     return metrics

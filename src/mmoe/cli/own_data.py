@@ -194,6 +194,18 @@ def export_cmd(
 
 
 
+@app.command("describe")
+def describe_cmd(
+    model_dir: Annotated[str, typer.Argument(help="Model directory from mmoe train.")],
+) -> None:
+    """What a model directory holds: versions, model and size, training settings, the
+    schema (inputs and how each is encoded, tasks and classes, columns kept out) and the
+    validation metrics of the weights kept."""
+    from ..app.schema import describe_model_dir
+
+    typer.echo(describe_model_dir(model_dir))
+
+
 @app.command("inspect")
 def inspect_cmd(
     model_dir: Annotated[str, typer.Argument(help="Model directory from mmoe train.")],

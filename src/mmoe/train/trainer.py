@@ -57,8 +57,9 @@ class FitResult:
         best_epoch: epoch (1-based) whose weights the model holds at the end (the best
             validation epoch with ``restore_best``, else the last one).
         best_score: the best value of the monitored metric (NaN without validation).
-        monitor: ``"task/metric"`` that was monitored.
+        monitor: ``"combined"`` or ``"task/metric"``, what was monitored.
         stopped_early: whether early stopping ended training.
+        config: the training settings as run (epochs and batch size chosen for the rows).
     """
 
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -66,6 +67,7 @@ class FitResult:
     best_score: float = math.nan
     monitor: str = ""
     stopped_early: bool = False
+    config: TrainConfig | None = None
 
 
 class Trainer:
@@ -232,7 +234,7 @@ class Trainer:
             st["history"][-1]["epoch"]  # without restore_best the model keeps the last weights
         return FitResult(st["history"], held,
                          math.nan if st["best_score"] is None else st["best_score"],
-                         self.monitor.name, st["stopped_early"])
+                         self.monitor.name, st["stopped_early"], self.config)
 
     def _train_epoch(self, source: EpochSource) -> tuple[int, float]:
         """Run the epoch's remaining steps; returns (rows trained now, seconds)."""
