@@ -329,7 +329,11 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
             ``numeric``, ``categorical``, ``exclude``, ``stream``, ``buffer_rows``,
             ``chunk_rows``, ``fit_rows``, ``tensorboard``, ``valid_fraction``,
             ``checkpoint_every``, ``on_nonfinite``, ``compile``, ``loss_weighting``,
-            ``gate_dropout``, ``gate_balance``, ``features`` (``NAME:KIND[:KEY=VALUE,...]``
+            ``gate_dropout``, ``gate_balance``, ``num_experts``, ``expert_units``,
+            ``tower_units``, ``embedding_dim``, ``dropout``, ``batch_norm``, ``options`` (a
+            table, merged over the config's), ``weight_decay``, ``lr_schedule``, ``warmup``,
+            ``monitor``, ``patience``, ``restore_best``, ``numeric_encoding``,
+            ``features`` (``NAME:KIND[:KEY=VALUE,...]``
             strings, each replacing the config's spec of that column), ``group_by``; ``None``
             or empty means "not given".
 
@@ -365,29 +369,23 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
         value = flags.get(name)
         return value is not None and value != () and value != []
 
-    for flag, (sec, key) in {"train": (data, "train"), "valid": (data, "valid"),
-                             "valid_fraction": (data, "valid_fraction"),
-                             "stream": (data, "stream"), "buffer_rows": (data, "buffer_rows"),
-                             "chunk_rows": (data, "chunk_rows"), "fit_rows": (data, "fit_rows"),
-                             "tensorboard": (data, "tensorboard"),
-                             "id_columns": (cols, "id"), "weight_column": (cols, "weight"),
-                             "numeric": (cols, "numeric"),
-                             "categorical": (cols, "categorical"),
-                             "exclude": (cols, "exclude"), "group_by": (cols, "group_by"),
-                             "numeric_encoding": (cols, "numeric_encoding"),
-                             "model": (model, "name"),
-                             "epochs": (training, "epochs"),
-                             "batch_size": (training, "batch_size"),
-                             "seed": (training, "seed"), "lr": (training, "lr"),
-                             "threads": (training, "threads"),
-                             "checkpoint_every": (training, "checkpoint_every"),
-                             "on_nonfinite": (training, "on_nonfinite"),
-                             "compile": (training, "compile"),
-                             "loss_weighting": (training, "loss_weighting"),
-                             "gate_dropout": (model, "gate_dropout"),
-                             "gate_balance": (model, "gate_balance")}.items():
+    # flags named as their config key, per section; then the few named otherwise
+    same = [(data, ("train", "valid", "valid_fraction", "stream", "buffer_rows", "chunk_rows",
+                    "fit_rows", "tensorboard")),
+            (cols, ("numeric", "categorical", "exclude", "group_by", "numeric_encoding")),
+            (model, ("gate_dropout", "gate_balance", "num_experts", "expert_units",
+                     "tower_units", "embedding_dim", "dropout", "batch_norm")),
+            (training, ("epochs", "batch_size", "seed", "lr", "threads", "checkpoint_every",
+                        "on_nonfinite", "compile", "loss_weighting", "weight_decay",
+                        "lr_schedule", "warmup", "monitor", "patience", "restore_best"))]
+    where_flags = {flag: (sec, flag) for sec, names in same for flag in names}
+    where_flags |= {"id_columns": (cols, "id"), "weight_column": (cols, "weight"),
+                    "model": (model, "name")}
+    for flag, (sec, key) in where_flags.items():
         if given(flag):
             sec[key] = flags[flag]
+    if given("options"):  # merged over the config file's options
+        model["options"] = {**(model.get("options") or {}), **flags["options"]}
     tasks = (flags.get("tasks") if given("tasks")
              else _toml_tasks(doc.get("tasks", []), where))
     _checks.check(isinstance(tasks, list | tuple), f"tasks must be a list, got {tasks!r}")

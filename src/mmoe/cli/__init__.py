@@ -88,4 +88,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 
-from . import data, own_data, paper  # noqa: E402, F401  (their commands join the app)
+from . import config, data, own_data, paper  # noqa: E402, F401  (their commands join the app)

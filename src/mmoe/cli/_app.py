@@ -29,7 +29,10 @@ def native() -> None:
     build_native()
 
 
-def opt(helps: dict[str, str], name: str, flag: str | None = None) -> Any:
+def opt(helps: dict[str, str], name: str, flag: str | None = None,
+        panel: str | None = None) -> Any:
     """A typer option for a command's parameter ``name``: ``--name-with-dashes`` (or
-    ``flag``), with its help from the command's table ``helps``."""
-    return typer.Option(flag or "--" + name.rstrip("_").replace("_", "-"), help=helps.get(name))
+    ``flag``), with its help from the command's table ``helps``, shown under ``panel`` in
+    ``--help``."""
+    return typer.Option(flag or "--" + name.rstrip("_").replace("_", "-"), help=helps.get(name),
+                        rich_help_panel=panel)

@@ -63,43 +63,106 @@ TRAIN_HELP = {
     "gate_dropout": ("Gated models: drop each expert's gate weight with this probability in "
                      "training and renormalise."),
     "gate_balance": "Gated models: weight of a load-balancing penalty on the gates.",
+    "num_experts": "Experts per bank (default 8).",
+    "expert_units": "Hidden units of each expert, per layer, e.g. 64,32 (default 32).",
+    "tower_units": "Hidden units of each task tower, per layer (default 16).",
+    "embedding_dim": "Width of each categorical embedding (default 8).",
+    "dropout": "Dropout in experts and towers (default 0).",
+    "batch_norm": "Batch norm on the encoded input.",
+    "option": ("A model option, KEY=VALUE with a TOML value (e.g. experts_per_group=2); "
+               "repeat per option; see mmoe models."),
+    "weight_decay": "Adam weight decay (default 0).",
+    "lr_schedule": "cosine (default: 5% warm-up, then cosine to zero) or constant.",
+    "warmup": "Share of the steps spent warming up (default 0.05).",
+    "monitor": ("What picks the best epoch and stops early: combined (default), a task, or "
+                "METRIC:TASK (e.g. gauc:click)."),
+    "patience": "Stop after N epochs without improvement (default: never).",
+    "keep_last": "Keep the last epoch's weights instead of the best epoch's.",
 }
+DATA, COLUMNS, MODEL, TRAINING, RUN = ("Data", "Tasks and columns", "Model", "Training",
+                                       "Output and runs")
+
+
+def _units(text: str | None, flag: str) -> list[int] | None:
+    """``64,32`` -> [64, 32]."""
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated integers, e.g. 64,32; got "
+                         f"{text!r}") from None
+
+
+def _options(items: list[str] | None) -> dict | None:
+    """``--option KEY=VALUE`` (TOML values) as a table."""
+    import tomllib
+
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"] if sep else None
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value.strip()  # plain text
+        if not sep or not key.strip():
+            raise ValueError(f"--option must be KEY=VALUE, got {item!r}")
+    return out
 
 
 @app.command("train")
 def train_cmd(
-    out: Annotated[str, opt(TRAIN_HELP, "out")],
-    train: Annotated[str | None, opt(TRAIN_HELP, "train")] = None,
-    task: Annotated[list[str] | None, opt(TRAIN_HELP, "task")] = None,
-    valid: Annotated[str | None, opt(TRAIN_HELP, "valid")] = None,
-    model: Annotated[str | None, opt(TRAIN_HELP, "model")] = None,
-    epochs: Annotated[int | None, opt(TRAIN_HELP, "epochs")] = None,
-    batch_size: Annotated[int | None, opt(TRAIN_HELP, "batch_size")] = None,
-    lr: Annotated[float | None, opt(TRAIN_HELP, "lr")] = None,
-    seed: Annotated[int | None, opt(TRAIN_HELP, "seed")] = None,
-    threads: Annotated[int | None, opt(TRAIN_HELP, "threads")] = None,
-    config: Annotated[str | None, opt(TRAIN_HELP, "config")] = None,
-    id_columns: Annotated[list[str] | None, opt(TRAIN_HELP, "id_columns", "--id")] = None,
-    weight: Annotated[str | None, opt(TRAIN_HELP, "weight")] = None,
-    numeric: Annotated[list[str] | None, opt(TRAIN_HELP, "numeric")] = None,
-    categorical: Annotated[list[str] | None, opt(TRAIN_HELP, "categorical")] = None,
-    exclude: Annotated[list[str] | None, opt(TRAIN_HELP, "exclude")] = None,
-    feature: Annotated[list[str] | None, opt(TRAIN_HELP, "feature")] = None,
-    group_by: Annotated[str | None, opt(TRAIN_HELP, "group_by")] = None,
-    numeric_encoding: Annotated[str | None, opt(TRAIN_HELP, "numeric_encoding")] = None,
-    valid_fraction: Annotated[float | None, opt(TRAIN_HELP, "valid_fraction")] = None,
-    stream: Annotated[bool, opt(TRAIN_HELP, "stream")] = False,
-    buffer_rows: Annotated[int | None, opt(TRAIN_HELP, "buffer_rows")] = None,
-    tensorboard: Annotated[bool, opt(TRAIN_HELP, "tensorboard")] = False,
-    overwrite: Annotated[bool, opt(TRAIN_HELP, "overwrite")] = False,
-    resume: Annotated[bool, opt(TRAIN_HELP, "resume")] = False,
-    checkpoint_every: Annotated[int | None, opt(TRAIN_HELP, "checkpoint_every")] = None,
-    on_nonfinite: Annotated[str | None, opt(TRAIN_HELP, "on_nonfinite")] = None,
-    device: Annotated[str, opt(TRAIN_HELP, "device")] = "auto",
-    compile_: Annotated[bool, opt(TRAIN_HELP, "compile_")] = False,
-    loss_weighting: Annotated[str | None, opt(TRAIN_HELP, "loss_weighting")] = None,
-    gate_dropout: Annotated[float | None, opt(TRAIN_HELP, "gate_dropout")] = None,
-    gate_balance: Annotated[float | None, opt(TRAIN_HELP, "gate_balance")] = None,
+    out: Annotated[str, opt(TRAIN_HELP, "out", panel=RUN)],
+    train: Annotated[str | None, opt(TRAIN_HELP, "train", panel=DATA)] = None,
+    task: Annotated[list[str] | None, opt(TRAIN_HELP, "task", panel=COLUMNS)] = None,
+    valid: Annotated[str | None, opt(TRAIN_HELP, "valid", panel=DATA)] = None,
+    model: Annotated[str | None, opt(TRAIN_HELP, "model", panel=MODEL)] = None,
+    epochs: Annotated[int | None, opt(TRAIN_HELP, "epochs", panel=TRAINING)] = None,
+    batch_size: Annotated[int | None, opt(TRAIN_HELP, "batch_size", panel=TRAINING)] = None,
+    lr: Annotated[float | None, opt(TRAIN_HELP, "lr", panel=TRAINING)] = None,
+    seed: Annotated[int | None, opt(TRAIN_HELP, "seed", panel=TRAINING)] = None,
+    threads: Annotated[int | None, opt(TRAIN_HELP, "threads", panel=RUN)] = None,
+    config: Annotated[str | None, opt(TRAIN_HELP, "config", panel=DATA)] = None,
+    id_columns: Annotated[list[str] | None, opt(TRAIN_HELP, "id_columns", "--id",
+                                                panel=COLUMNS)] = None,
+    weight: Annotated[str | None, opt(TRAIN_HELP, "weight", panel=COLUMNS)] = None,
+    numeric: Annotated[list[str] | None, opt(TRAIN_HELP, "numeric", panel=COLUMNS)] = None,
+    categorical: Annotated[list[str] | None, opt(TRAIN_HELP, "categorical", panel=COLUMNS)] = None,
+    exclude: Annotated[list[str] | None, opt(TRAIN_HELP, "exclude", panel=COLUMNS)] = None,
+    feature: Annotated[list[str] | None, opt(TRAIN_HELP, "feature", panel=COLUMNS)] = None,
+    group_by: Annotated[str | None, opt(TRAIN_HELP, "group_by", panel=COLUMNS)] = None,
+    numeric_encoding: Annotated[str | None, opt(TRAIN_HELP, "numeric_encoding",
+                                                panel=COLUMNS)] = None,
+    valid_fraction: Annotated[float | None, opt(TRAIN_HELP, "valid_fraction", panel=DATA)
+                              ] = None,
+    stream: Annotated[bool, opt(TRAIN_HELP, "stream", panel=DATA)] = False,
+    buffer_rows: Annotated[int | None, opt(TRAIN_HELP, "buffer_rows", panel=DATA)] = None,
+    tensorboard: Annotated[bool, opt(TRAIN_HELP, "tensorboard", panel=RUN)] = False,
+    overwrite: Annotated[bool, opt(TRAIN_HELP, "overwrite", panel=RUN)] = False,
+    resume: Annotated[bool, opt(TRAIN_HELP, "resume", panel=RUN)] = False,
+    checkpoint_every: Annotated[int | None, opt(TRAIN_HELP, "checkpoint_every", panel=RUN)] = None,
+    on_nonfinite: Annotated[str | None, opt(TRAIN_HELP, "on_nonfinite", panel=TRAINING)] = None,
+    device: Annotated[str, opt(TRAIN_HELP, "device", panel=RUN)] = "auto",
+    compile_: Annotated[bool, opt(TRAIN_HELP, "compile_", panel=RUN)] = False,
+    loss_weighting: Annotated[str | None, opt(TRAIN_HELP, "loss_weighting", panel=TRAINING)] = None,
+    gate_dropout: Annotated[float | None, opt(TRAIN_HELP, "gate_dropout", panel=MODEL)] = None,
+    gate_balance: Annotated[float | None, opt(TRAIN_HELP, "gate_balance", panel=MODEL)] = None,
+    num_experts: Annotated[int | None, opt(TRAIN_HELP, "num_experts", panel=MODEL)] = None,
+    expert_units: Annotated[str | None, opt(TRAIN_HELP, "expert_units", panel=MODEL)] = None,
+    tower_units: Annotated[str | None, opt(TRAIN_HELP, "tower_units", panel=MODEL)] = None,
+    embedding_dim: Annotated[int | None, opt(TRAIN_HELP, "embedding_dim", panel=MODEL)] = None,
+    dropout: Annotated[float | None, opt(TRAIN_HELP, "dropout", panel=MODEL)] = None,
+    batch_norm: Annotated[bool, opt(TRAIN_HELP, "batch_norm", panel=MODEL)] = False,
+    option: Annotated[list[str] | None, opt(TRAIN_HELP, "option", panel=MODEL)] = None,
+    weight_decay: Annotated[float | None, opt(TRAIN_HELP, "weight_decay", panel=TRAINING)
+                            ] = None,
+    lr_schedule: Annotated[str | None, opt(TRAIN_HELP, "lr_schedule", panel=TRAINING)] = None,
+    warmup: Annotated[float | None, opt(TRAIN_HELP, "warmup", panel=TRAINING)] = None,
+    monitor: Annotated[str | None, opt(TRAIN_HELP, "monitor", panel=TRAINING)] = None,
+    patience: Annotated[int | None, opt(TRAIN_HELP, "patience", panel=TRAINING)] = None,
+    keep_last: Annotated[bool, opt(TRAIN_HELP, "keep_last", panel=TRAINING)] = False,
 ) -> None:
     """Train a multi-task model on your own table and write a model directory."""
     from ..app.fit import train_model_dir
@@ -115,7 +178,12 @@ def train_cmd(
         valid_fraction=valid_fraction, stream=stream or None, buffer_rows=buffer_rows,
         tensorboard=tensorboard or None, checkpoint_every=checkpoint_every,
         on_nonfinite=on_nonfinite, compile=compile_ or None, loss_weighting=loss_weighting,
-        gate_dropout=gate_dropout, gate_balance=gate_balance)
+        gate_dropout=gate_dropout, gate_balance=gate_balance, num_experts=num_experts,
+        expert_units=_units(expert_units, "--expert-units"),
+        tower_units=_units(tower_units, "--tower-units"), embedding_dim=embedding_dim,
+        dropout=dropout, batch_norm=batch_norm or None, options=_options(option),
+        weight_decay=weight_decay, lr_schedule=lr_schedule, warmup=warmup, monitor=monitor,
+        patience=patience, restore_best=False if keep_last else None)
     native()
     quiet = not logging.getLogger("mmoe").isEnabledFor(logging.INFO)  # mmoe --quiet
     metrics = train_model_dir(spec, out, overwrite=overwrite, resume=resume, device=device,
