@@ -101,7 +101,8 @@ def test_encoder_gives_a_valid_table_or_a_clear_error(case):
         assert str(err) and "\n" not in str(err)
         return
     inputs = [c for c in df.columns if c != "y"]
-    assert sorted(enc.numeric + enc.categorical) == sorted(inputs)  # each column one type
+    # each column one type: numeric, categorical, or a lookup (ids, "a|b" sequences)
+    assert sorted(f.name for f in enc.specs()) == sorted(inputs)
     if table.numeric is not None:
         width = sum(enc.encodings[c].width for c in enc.numeric) + len(enc.indicators)
         assert table.numeric.shape == (len(df), width) == (len(df), len(enc.input_spec().numeric))
