@@ -64,3 +64,16 @@ def test_bad_flag_values_are_one_line(tmp_path, capsys, flag, value, needle):
               "--out", str(tmp_path / "m"), flag, value])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and needle in err and err.count("\n") == 1
+
+
+def test_models_lists_each_models_options_with_the_defaults(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["models"])
+    assert exit_.value.code in (0, None)
+    lines = capsys.readouterr().out.splitlines()
+    after = {line.split()[0]: lines[i + 1].strip() for i, line in enumerate(lines[:-1])
+             if not line.startswith(" ")}
+    assert after["l2_constrained"] == "options: alpha=0.001"
+    assert after["ple"] == "options: task_experts=1, shared_experts=8, levels=2"
+    assert after["feature_mmoe"].startswith("options: feature_groups=None")
+    assert not after["mmoe"].startswith("options:")  # mmoe reads none

@@ -65,11 +65,18 @@ def _root(
 
 @app.command("models")
 def models_cmd() -> None:
-    """List the registered models."""
+    """List the registered models, each with the options it reads and their defaults
+    (set them with --option KEY=VALUE or [model.options] in a config file)."""
+    from ..app.spec import DEFAULT_MODEL
     from ..models import available_models
+    from ..models.registry import model_options
 
     for name, description in available_models().items():
         typer.echo(f"{name:24s} {description}")
+        options = model_options(name, DEFAULT_MODEL)  # the defaults of mmoe train's shape
+        if options:
+            typer.echo(" " * 25 + "options: " + ", ".join(f"{k}={v!r}"
+                                                          for k, v in options.items()))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,9 @@ from typing import Any
 from .. import _checks
 from ..config import ModelConfig
 
+#: the options each model read when last built, with their defaults (``mmoe models``)
+READ: dict[str, dict[str, Any]] = {}
+
 
 def read_options(cfg: ModelConfig, defaults: dict[str, Any]) -> dict[str, Any]:
     """``defaults`` overridden by ``cfg.options``; an unknown name fails, naming the model.
@@ -15,6 +18,7 @@ def read_options(cfg: ModelConfig, defaults: dict[str, Any]) -> dict[str, Any]:
         >>> read_options(ModelConfig("l2_constrained", options={"alpha": 0.1}), {"alpha": 1e-3})
         {'alpha': 0.1}
     """
+    READ.setdefault(cfg.name, {}).update(defaults)
     unknown = sorted(set(cfg.options) - set(defaults))
     _checks.check(not unknown,
                   f"model '{cfg.name}': unknown option(s) {', '.join(map(repr, unknown))}; "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -140,6 +141,25 @@ def register(name: str, description: str, takes_inputs: bool = False,
         return build
 
     return wrap
+
+
+def model_options(name: str, config: ModelConfig | None = None) -> dict[str, Any]:
+    """The options model ``name`` reads and their defaults for the shape of ``config``
+    (default: ``ModelConfig()``'s), found by building it on a two-column input.
+
+    Example:
+        >>> model_options("l2_constrained")
+        {'alpha': 0.001}
+    """
+    from ..config import InputSpec, TaskSpec
+    from ._options import READ
+    from .model import build_model
+
+    READ.pop(name, None)
+    tasks = [TaskSpec("click"), TaskSpec("purchase", after="click")]
+    base = ModelConfig(name=name) if config is None else dataclasses.replace(config, name=name)
+    build_model(base, InputSpec(numeric=("a", "b")), tasks)
+    return dict(READ.get(name, {}))
 
 
 def available_models() -> dict[str, str]:
