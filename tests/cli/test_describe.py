@@ -42,7 +42,9 @@ def test_train_prints_the_schema_and_saves_it(trained):
         ("buys", "binary"), ("spend", "regression"), ("segment", "multiclass")]
     assert saved["tasks"][0]["positive"] == "yes"
     assert saved["not_inputs"] == {"user_id": "id", "w": "sample weight"}
-    assert "schema.json" in read_manifest(out)["files"]  # checksummed like the rest
+    files = read_manifest(out)["files"]  # checksummed like the rest
+    assert "schema.json" in files and "learning_curves.png" in files
+    assert (out / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_describe(trained, capsys):

@@ -36,7 +36,7 @@ from .._version import git_commit
 from ..data.encoders import TableEncoder
 from ..data.files import parquet_rows
 from ..data.table import TensorTable
-from ..diagnostics import gate_heatmap, utilisation_frame
+from ..diagnostics import gate_heatmap, learning_curves, utilisation_frame
 from ..models import MultiTaskModel, build_model
 from ..train import FitResult, StreamEpochs, Trainer, shuffle_batches
 from ..train.checkpoint import load_checkpoint
@@ -259,6 +259,9 @@ def _train_and_save(spec: RunSpec, out: Path, main: bool, *, progress: bool | No
 
     def extra(stage: Path) -> None:
         write_json(stage / "schema.json", schema(encoder, spec.to_dict()))
+        learning_curves(history, result.best_epoch, stage / "learning_curves.png",
+                        f"{model.config.name}: kept epoch {result.best_epoch} "
+                        f"(by {result.monitor})")
         if gates is not None:
             gate_heatmap(utilisation_frame(gates), stage / "gates.png",
                          f"{model.config.name}: mean gate weight on validation rows")
