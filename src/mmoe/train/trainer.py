@@ -10,7 +10,6 @@ resumed from any checkpoint ends with bit-identical weights to one that never st
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import os
 import sys
@@ -33,11 +32,10 @@ from ..models.model import allocation_errors, check_memory, compiled
 from ..objectives import MultiTaskLoss, make_weighting, safe_denominator
 from .checkpoint import fresh_state, restore_training, save_training
 from .distributed import all_reduce_sum, barrier, setup, sync_sparse_grads, to_device, wrap
+from .epoch_log import LOG, epoch_line
 from .epochs import EpochSource, InMemoryEpochs
 from .evaluation import validate
 from .optim import optimizer_for
-
-LOG = logging.getLogger("mmoe.train")
 
 SMALL_MODEL_PARAMS = 1_000_000  # below this, train on one intra-op thread by default
 
@@ -407,32 +405,6 @@ class Trainer:
             st["bad_epochs"] += 1
             patience = self.config.patience
             st["stopped_early"] = patience is not None and st["bad_epochs"] >= patience
-
-
-def epoch_line(record: dict[str, Any], epochs: int, monitor: str, best: float | None,
-               best_epoch: int) -> str:
-    """One line per epoch: its number, seconds, training loss, each task's primary validation
-    metric in a scale-free form (AUC, accuracy, R²: the same number in any unit), the
-    monitored score and the best so far.
-
-    Example:
-        >>> print(epoch_line({"epoch": 2, "seconds": 1.5, "train_loss": {"y": 0.41},
-        ...                   "valid": {"y": {"auc": 0.81, "n": 9}}}, 10, "combined", 0.62, 2))
-        epoch 2/10  1.5 s  loss 0.4100  valid y auc 0.8100  combined best 0.6200 (epoch 2)
-    """
-    parts = [f"epoch {record['epoch']}/{epochs}", f"{record.get('seconds', 0.0):.1f} s",
-             "loss " + " ".join(f"{v:.4f}" for v in record["train_loss"].values())]
-    valid = record.get("valid")
-    if valid:
-        shown = []
-        for task, metrics in valid.items():
-            name = next((m for m in ("auc", "accuracy", "r2") if m in metrics), None)
-            if name is not None:
-                shown.append(f"{task} {name} {metrics[name]:.4f}")
-        parts.append("valid " + ", ".join(shown))
-        if best is not None and math.isfinite(best):
-            parts.append(f"{monitor} best {best:.4f} (epoch {best_epoch})")
-    return "  ".join(parts)
 
 
 def fit(model: MultiTaskModel, train: TensorTable | EpochSource, valid: TensorTable | None = None,
