@@ -37,11 +37,10 @@ def config_text(spec: RunSpec, comment: str = "") -> str:
         True
     """
     d = spec.to_dict()
-    data = {k: v for k, v in d["data"].items()}
+    data = dict(d["data"])
     for key in ("train", "valid"):
         if data.get(key):
             data[key] = os.path.abspath(data[key])
-    data["tensorboard"] = spec.tensorboard
     tasks = [{k: v for k, v in asdict(t).items() if k != "classes" or v} for t in spec.tasks]
     doc = {"tasks": tasks, "data": data, "columns": d["columns"], "features": d["features"],
            "model": d["model"], "training": d["training"]}
@@ -121,19 +120,9 @@ def template() -> str:
         >>> sorted(tomllib.loads(template()))
         ['columns', 'data', 'model', 'tasks', 'training']
     """
-    from ..config import TrainConfig
-    from .spec import DEFAULT_MODEL, DEFAULT_TRAINING
+    from .spec import build_run_spec
 
-    defaults = {
-        "data": {"train": "train.csv", "valid": None, "valid_fraction": 0.1, "stream": False,
-                 "buffer_rows": 65_536, "chunk_rows": 65_536, "fit_rows": 100_000,
-                 "tensorboard": False},
-        "columns": {"id": [], "weight": None, "numeric": None, "categorical": None,
-                    "exclude": [], "group_by": None, "numeric_encoding": "auto"},
-        "model": {**DEFAULT_MODEL.to_dict(), "embedding_dim": 8},
-        "training": DEFAULT_TRAINING.to_dict(),
-    }
-    assert set(defaults["training"]) == set(TrainConfig.__dataclass_fields__)
+    defaults = build_run_spec(train="train.csv", tasks=["label:binary:yes"]).to_dict()
     lines = ["# mmoe train --config run.toml --out DIR   (flags given on the command line win)",
              "# Every key, its default and what it means; reference: docs/config.md.",
              "",

@@ -233,7 +233,7 @@ class RunSpec:
         return {"data": {"train": self.train, "valid": self.valid,
                          "valid_fraction": self.valid_fraction, "stream": self.stream,
                          "buffer_rows": self.buffer_rows, "chunk_rows": self.chunk_rows,
-                         "fit_rows": self.fit_rows},
+                         "fit_rows": self.fit_rows, "tensorboard": self.tensorboard},
                 "columns": {"id": list(self.id_columns), "weight": self.weight_column,
                             "numeric": None if self.numeric is None else list(self.numeric),
                             "categorical": (None if self.categorical is None

@@ -99,6 +99,23 @@ def infer_kind(series: pd.Series, delimiter: str = "|") -> str:
     return "hashed" if many else "categorical"
 
 
+def sized(kind: str, distinct: int) -> dict[str, object]:
+    """The kind and table size of an id or sequence column with ``distinct`` training values:
+    hashed into :func:`~mmoe.config.default_buckets` buckets beyond :data:`HASH_ABOVE` of
+    them, else a vocabulary (``categorical``, or a sequence with ``buckets = 0``).
+
+    Example:
+        >>> sized("id", 50), sized("id", 5000), sized("sequence", 5000)
+        ({'kind': 'categorical'}, {'kind': 'hashed', 'buckets': 16384}, \
+{'kind': 'sequence', 'buckets': 16384})
+    """
+    many = distinct > HASH_ABOVE
+    if kind == "sequence":
+        return {"kind": "sequence", "buckets": default_buckets(distinct) if many else 0}
+    return {"kind": "hashed", "buckets": default_buckets(distinct)} if many else \
+        {"kind": "categorical"}
+
+
 def infer_specs(df: pd.DataFrame, columns: Sequence[str],
                 known: Sequence[FeatureSpec] = ()) -> list[FeatureSpec]:
     """Feature specs of the undeclared input ``columns`` of the training rows ``df``.
@@ -123,8 +140,7 @@ def infer_specs(df: pd.DataFrame, columns: Sequence[str],
             spec = replace(spec, buckets=default_buckets(len(_distinct(df[name], spec))))
         elif spec.kind == "sequence":
             keys, present, lengths = column_keys(df[name], spec)
-            seen = len(np.unique(keys[present]))
-            spec = replace(spec, buckets=default_buckets(seen) if seen > HASH_ABOVE else 0,
+            spec = replace(spec, **sized("sequence", len(np.unique(keys[present]))),
                            max_len=int(min(spec.max_len, max(1, lengths.max(initial=1)))))
         specs.append(spec)
     owners = [s for s in [*known, *specs] if s.kind in ("hashed", "categorical")

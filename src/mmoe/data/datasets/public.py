@@ -22,9 +22,8 @@ import tomli_w
 
 from ... import _checks
 from ..._fileio import AtomicFile, atomic_dir, write_json
-from ...config import default_buckets
 from ..ids import id_keys, stable_hash
-from ..inference import HASH_ABOVE
+from ..inference import sized
 from ..writers import ParquetShards
 
 SPLITS = ("train", "valid", "test")
@@ -98,16 +97,11 @@ def feature_specs(distinct: Distinct, ids: Iterable[str], sequences: Iterable[st
 {'kind': 'sequence', 'max_len': 3})
     """
     counts = distinct.counts()
-    specs: dict[str, dict[str, Any]] = {}
-    for name in ids:
-        specs[name] = ({"kind": "hashed", "buckets": default_buckets(counts[name])}
-                       if counts[name] > HASH_ABOVE else {"kind": "categorical"})
+    specs: dict[str, dict[str, Any]] = {name: sized("id", counts[name]) for name in ids}
     for name in sequences:
-        spec: dict[str, Any] = {"kind": "sequence",
-                                "max_len": max(1, min(max_len, distinct.longest[name]))}
-        if counts[name] > HASH_ABOVE:
-            spec["buckets"] = default_buckets(counts[name])
-        specs[name] = spec
+        spec = sized("sequence", counts[name])
+        specs[name] = {"kind": "sequence", "max_len": max(1, min(max_len, distinct.longest[name])),
+                       **({"buckets": spec["buckets"]} if spec["buckets"] else {})}
     return specs
 
 
