@@ -15,9 +15,9 @@ TASKS = ["buys:binary:yes", "spend:regression", "segment:multiclass"]
 
 @pytest.fixture(scope="module")
 def fitted():
-    est = MultiTaskEstimator(epochs=12, batch_size=32, threads=1, id_columns=["user_id"],
-                             weight_column="w")
-    return est.fit(make_table(600, 0), tasks=TASKS)
+    est = MultiTaskEstimator(tasks=TASKS, epochs=12, batch_size=32, threads=1,
+                             id_columns=["user_id"], weight_column="w")
+    return est.fit(make_table(600, 0))
 
 
 def test_get_set_params_and_clone():
@@ -55,16 +55,17 @@ def test_fit_predict_and_proba(fitted):
 
 def test_clone_of_fitted_refits_identically(fitted):
     df = make_table(300, 4)
-    a = clone(fitted).set_params(epochs=2).fit(df, tasks=TASKS)
-    b = clone(fitted).set_params(epochs=2).fit(df, tasks=TASKS)
+    a = clone(fitted).set_params(epochs=2).fit(df)
+    b = clone(fitted).set_params(epochs=2).fit(df)
     pd.testing.assert_frame_equal(a.predict_proba(df), b.predict_proba(df))  # seeded
 
 
 def test_task_specs_and_valid_frame():
     df = make_table(300, 0)
-    est = MultiTaskEstimator(epochs=1, model="shared_bottom").fit(
-        df, tasks=[TaskSpec("bought", "binary", column="buys", positive="yes")],
-        valid=make_table(50, 1))
+    est = MultiTaskEstimator(
+        epochs=1, model="shared_bottom",
+        tasks=[TaskSpec("bought", "binary", column="buys", positive="yes")]).fit(
+        df, valid=make_table(50, 1))
     assert list(est.predict(df).columns) == ["bought"]
     assert est.valid_metrics_["bought"]["n"] == 50
 
@@ -73,8 +74,8 @@ def test_errors():
     with pytest.raises(NotFittedError):
         MultiTaskEstimator().predict(make_table(5))
     with pytest.raises(ValueError, match="unknown model 'nope'"):
-        MultiTaskEstimator("nope").fit(make_table(50), tasks=["buys:binary:yes"])
-    with pytest.raises(ValueError, match="needs tasks"):
+        MultiTaskEstimator("nope", tasks=["buys:binary:yes"]).fit(make_table(50))
+    with pytest.raises(ValueError, match="requires y to be passed"):
         MultiTaskEstimator().fit(make_table(50))
     with pytest.raises(ValueError, match="'missing'"):
-        MultiTaskEstimator(epochs=1).fit(make_table(50), tasks=["missing:regression"])
+        MultiTaskEstimator(epochs=1, tasks=["missing:regression"]).fit(make_table(50))

@@ -38,11 +38,14 @@ def test_gate_report_rows_are_tasks_and_sum_to_one(tmp_path):
     experts = report.drop(columns=["entropy", "normalised_entropy"])
     assert list(report.index) == ["y1", "y2"]
     np.testing.assert_allclose(experts.sum(axis=1, skipna=True), 1.0, rtol=1e-5)
-    # CGC: task y1 cannot see task y2's own expert (e1)
-    assert math.isnan(report.loc["y1", "e1"]) and math.isnan(report.loc["y2", "e0"])
+    # CGC: experts named for their owner; task y1 cannot see task y2's own expert
+    assert list(experts.columns)[:2] == ["y1 own", "y2 own"]
+    assert math.isnan(report.loc["y1", "y2 own"]) and math.isnan(report.loc["y2", "y1 own"])
     util = expert_utilisation(report)
-    assert util["e0"] == pytest.approx(report.loc["y1", "e0"])
-    assert util["e2"] == pytest.approx(report[["e2"]].mean().iloc[0])
+    assert util["y1 own"] == pytest.approx(report.loc["y1", "y1 own"])
+    shared = experts.columns[2]
+    assert shared.startswith("shared") and util[shared] == pytest.approx(
+        report[[shared]].mean().iloc[0])
 
 
 def test_gate_report_of_a_model_without_gates_is_a_clear_error(tmp_path):

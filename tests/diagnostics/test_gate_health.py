@@ -113,7 +113,7 @@ def test_cgc_report_leaves_out_the_experts_a_gate_cannot_see():
     torch.manual_seed(0)
     model = build_model("cgc", 3, TASKS, num_experts=2)  # 1 own expert per task, 2 shared
     report = gate_health(model, _table())
-    assert set(report["utilisation"]["a"]) == {"e0", "e2", "e3"}
+    assert set(report["utilisation"]["a"]) == {"a own", "shared 0", "shared 1"}  # not "b own"
     assert sum(report["utilisation"]["b"].values()) == pytest.approx(1.0)
 
 

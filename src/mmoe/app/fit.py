@@ -246,6 +246,19 @@ def _train_and_save(spec: RunSpec, out: Path, main: bool, *, progress: bool | No
     train = train_streaming if spec.stream else train_in_memory
     model, encoder, result, valid = train(spec, progress, checkpoint=checkpoint,
                                            resume=resume, device=device, announce=announce)
+    metrics, gates = run_metrics(model, encoder, result, valid)
+    if not main:
+        return metrics
+    write_run_dir(out, spec, model, encoder, result, metrics, gates, overwrite=overwrite)
+    shutil.rmtree(partial, ignore_errors=True)  # the run is complete: nothing to resume
+    return metrics
+
+
+def run_metrics(model: MultiTaskModel, encoder: TableEncoder, result: FitResult,
+                valid: TensorTable) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A finished run's ``metrics.json`` content (the final validation metrics and the
+    per-epoch history, regression in the label's units) and its gate health (``None`` for
+    models without gates)."""
     history = _history_in_original_scale(result.history, encoder)
     final, gates = evaluate_table(model, encoder, valid, gates=True)
     speeds = [r["samples_per_s"] for r in history if r.get("samples_per_s")]
@@ -254,24 +267,31 @@ def _train_and_save(spec: RunSpec, out: Path, main: bool, *, progress: bool | No
                "epochs_run": len(result.history),
                "valid_rows": len(valid),
                "samples_per_s": float(np.mean(speeds)) if speeds else None}
-    if not main:
-        return metrics
+    return metrics, gates
 
+
+def write_run_dir(out: str | os.PathLike, spec: RunSpec, model: MultiTaskModel,
+                  encoder: TableEncoder, result: FitResult, metrics: dict[str, Any],
+                  gates: dict[str, Any] | None, *, overwrite: bool = False,
+                  config: dict[str, Any] | None = None) -> Path:
+    """Write a trained run's model directory: the model, encoder, ``config.json`` (``spec``
+    with the training settings as run, plus ``config``'s keys), ``metrics.json``,
+    ``schema.json`` and the figures (learning curves; gate utilisation for gated models)."""
     def extra(stage: Path) -> None:
         write_json(stage / "schema.json", schema(encoder, spec.to_dict()))
-        learning_curves(history, result.best_epoch, stage / "learning_curves.png",
+        learning_curves(metrics["history"], result.best_epoch,
+                        stage / "learning_curves.png",
                         f"{model.config.name}: kept epoch {result.best_epoch} "
                         f"(by {result.monitor})")
         if gates is not None:
             gate_heatmap(utilisation_frame(gates), stage / "gates.png",
                          f"{model.config.name}: mean gate weight on validation rows")
         if spec.tensorboard:
-            write_tensorboard(stage / "tensorboard", history)
+            write_tensorboard(stage / "tensorboard", metrics["history"])
 
-    config = {**spec.to_dict(), "tasks": [t.to_dict() for t in encoder.tasks],
-              "git_commit": git_commit()}
+    settings = {**spec.to_dict(), "tasks": [t.to_dict() for t in encoder.tasks],
+                "git_commit": git_commit(), **(config or {})}
     if result.config is not None:  # as run: epochs and batch size chosen for the rows
-        config["training"] = result.config.to_dict()
-    save_model_dir(out, model, encoder, config, metrics, write_extra=extra, overwrite=overwrite)
-    shutil.rmtree(partial, ignore_errors=True)  # the run is complete: nothing to resume
-    return metrics
+        settings["training"] = result.config.to_dict()
+    return save_model_dir(out, model, encoder, settings, metrics, write_extra=extra,
+                          overwrite=overwrite)

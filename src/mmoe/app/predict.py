@@ -93,7 +93,7 @@ def evaluate_dir(model_dir: str | os.PathLike, path: str | os.PathLike,
         (['clicked', 'hours'], True)
         >>> by_city = evaluate_dir(model_dir, model_data, group_by="city")["clicked"]
         >>> by_city["gauc"] > 0.5, by_city["gauc_skipped"]
-        (True, 0.0)
+        (True, 0)
     """
     md = load_model_dir(model_dir)
     logits, labels, weights, groups = [], [], [], []

@@ -293,6 +293,15 @@ def _toml_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _unset_nulls(value: Any) -> Any:
+    """A JSON config's ``null`` is a TOML key left out (the default)."""
+    if isinstance(value, dict):
+        return {k: _unset_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_unset_nulls(v) for v in value]
+    return value
+
+
 def _section(doc: dict[str, Any], name: str, path: str) -> dict[str, Any]:
     sec = doc.get(name, {})
     _checks.check(isinstance(sec, dict), f"config file '{path}': [{name}] must be a table, "
@@ -319,11 +328,14 @@ def _toml_tasks(tasks: Any, path: str) -> list[Any]:
     return tasks
 
 
-def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
+def build_run_spec(config_file: str | None = None, *, doc: dict[str, Any] | None = None,
+                   **flags: Any) -> RunSpec:
     """Merge a TOML config file (optional) with command-line flags; flags given win.
 
     Args:
         config_file: TOML file (see the module docstring).
+        doc: instead of a file, its content as a dict (for example a model directory's
+            ``config.json``: keys other than the config file's sections are ignored).
         **flags: ``train``, ``valid``, ``tasks`` (strings), ``model``, ``epochs``,
             ``batch_size``, ``seed``, ``lr``, ``threads``, ``id_columns``, ``weight_column``,
             ``numeric``, ``categorical``, ``exclude``, ``stream``, ``buffer_rows``,
@@ -348,13 +360,13 @@ def build_run_spec(config_file: str | None = None, **flags: Any) -> RunSpec:
         >>> build_run_spec(train="t.csv", tasks=["y:binary"], epochs=3).training.epochs
         3
     """
-    doc: dict[str, Any] = {}
+    sections = ("data", "columns", "tasks", "features", "model", "training")
+    doc = {k: _unset_nulls(value) for k, value in (doc or {}).items() if k in sections}
     base = Path(".")
     if config_file:
         doc = _read_toml(config_file)
         base = Path(config_file).parent
-        unknown = sorted(set(doc) - {"data", "columns", "tasks", "features", "model",
-                                     "training"})
+        unknown = sorted(set(doc) - set(sections))
         _checks.check(not unknown, f"config file '{config_file}': unknown section(s) "
                       f"{', '.join(map(shown, unknown))}; use data, columns, tasks, features, "
                       "model, training")

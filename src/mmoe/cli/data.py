@@ -104,3 +104,21 @@ def generate_funnel_cmd(
     typer.echo("oracle on test (the true probabilities as predictions):")
     typer.echo(format_metrics(oracle["test"]))
     typer.echo(f"train on it: mmoe train --config {path / 'mmoe.toml'} --out DIR")
+
+
+@generate_app.command("table")
+def generate_table_cmd(
+    out: Annotated[str, typer.Option("--out", help="Directory to create (must not exist).")],
+    rows: Annotated[int, typer.Option("--rows", help="Customers (rows).", min=10)] = 20_000,
+    seed: Annotated[int, typer.Option("--seed", help="Fixes every row.")] = 0,
+) -> None:
+    """A customer table to try mmoe on: an id, numbers with missing values, text categories,
+    and three related tasks (churned: binary, spend: regression, segment: 3 classes) in
+    DIR/train.csv, DIR/valid.csv, DIR/test.csv. The equations: mmoe.data.datasets.customers."""
+    from ..data.datasets.customers import write_customers
+
+    path = write_customers(out, rows, seed)
+    typer.echo(f"{rows} customers written to {path} (train.csv, valid.csv, test.csv)")
+    typer.echo(f"train on it: mmoe train --train {path}/train.csv --valid {path}/valid.csv "
+               "--task churned:binary:yes --task spend:regression --task segment:multiclass "
+               "--id customer_id --out DIR")

@@ -144,8 +144,8 @@ def gate_health(utilisation: torch.Tensor, entropy: torch.Tensor, mask: torch.Te
 
     Returns:
         ``{"utilisation": {task: {expert: u}}, "entropy": {task: H}, "normalised_entropy":
-        {task: H / log n_g}, "warnings": [...]}``. Experts a gate cannot see are left out of
-        its row.
+        {task: H / log n_g}, "warnings": [...], "experts": [...]}``. Experts a gate cannot see
+        are left out of its row; ``experts`` lists them all, in order.
 
     Example:
         >>> h = gate_health(torch.tensor([[0.5, 0.5]]), torch.tensor([0.69]), None, ["y"],
@@ -168,6 +168,7 @@ def gate_health(utilisation: torch.Tensor, entropy: torch.Tensor, mask: torch.Te
         "normalised_entropy": {gates[g]: float(entropy[g]) / math.log(n[g]) if n[g] > 1 else 0.0
                                for g in rows},
         "warnings": messages,
+        "experts": list(experts),
     }
 
 
@@ -180,4 +181,5 @@ def utilisation_frame(health: dict[str, Any]) -> pd.DataFrame:
               e0    e1
         y  0.25  0.75
     """
-    return pd.DataFrame.from_dict(health["utilisation"], orient="index")
+    frame = pd.DataFrame.from_dict(health["utilisation"], orient="index")
+    return frame.reindex(columns=health.get("experts", frame.columns))

@@ -149,7 +149,8 @@ def evaluate(tasks: Sequence[TaskSpec], slices: Sequence[slice], logits: np.ndar
         labels: (N, T) with NaN where missing. A task that follows another
             (``TaskSpec(after=...)``) is scored on the rows where that task's label is 1
             (its prediction is the conditional probability).
-        weights: optional (N,) sample weights.
+        weights: optional (N,) sample weights (rows of weight 0 are left out: they count
+            for nothing, and ``n`` counts the rows scored).
         groups: optional (N,) group of each row (e.g. the user): binary tasks then also get
             ``gauc`` (with ``gauc_groups`` used and ``gauc_skipped`` one-class groups),
             ``ndcg@k`` and ``mrr`` over the groups.
@@ -176,10 +177,12 @@ def evaluate(tasks: Sequence[TaskSpec], slices: Sequence[slice], logits: np.ndar
         keep = ~np.isnan(labels[:, t])
         if task.after is not None:
             keep &= labels[:, names.index(task.after)] == 1
+        if weights is not None:
+            keep &= weights > 0
         y = labels[keep, t]
         w = None if weights is None else weights[keep]
         pred = task_outputs(task, logits[keep][:, cols])
-        res: dict[str, float] = {"n": float(keep.sum())}
+        res: dict[str, float] = {"n": int(keep.sum())}
         if y.size == 0:
             out[task.name] = res
             continue
@@ -193,7 +196,7 @@ def evaluate(tasks: Sequence[TaskSpec], slices: Sequence[slice], logits: np.ndar
             if groups is not None:
                 g = groups[keep]
                 res["gauc"], used, skipped = gauc(g, y, pred)
-                res["gauc_groups"], res["gauc_skipped"] = float(used), float(skipped)
+                res["gauc_groups"], res["gauc_skipped"] = int(used), int(skipped)
                 res[f"ndcg@{k}"] = ndcg_at_k(g, y, pred, k)[0]
                 res["mrr"] = mrr(g, y, pred)[0]
         elif task.kind == "regression":

@@ -137,6 +137,7 @@ class ProgressiveLayeredExtraction(Backbone):
             for j, w in enumerate(widths)
         )
         self.out_features = units[-1]
+        self.shared_experts = shared_experts
 
     @property
     def gate_mask(self) -> torch.Tensor:
@@ -145,6 +146,21 @@ class ProgressiveLayeredExtraction(Backbone):
         mask = torch.zeros(last.num_tasks, last.num_experts, dtype=torch.bool,
                            device=last.visible.device)
         return mask.scatter(1, last.visible, True)
+
+    def named_experts(self, tasks: list[str]) -> list[str]:
+        """The last level's experts as the gates see them: each task's own experts named
+        after it, then the shared ones.
+
+        Example:
+            >>> ProgressiveLayeredExtraction(4, (8,), 2, 1, 2).named_experts(["ctr", "cvr"])
+            ['ctr own', 'cvr own', 'shared 0', 'shared 1']
+        """
+        last = self.levels[-1]
+        n_t = (last.num_experts - self.shared_experts) // last.num_tasks
+        own = [f"{t} own" + (f" {k}" if n_t > 1 else "") for t in tasks for k in range(n_t)]
+        shared = (["shared"] if self.shared_experts == 1
+                  else [f"shared {k}" for k in range(self.shared_experts)])
+        return own + shared[:self.shared_experts]
 
     def last_shared_layer(self) -> list[nn.Parameter]:
         """The last level's experts' output weights."""

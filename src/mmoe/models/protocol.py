@@ -51,6 +51,12 @@ class Backbone(nn.Module):
     #: one name per expert (gate-health reports); ``None``: ``e0, e1, ...``
     expert_names: list[str] | None = None
 
+    def named_experts(self, tasks: list[str]) -> list[str] | None:
+        """One name per expert for reports and figures, knowing the tasks' names (a
+        backbone with task-owned experts names them after their task); by default
+        ``expert_names``."""
+        return self.expert_names
+
     def forward(self, x: torch.Tensor) -> BackboneOut:
         """x (B, d) -> :class:`BackboneOut`."""
         raise NotImplementedError

@@ -132,9 +132,11 @@ def health(model: MultiTaskModel, usage: GateUsage, warn: bool = False) -> dict[
     """:func:`mmoe.diagnostics.gate_health` of ``model``'s gates from their sums over a table
     (:func:`model_pass` with ``gates=True``), with the gates and experts named."""
     utilisation, entropy = usage.result()  # (G, E), (G,)
+    tasks = [t.name for t in model.tasks]
     return gate_health(utilisation, entropy, model.backbone.gate_mask,
-                       gate_names([t.name for t in model.tasks], utilisation.shape[0]),
-                       expert_names(model.backbone.expert_names, utilisation.shape[1]), warn)
+                       gate_names(tasks, utilisation.shape[0]),
+                       expert_names(model.backbone.named_experts(tasks), utilisation.shape[1]),
+                       warn)
 
 
 def validate(model: MultiTaskModel, table: TensorTable, ctx: DistContext = DistContext(),
