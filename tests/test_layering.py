@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mmoe"
-BASE = {"_checks", "_fileio", "_version", "config"}  # the foundation, below everything
+BASE = {"_checks", "_fileio", "_progress", "_version", "config"}  # the foundation, below everything
 ALLOWED = {
     "_checks": set(),
     "_fileio": set(),
     "_version": set(),
+    "_progress": set(),
     "config": {"_checks"},
     "ops": set(),  # imports no other part of mmoe
     "nn": {"ops"},  # torch blocks: no config, no files

@@ -6,6 +6,7 @@ chunked reads, streaming and prediction."""
 
 import hashlib
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,8 @@ def _run(argv, capsys):
 
 def _user_error(argv, capsys, *needles):
     code, err = _run(argv, capsys)
-    lines = err.strip().splitlines()
+    lines = [ln for ln in err.strip().splitlines()  # progress lines may come before it
+             if not re.match(r"predict \S+: [\d,/]+ rows", ln)]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("mmoe: error: "), err
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])

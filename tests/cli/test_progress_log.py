@@ -55,3 +55,32 @@ def test_library_users_route_the_lines_through_logging(caplog):
         Trainer(model, TrainConfig(epochs=2, batch_size=32), progress=False).fit(data, data)
     assert [r.getMessage().split()[1] for r in caplog.records
             if r.name == "mmoe.train"] == ["1/2", "2/2"]
+
+
+def test_predict_and_reproduce_log_their_progress(tmp_path, capsys):
+    _train(tmp_path, capsys)
+    for quiet in ((), ("--quiet",)):
+        with pytest.raises(SystemExit) as exit_:
+            main([*quiet, "predict", str(tmp_path / "m"), str(tmp_path / "t.csv"), "--out",
+                  str(tmp_path / "p.csv"), "--chunk-rows", "64"])
+        assert exit_.value.code in (0, None)
+        err = capsys.readouterr().err
+        assert ("predict t.csv: 200 rows, " in err) != bool(quiet)
+    with pytest.raises(SystemExit):
+        main(["reproduce", "synthetic", "--runs", "2", "--steps", "20", "--lr-runs", "1",
+              "--lr", "0.01", "--correlations", "0.5", "--models", "mmoe", "--n-train", "200",
+              "--out", str(tmp_path / "syn")])
+    last = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("synthetic")]
+    assert last and last[-1].startswith("synthetic study: ") and "(100%)" in last[-1]
+
+
+def test_log_bar_lines_are_paced():
+    from mmoe._progress import LogBar
+
+    clock = iter([0, 5, 31, 40, 100, 100]).__next__
+    bar, lines = LogBar(None, "predict x.csv", "row", every=30, clock=clock), []
+    bar.emit = lines.append
+    for n in (10, 20, 30, 40):  # at 5 s, 31 s, 40 s, 100 s
+        bar.update(n)
+    bar.close()
+    assert lines == ["predict x.csv: 30 rows, 31 s", "predict x.csv: 100 rows, 1.7 min"]

@@ -13,8 +13,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import _checks
+from .._progress import progress_bar
 from ..data.encoders import TableEncoder
-from ..data.files import table_format
+from ..data.files import parquet_rows, table_format
 from ..data.readers import DEFAULT_CHUNK_ROWS, iter_table
 from ..data.table import TensorTable
 from ..data.writers import TableWriter
@@ -138,7 +139,8 @@ def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
 
 
 def predict_file(model_dir: str | os.PathLike, path: str | os.PathLike,
-                 out: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> int:
+                 out: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                 progress: bool | None = None) -> int:
     """Predict every row of ``path`` into ``out`` (CSV or Parquet by extension), in chunks.
 
     The id columns the model was trained with are copied when the file has them, as they
@@ -146,6 +148,9 @@ def predict_file(model_dir: str | os.PathLike, path: str | os.PathLike,
     Parquet file written from a CSV file, an id column whose every value is an integer
     written plainly (no '+', no leading zero, within int64) is int64, other ids are text.
     ``out`` is written atomically: a failure leaves any existing ``out`` as it was.
+
+    Progress: a bar on a terminal (``progress`` None), else a log line every 10 s
+    (:func:`mmoe._progress.progress_bar`).
 
     Returns:
         The number of rows written.
@@ -162,13 +167,16 @@ def predict_file(model_dir: str | os.PathLike, path: str | os.PathLike,
     with in_file(path):
         ints = _integer_ids(path, ids, chunk_rows) \
             if table_format(path) == "csv" and table_format(out) == "parquet" else ()
-    with TableWriter(out) as writer, in_file(path):
+    total = parquet_rows(path)  # None for CSV: rows counted as they come
+    with (TableWriter(out) as writer, in_file(path),
+          progress_bar(total, f"predict {os.path.basename(path)}", "row", progress, 10) as bar):
         for chunk in iter_table(path, chunk_rows, categorical=_declared_categorical(md),
                                 raw=ids):
             for c in ints:
                 chunk[c] = pd.arrays.ArrowExtensionArray(_as_int64(pa.array(chunk[c].array)))
             present = tuple(c for c in ids if c in chunk.columns)
             writer.write(predict_frame(md.model, md.encoder, chunk, present))
+            bar.update(len(chunk))
     return writer.rows
 
 

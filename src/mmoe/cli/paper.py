@@ -208,8 +208,7 @@ def reproduce_synthetic_cmd(
                         opt(SYNTHETIC_HELP, "progress", "--progress/--no-progress")] = None,
 ) -> None:
     """Reproduce the paper's synthetic task-relatedness study (Figs. 2, 4, 5)."""
-    from tqdm import tqdm
-
+    from .._progress import progress_bar
     from ..experiments.synthetic import SyntheticConfig, planned_steps, run_synthetic
 
     writable_dir(out)
@@ -222,9 +221,8 @@ def reproduce_synthetic_cmd(
              "lr_grid": lr and _floats(lr, "--lr")}
     cfg = SyntheticConfig(seed=seed, paired=paired, threads=threads,
                           **{k: v for k, v in given.items() if v is not None})
-    # disable=None: tqdm shows the bar only on a terminal
-    with tqdm(total=planned_steps(cfg), unit="step",
-              disable=None if progress is None else not progress) as bar:
+    # a bar on a terminal, else a log line every 30 s
+    with progress_bar(planned_steps(cfg), "synthetic study", "step", progress) as bar:
         res = run_synthetic(cfg, out, progress=bar.update)
     for row in res["summary"]:
         typer.echo(f"{row['model']:14s} p={row['correlation']:<4} final loss "

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ... import _checks
+from ..._progress import progress_bar
 from ..._version import __version__, git_commit
 from ...config import InputSpec, TaskSpec, TrainConfig
 from ...data.datasets.census import CensusData, label_correlation, load_census
@@ -236,8 +236,7 @@ def run_census(group: int = 1, *, models: Sequence[str] | None = None,
             log(f"{name}: {task_names[0]} AUC mean {row['main_auc_mean']:.4f} "
                 f"(best-by-valid {row['main_auc_best']:.4f}), {row['seconds']:.0f}s")
 
-    with tqdm(total=len(work), desc=f"census group {group}", unit="run",
-              disable=(show is False) or None) as bar:
+    with progress_bar(len(work), f"census group {group}", "run", show) as bar:
         if jobs == 1:
             for name, s in work:
                 bar.set_postfix_str(name)
