@@ -10,7 +10,7 @@ PIP    := $(VENV)/bin/pip install -q -c constraints.txt
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e '.[dev,tune,export,tensorboard]'
+	$(PIP) -e '.[dev,tune,export,serve,tensorboard]'
 	touch $@
 
 install: $(VENV)/.installed

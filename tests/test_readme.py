@@ -75,8 +75,12 @@ def test_estimator_example_runs(quick_start, monkeypatch, capsys):
     assert (quick_start / "runs" / "demo-estimator" / "model.pt").is_file()
 
 
-def test_own_data_commands_run(quick_start):
+def test_own_data_and_export_commands_run(quick_start):
     _run_bash(_block("bash", "mmoe config init"), quick_start)
+    serving = _block("bash", "mmoe serve runs/demo")  # all but the server itself
+    _run_bash("\n".join(ln for ln in serving.splitlines() if not ln.startswith("mmoe serve")),
+              quick_start)
+    assert (quick_start / "runs" / "demo-raw.onnx").is_file()
     runs = quick_start / "runs"
     assert (runs / "demo.onnx").is_file() and (runs / "demo-gates").is_dir()
     assert pd.read_parquet(runs / "demo-predictions.parquet").shape[0] == 300

@@ -17,17 +17,21 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from .. import _checks
-from .._fileio import AtomicFile
+from .._fileio import AtomicFile, write_bytes
 from ..data.encoders import TableEncoder
 from ..models import MultiTaskModel
 from ..models.funnel import output_logits, output_tasks
-from ..train.model_dir import load_model_dir, own_files
+from ..train.model_dir import ModelDir, load_model_dir, own_files
+from .export_raw import check_expressible, raw_feeds, raw_onnx, raw_outputs, raw_sample_frame
+from .predict import predict_frame
 
 FORMATS = ("onnx", "torchscript")
 PARITY_ROWS = 64
@@ -139,13 +143,16 @@ def _parity_diff(encoder: TableEncoder, task: str, eager: np.ndarray,
     return float(np.max(np.abs(eager.astype(np.float64) - exported))) / std
 
 
-def export_model(model_dir: str | os.PathLike, fmt: str, out: str | os.PathLike) -> float:
+def export_model(model_dir: str | os.PathLike, fmt: str, out: str | os.PathLike,
+                 raw: bool = False) -> float:
     """Export a model directory; the file is written only if parity holds.
 
     Args:
         model_dir: a directory written by `mmoe train`.
         fmt: ``onnx`` or ``torchscript``.
         out: the file to write (replaced atomically); never one of ``model_dir``'s own.
+        raw: ONNX only: a graph taking the raw columns, its parity checked against
+            `mmoe predict` on sample rows (:mod:`mmoe.app.export_raw`).
 
     Returns:
         The max absolute difference between the exported and the eager model's outputs on
@@ -160,6 +167,9 @@ def export_model(model_dir: str | os.PathLike, fmt: str, out: str | os.PathLike)
     _checks.output_apart(out, own_files(model_dir))
     _checks.check(not Path(out).is_dir(), f"--out '{out}' is a directory; give a file name")
     md = load_model_dir(model_dir)
+    if raw:
+        _checks.check(fmt == "onnx", "--raw needs --format onnx (TorchScript takes tensors)")
+        return _export_raw(md, Path(out))
     wrapper = ExportWrapper(md.model, md.encoder).eval()
     names = [t.name for t in wrapper.tasks]
     # Different batch sizes for tracing and checking prove the batch axis is dynamic.
@@ -197,3 +207,51 @@ def export_model(model_dir: str | os.PathLike, fmt: str, out: str | os.PathLike)
         raise
     target.commit()
     return diff
+
+
+def _export_raw(md: ModelDir, out: Path) -> float:
+    """The raw-column graph of ``md`` (:func:`raw_session`), written to ``out`` only when its
+    parity check holds."""
+    proto, _, diff = raw_session(md, where=f"nothing written to '{out}'")
+    write_bytes(out, proto.SerializeToString())
+    return diff
+
+
+def raw_session(md: ModelDir, threads: int = 1, where: str = "") -> tuple[Any, Any, float]:
+    """The raw-column ONNX graph of a model directory, an onnxruntime session on it, and the
+    parity it was checked to: on sample rows (unseen and missing values included) it answers
+    as `mmoe predict` does, probabilities and regression values (in standardised units)
+    within ``PARITY_TOL``, labels equal; else ``ValueError`` (ending in ``where``)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        _checks.fail("ONNX export needs onnx and onnxruntime: pip install 'mmoe[export]'")
+    check_expressible(md.encoder)
+    trace = raw_sample_frame(md.encoder, 8, seed=1)
+    table = md.encoder.transform(trace, labels=False)
+    feeds = raw_feeds(md.encoder, trace)
+    numeric = [torch.from_numpy(np.stack([feeds[c] for c in md.encoder.numeric], 1))
+               ] if md.encoder.numeric else []
+    samples = tuple(numeric + [t for t in (table.categorical, table.ids) if t is not None])
+    proto = raw_onnx(md.model, md.encoder, samples)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = threads
+    session = ort.InferenceSession(proto.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    check = raw_sample_frame(md.encoder, PARITY_ROWS, seed=0)
+    got = raw_outputs(session, md.encoder, check)
+    want = predict_frame(md.model, md.encoder, check)
+    _checks.check(list(got.columns) == list(want.columns), "raw export: the graph's outputs "
+                  f"{list(got.columns)} differ from mmoe predict's {list(want.columns)}")
+    diff = 0.0
+    for col in want.columns:
+        if not pd.api.types.is_numeric_dtype(want[col].dtype):
+            same = (got[col].astype(str).to_numpy() == want[col].astype(str).to_numpy()).all()
+            _checks.check(bool(same), f"raw export parity check failed: labels of '{col}' "
+                          f"differ from mmoe predict's; {where}")
+        else:
+            diff = max(diff, _parity_diff(md.encoder, col, want[col].to_numpy(),
+                                          got[col].to_numpy()))
+    _checks.check(diff <= PARITY_TOL, f"raw export parity check failed: the graph differs "
+                  f"from mmoe predict by {diff:.3g} (> {PARITY_TOL}); {where}")
+    return proto, session, diff

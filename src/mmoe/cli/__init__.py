@@ -95,4 +95,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 
-from . import config, data, own_data, paper  # noqa: E402, F401  (their commands join the app)
+from . import config, data, own_data, paper, serve  # noqa: E402, F401  (their commands join the app)

@@ -251,13 +251,19 @@ def export_cmd(
     model_dir: Annotated[str, typer.Argument(help="Model directory from mmoe train.")],
     fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")],
     out: Annotated[str, typer.Option("--out", help="File to write.")],
+    raw: Annotated[bool, typer.Option(
+        "--raw", help="ONNX only: one graph from the raw columns (numbers as double with NaN, "
+        "categories as text) to each task's answer in the label's units, the encoding "
+        "inside; checked against mmoe predict. Hashed and sequence columns are refused."
+    )] = False,
 ) -> None:
     """Export to ONNX or TorchScript (outputs named by task), checked against the model."""
     from ..app.export import export_model
 
     native()
-    diff = export_model(model_dir, fmt, out)
-    typer.echo(f"{fmt} model written to {out} (parity: max abs diff {diff:.2e})")
+    diff = export_model(model_dir, fmt, out, raw=raw)
+    what = "raw-column onnx" if raw else fmt
+    typer.echo(f"{what} model written to {out} (parity: max abs diff {diff:.2e})")
 
 
 

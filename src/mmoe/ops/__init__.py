@@ -47,6 +47,9 @@ def mix(gates: torch.Tensor, experts: torch.Tensor, relu: bool = False) -> torch
         if native.usable(gates, experts):
             return native.Mix.apply(gates, experts, relu)
         return torch_paths.Mix.apply(gates, torch.relu(experts) if relu else experts)
+    if torch.jit.is_tracing():  # an exported graph: one batched (B, G, E) @ (B, E, H) matmul
+        mixed = torch.relu(experts) if relu else experts
+        return torch.matmul(gates.transpose(0, 1), mixed.transpose(0, 1)).transpose(0, 1)
     return reference.mix(gates, experts, relu)
 
 

@@ -1,0 +1,363 @@
+"""ONNX export of the whole pipeline: raw columns in, each task's answer in the label's own
+units out (`mmoe export DIR --format onnx --raw`), so that onnxruntime alone serves a model
+and nobody re-implements ``encoder.json`` in another language.
+
+Inputs, one per input column, each of shape (B,):
+
+- a numeric column: ``double``, NaN for a missing value (imputed and flagged inside);
+- a categorical column (plain, or a looked-up one with its own table): ``string``, spelt as
+  mmoe keys values (``"3"`` for 3 or 3.0, ``"true"`` / ``"false"`` for booleans), ``""`` for
+  a missing value; an unseen value takes the out-of-vocabulary code, as in `mmoe predict`.
+
+Outputs, named as `mmoe predict`'s columns: a binary task's P(positive) ``<task>`` (float)
+and its label at 0.5 ``<task>_label`` (string); a multiclass task's class ``<task>``
+(string) and ``<task>_proba`` (B, C) in ``classes`` order; a regression task's value
+``<task>`` (double, in the label's units); a funnel step's conditional probability and the
+joint ``<earlier>_and_<task>``.
+
+Inside: the numeric encodings (standardisation, the quantile-normal transform, piecewise-
+linear bins) are torch operations exported by ``torch.onnx`` with the model; the text-to-code
+lookups and code-to-label decodings are the ``ai.onnx.ml`` ``LabelEncoder`` operator, joined
+to that graph. What cannot be expressed with standard operators is refused (see
+:data:`NOT_EXPRESSIBLE`).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import _checks
+from ..data.columns import require, to_numeric, value_keys
+from ..data.encoders import TableEncoder
+from ..data.ids import id_keys
+from ..data.numeric import _CLIP
+from ..models import MultiTaskModel
+from ..models.funnel import output_logits, output_tasks
+
+#: the lookup kinds a raw graph cannot compute, and why
+NOT_EXPRESSIBLE = {
+    "hashed": "its rows are SipHash-2-4 of the id's text, which no standard ONNX operator "
+              "computes",
+    "sequence": "splitting a list cell and keeping its last max_len ids is not expressed in "
+                "this version",
+}
+OPSET, ML_OPSET = 17, 2
+
+# Acklam's rational approximation of the normal quantile (relative error < 1.2e-9)
+_A = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02,
+      1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00)
+_B = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02,
+      6.680131188771972e01, -1.328068155288572e01, 1.0)
+_C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00,
+      -2.549732539343734e00, 4.374664141464968e00, 2.938163982698783e00)
+_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00,
+      3.754408661907416e00, 1.0)
+_P_LOW = 0.02425
+
+
+def _poly(coefs: tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
+    out = torch.full_like(x, coefs[0])
+    for c in coefs[1:]:
+        out = out * x + c
+    return out
+
+
+def ndtri(p: torch.Tensor) -> torch.Tensor:
+    """The standard normal quantile Φ⁻¹(p) for p in (0, 1), in exportable torch operations.
+
+    Example:
+        >>> round(float(ndtri(torch.tensor([0.975], dtype=torch.float64))), 6)
+        1.959964
+    """
+    q = p - 0.5
+    r = q * q
+    central = _poly(_A, r) * q / _poly(_B, r)
+    tail_p = torch.where(p < 0.5, p, 1.0 - p)
+    t = torch.sqrt(-2.0 * torch.log(tail_p))
+    tail = _poly(_C, t) / _poly(_D, t)  # the lower tail's (negative) value
+    tail = torch.where(p < 0.5, tail, -tail)
+    return torch.where((p >= _P_LOW) & (p <= 1.0 - _P_LOW), central, tail)
+
+
+class RawNumeric(nn.Module):
+    """The fitted numeric encodings of a :class:`TableEncoder`, in torch operations:
+    raw (B, n) float64 with NaN for missing -> the encoded (B, width) float32 of
+    ``TableEncoder.transform`` (each column's encoding, then the missing indicators)."""
+
+    def __init__(self, encoder: TableEncoder):
+        super().__init__()
+        self.columns = list(encoder.numeric)
+        self.kinds = []
+        for j, col in enumerate(self.columns):
+            enc = encoder.encodings[col]
+            points = torch.tensor(enc.points, dtype=torch.float64)
+            kind = enc.kind if enc.kind != "ple" or len(points) >= 2 else "empty"
+            self.kinds.append(kind)
+            if kind == "standard":
+                self.register_buffer(f"p{j}", torch.tensor([enc.mean, enc.std],
+                                                           dtype=torch.float64))
+            elif kind == "quantile":
+                ranks = torch.linspace(0.0, 1.0, len(points), dtype=torch.float64)
+                self.register_buffer(f"p{j}", points)  # knots q_i
+                self.register_buffer(f"r{j}", ranks)
+            elif kind == "ple":
+                self.register_buffer(f"p{j}", points)
+        self.indicators = [self.columns.index(c) for c in encoder.indicators]
+
+    def _quantile(self, x: torch.Tensor, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """np.interp over the knots, ties at the middle of their ranks (the numpy path's mean
+        of the interpolations from below and above), then Φ⁻¹."""
+        lo, dq, dr = q[:-1], q[1:] - q[:-1], r[1:] - r[:-1]  # segments (K-1,)
+        xs = x[:, None]  # (B, 1)
+        along = torch.clamp((xs - lo) / torch.where(dq > 0, dq, torch.ones_like(dq)), 0.0, 1.0)
+        step = 0.5 * ((xs > lo).double() + (xs >= lo).double())  # a tie: a jump
+        rank = r[0] + (dr * torch.where(dq > 0, along, step)).sum(1)
+        return ndtri(torch.clamp(rank, _CLIP, 1.0 - _CLIP))[:, None]
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        cols = []
+        for j, kind in enumerate(self.kinds):
+            missing = torch.isnan(raw[:, j])
+            x = torch.where(missing, torch.zeros_like(raw[:, j]), raw[:, j])  # (B,)
+            if kind == "standard":
+                p = getattr(self, f"p{j}")
+                out = ((x - p[0]) / p[1])[:, None]
+            elif kind == "quantile":
+                out = self._quantile(x, getattr(self, f"p{j}"), getattr(self, f"r{j}"))
+            elif kind == "ple":
+                edges = getattr(self, f"p{j}")
+                out = torch.clamp((x[:, None] - edges[:-1]) / (edges[1:] - edges[:-1]),
+                                  0.0, 1.0)
+            else:
+                out = torch.zeros_like(x)[:, None]
+            cols.append(torch.where(missing[:, None], torch.zeros_like(out), out))
+        cols += [torch.isnan(raw[:, j]).double()[:, None] for j in self.indicators]
+        return torch.cat(cols, dim=1).float()
+
+
+class RawWrapper(nn.Module):
+    """Encoded codes and raw numbers -> every output of the raw graph (a classification
+    task's class as an index, decoded to its label by the graph's tail).
+
+    Shapes: numeric (B, n) float64, categorical (B, n_cat) int64, ids (B, S) int64 (each
+    present only when the model has such columns) -> per output (B,) or (B, C).
+    """
+
+    def __init__(self, model: MultiTaskModel, encoder: TableEncoder):
+        super().__init__()
+        self.model = model.eval()
+        self.numeric = RawNumeric(encoder) if encoder.numeric else None
+        self.has_categorical = model.encoder.num_categorical > 0
+        self.has_ids = model.inputs.slots > 0
+        self.tasks, slices = output_tasks(model.tasks, model.task_slices)
+        self.slices = [(s.start, s.stop) for s in slices]
+        scale = [encoder.label_stats.get(t.name, (0.0, 1.0)) for t in self.tasks]
+        self.register_buffer("label_mean", torch.tensor([m for m, _ in scale],
+                                                        dtype=torch.float64))
+        self.register_buffer("label_std", torch.tensor([s for _, s in scale],
+                                                       dtype=torch.float64))
+
+    def input_names(self) -> list[str]:
+        return ([] if self.numeric is None else ["numeric"]) + \
+            (["categorical"] if self.has_categorical else []) + (["ids"] if self.has_ids else [])
+
+    def output_names(self) -> list[str]:
+        """The torch graph's outputs: ``<task>`` values, ``<task>__index`` class indices."""
+        names = []
+        for task in self.tasks:
+            names.append(task.name if task.kind != "multiclass" else f"{task.name}_proba")
+            if task.kind == "multiclass" or (task.kind == "binary" and task.classes):
+                names.append(f"{task.name}__index")
+        return names
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        given = dict(zip(self.input_names(), inputs, strict=True))
+        numeric = None if self.numeric is None else self.numeric(given["numeric"])
+        logits = output_logits(self.model(numeric, given.get("categorical"), given.get("ids")),
+                               self.model.tasks, self.model.task_slices,
+                               self.model.funnel.joint)  # (B, O + J)
+        outs: list[torch.Tensor] = []
+        for t, (task, (a, b)) in enumerate(zip(self.tasks, self.slices, strict=True)):
+            z = logits[:, a:b]
+            if task.kind == "regression":
+                outs.append(z[:, 0].double() * self.label_std[t] + self.label_mean[t])
+            elif task.kind == "binary":
+                p = torch.sigmoid(z[:, 0])
+                outs.append(p)
+                if task.classes:
+                    outs.append((p >= 0.5).long())
+            else:
+                proba = torch.softmax(z, dim=1)
+                outs += [proba, proba.argmax(dim=1)]
+        return tuple(outs)
+
+
+def check_expressible(encoder: TableEncoder) -> None:
+    """Refuse, in one line, an encoder whose columns a raw graph cannot encode."""
+    if encoder.lookup is None:
+        return
+    for spec in encoder.lookup.specs.values():
+        owner = encoder.lookup.owner(spec.name)
+        kind = "sequence" if spec.kind == "sequence" else \
+            ("hashed" if encoder.lookup.hashes(owner) else None)
+        _checks.check(kind is None, f"--raw: column '{spec.name}' is a {kind} column: "
+                      f"{NOT_EXPRESSIBLE.get(kind)}; export without --raw (encoded inputs) "
+                      "and encode it in the caller, or serve with `mmoe serve`")
+
+
+def raw_inputs(encoder: TableEncoder) -> list[tuple[str, str]]:
+    """The raw graph's inputs in order: (column, ``double`` or ``string``)."""
+    lookups = list(encoder.lookup.specs) if encoder.lookup else []
+    return [(c, "double") for c in encoder.numeric] + \
+        [(c, "string") for c in [*encoder.categorical, *lookups]]
+
+
+def _torch_graph(wrapper: RawWrapper, samples: tuple[torch.Tensor, ...]) -> Any:
+    import onnx
+
+    buf = io.BytesIO()
+    names = wrapper.input_names()
+    outs = wrapper.output_names()
+    axes = {n: {0: "batch"} for n in names + outs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, samples, buf, dynamo=False, input_names=names,
+                          output_names=outs, dynamic_axes=axes, opset_version=OPSET)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def raw_onnx(model: MultiTaskModel, encoder: TableEncoder,
+             samples: tuple[torch.Tensor, ...]) -> Any:
+    """The raw-column ONNX model (an ``onnx.ModelProto``) of a trained model and its encoder;
+    ``samples`` are encoded sample inputs in :class:`RawWrapper`'s order (numeric raw
+    float64, then codes) to trace with."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    check_expressible(encoder)
+    wrapper = RawWrapper(model, encoder).eval()
+    proto = _torch_graph(wrapper, samples)
+    graph = proto.graph
+    head, inputs = [], []
+    axis1 = "raw__axis1"
+    graph.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int64), axis1))
+
+    def column(name: str, elem: int) -> str:
+        inputs.append(helper.make_tensor_value_info(name, elem, ["batch"]))
+        return name
+
+    def stack(parts: list[str], target: str) -> None:
+        cols = []
+        for part in parts:
+            head.append(helper.make_node("Unsqueeze", [part, axis1], [f"{part}__col"]))
+            cols.append(f"{part}__col")
+        head.append(helper.make_node("Concat", cols, [target], axis=1))
+
+    def codes(col: str, values: list[str], offset: int, unknown: int, missing: int | None
+              ) -> str:
+        keys, rows = list(values), [offset + i for i in range(len(values))]
+        if missing is not None and "" not in keys:
+            keys, rows = keys + [""], rows + [missing]
+        head.append(helper.make_node("LabelEncoder", [column(col, TensorProto.STRING)],
+                                     [f"{col}__code"], domain="ai.onnx.ml", keys_strings=keys,
+                                     values_int64s=rows, default_int64=unknown))
+        return f"{col}__code"
+
+    if encoder.numeric:
+        stack([column(c, TensorProto.DOUBLE) for c in encoder.numeric], "numeric")
+    if encoder.categorical:  # unseen and missing: 0 (out of vocabulary)
+        stack([codes(c, encoder.vocab[c], 1, 0, None) for c in encoder.categorical],
+              "categorical")
+    if encoder.lookup is not None:  # vocabulary rows 2 + index, unseen 1, missing 0
+        stack([codes(name, encoder.lookup.vocab[encoder.lookup.owner(name).name], 2, 1, 0)
+               for name in encoder.lookup.specs], "ids")
+    tail, outputs = [], []
+    values = {o.name: o for o in graph.output}
+    for task in wrapper.tasks:  # in `mmoe predict`'s column order
+        decoded = (f"{task.name}_label" if task.kind == "binary" and task.classes
+                   else task.name if task.kind == "multiclass" else None)
+        if task.kind != "multiclass":
+            outputs.append(values[task.name])
+        if decoded is not None:
+            tail.append(helper.make_node(
+                "LabelEncoder", [f"{task.name}__index"], [decoded], domain="ai.onnx.ml",
+                keys_int64s=list(range(len(task.classes))),
+                values_strings=[str(c) for c in task.classes], default_string=""))
+            outputs.append(helper.make_tensor_value_info(decoded, TensorProto.STRING,
+                                                         ["batch"]))
+        if task.kind == "multiclass":
+            outputs.append(values[f"{task.name}_proba"])
+    new_graph = helper.make_graph(head + list(graph.node) + tail, "mmoe_raw", inputs, outputs,
+                                  list(graph.initializer))
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("ai.onnx.ml", ML_OPSET)]
+    out = helper.make_model(new_graph, opset_imports=opsets, producer_name="mmoe")
+    out.ir_version = proto.ir_version
+    return out
+
+
+def raw_feeds(encoder: TableEncoder, df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The raw graph's inputs from a DataFrame, as `mmoe predict` reads it: numeric columns
+    as float64 (NaN missing), the others as mmoe's text keys (``""`` missing).
+
+    Example:
+        >>> from mmoe import TaskSpec
+        >>> enc = TableEncoder([TaskSpec("y")]).fit(pd.DataFrame(
+        ...     {"a": [1.0, 2.0], "c": ["x", "y"], "y": [0, 1]}))
+        >>> {k: v.tolist() for k, v in raw_feeds(enc, pd.DataFrame({"a": [None],
+        ...                                                          "c": [3.0]})).items()}
+        {'a': [nan], 'c': ['3']}
+    """
+    feeds: dict[str, np.ndarray] = {}
+    for col, kind in raw_inputs(encoder):
+        series = require(df, col, "numeric" if kind == "double" else "categorical")
+        if kind == "double":
+            feeds[col] = np.asarray(to_numeric(series, col), dtype=np.float64)
+        elif col in encoder.categorical:
+            feeds[col] = value_keys(series).fillna("").to_numpy(dtype=object).astype(str)
+        else:
+            feeds[col] = id_keys(series)[0].astype(str)
+    return feeds
+
+
+def raw_sample_frame(encoder: TableEncoder, rows: int = 64, seed: int = 0) -> pd.DataFrame:
+    """Rows to check a raw graph on: numbers around each column's training values and beyond
+    (a tenth missing), categories from the vocabularies plus unseen and missing ones."""
+    rng = np.random.default_rng(seed)
+    cols: dict[str, Any] = {}
+    for col in encoder.numeric:
+        enc = encoder.encodings[col]
+        points = np.asarray(enc.points) if enc.points else np.array([enc.mean])
+        lo, hi = points.min() - enc.std, points.max() + enc.std
+        values = np.where(rng.random(rows) < 0.5, rng.choice(points, rows),
+                          rng.uniform(lo, hi, rows))
+        cols[col] = np.where(rng.random(rows) < 0.1, np.nan, values)
+    vocabs = {c: encoder.vocab[c] for c in encoder.categorical}
+    if encoder.lookup is not None:
+        vocabs |= {n: encoder.lookup.vocab[encoder.lookup.owner(n).name]
+                   for n in encoder.lookup.specs}
+    for col, vocab in vocabs.items():
+        values = np.asarray(list(vocab) + ["__unseen__"], dtype=object)[
+            rng.integers(0, len(vocab) + 1, rows)]
+        cols[col] = np.where(rng.random(rows) < 0.1, None, values)
+    return pd.DataFrame(cols)
+
+
+def raw_outputs(session: Any, encoder: TableEncoder, df: pd.DataFrame) -> pd.DataFrame:
+    """A raw graph's answers for ``df``, as `mmoe predict`'s columns (ids aside)."""
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(names, raw_feeds(encoder, df))
+    out: dict[str, Any] = {}
+    classes = {t.name: t.classes for t in encoder.tasks if t.kind == "multiclass"}
+    for name, value in zip(names, values, strict=True):
+        task = name.removesuffix("_proba")
+        if name.endswith("_proba") and task in classes:
+            out.update({f"{task}_proba_{c}": value[:, j] for j, c in enumerate(classes[task])})
+        else:
+            out[name] = value
+    return pd.DataFrame(out)
