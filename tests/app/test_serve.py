@@ -262,3 +262,33 @@ def test_serve_refuses_a_bad_directory_in_one_line(tmp_path, capsys):
         main(["serve", str(tmp_path / "nope")])
     err = capsys.readouterr().err.strip().splitlines()
     assert done.value.code == 2 and len(err) == 1 and "nope" in err[0]
+
+
+def test_a_sequence_model_takes_lists_or_joined_ids(tmp_path):
+    rng = np.random.default_rng(0)
+    df = make_table(300, 0).drop(columns="w")
+    items = [f"i{k}" for k in range(10)]
+    df["item"] = rng.choice(items, len(df))
+    df["history"] = ["|".join(rng.choice(items, rng.integers(0, 5))) for _ in range(len(df))]
+    est = MultiTaskEstimator(tasks=TASKS, epochs=2, threads=1, id_columns=["user_id"],
+                             features=["item:categorical:embedding_dim=4",
+                                       "history:sequence:share=item,max_len=3"]).fit(df)
+    model = est.save(tmp_path / "seq")
+    server = Server(model, tmp_path / "log.txt")
+    try:
+        schema = server.call("GET", "/schema")[1]
+        assert schema["engine"] == "onnxruntime"
+        assert "list of ids" in {i["column"]: i["json"] for i in schema["inputs"]}["history"]
+        rows = df.drop(columns=["buys", "spend", "segment"]).head(12)
+        want = _expected(model, rows, tmp_path)
+        as_text = json.loads(rows.to_json(orient="records"))
+        as_lists = [{**r, "history": r["history"].split("|") if r["history"] else []}
+                    for r in as_text]
+        for body in (as_text, as_lists):
+            status, got = server.call("POST", "/predict", {"rows": body})
+            assert status == 200
+            _check(pd.DataFrame(got["rows"]), want)
+        bad = server.call("POST", "/predict", {"rows": [{"history": [{"a": 1}]}]})
+        assert bad[0] == 422 and "rows[0].history" in bad[1]["detail"]
+    finally:
+        server.stop()

@@ -30,7 +30,7 @@ from ..data.encoders import TableEncoder
 from ..models import MultiTaskModel
 from ..models.funnel import output_logits, output_tasks
 from ..train.model_dir import ModelDir, load_model_dir, own_files
-from .export_raw import check_expressible, raw_feeds, raw_onnx, raw_outputs, raw_sample_frame
+from .export_raw import raw_onnx, raw_outputs, raw_sample_frame
 from .predict import predict_frame
 
 FORMATS = ("onnx", "torchscript")
@@ -226,14 +226,7 @@ def raw_session(md: ModelDir, threads: int = 1, where: str = "") -> tuple[Any, A
         import onnxruntime as ort
     except ImportError:
         _checks.fail("ONNX export needs onnx and onnxruntime: pip install 'mmoe[export]'")
-    check_expressible(md.encoder)
-    trace = raw_sample_frame(md.encoder, 8, seed=1)
-    table = md.encoder.transform(trace, labels=False)
-    feeds = raw_feeds(md.encoder, trace)
-    numeric = [torch.from_numpy(np.stack([feeds[c] for c in md.encoder.numeric], 1))
-               ] if md.encoder.numeric else []
-    samples = tuple(numeric + [t for t in (table.categorical, table.ids) if t is not None])
-    proto = raw_onnx(md.model, md.encoder, samples)
+    proto = raw_onnx(md.model, md.encoder)
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = threads
     session = ort.InferenceSession(proto.SerializeToString(), options,

@@ -7,7 +7,10 @@ Inputs, one per input column, each of shape (B,):
 - a numeric column: ``double``, NaN for a missing value (imputed and flagged inside);
 - a categorical column (plain, or a looked-up one with its own table): ``string``, spelt as
   mmoe keys values (``"3"`` for 3 or 3.0, ``"true"`` / ``"false"`` for booleans), ``""`` for
-  a missing value; an unseen value takes the out-of-vocabulary code, as in `mmoe predict`.
+  a missing value; an unseen value takes the out-of-vocabulary code, as in `mmoe predict`;
+- a sequence column (over a vocabulary): ``string``, its ids joined by the column's delimiter
+  (``"12|7|93"``, oldest first; ``""`` for none); the graph splits it (``StringSplit``),
+  looks each id up and keeps the last ``max_len``.
 
 Outputs, named as `mmoe predict`'s columns: a binary task's P(positive) ``<task>`` (float)
 and its label at 0.5 ``<task>_label`` (string); a multiclass task's class ``<task>``
@@ -36,7 +39,7 @@ from torch import nn
 from .. import _checks
 from ..data.columns import require, to_numeric, value_keys
 from ..data.encoders import TableEncoder
-from ..data.ids import id_keys
+from ..data.ids import id_keys, sequence_cells
 from ..data.numeric import _CLIP
 from ..models import MultiTaskModel
 from ..models.funnel import output_logits, output_tasks
@@ -45,10 +48,8 @@ from ..models.funnel import output_logits, output_tasks
 NOT_EXPRESSIBLE = {
     "hashed": "its rows are SipHash-2-4 of the id's text, which no standard ONNX operator "
               "computes",
-    "sequence": "splitting a list cell and keeping its last max_len ids is not expressed in "
-                "this version",
 }
-OPSET, ML_OPSET = 17, 2
+OPSET, ML_OPSET = 20, 2  # 20: StringSplit
 
 # Acklam's rational approximation of the normal quantile (relative error < 1.2e-9)
 _A = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02,
@@ -146,8 +147,10 @@ class RawWrapper(nn.Module):
     """Encoded codes and raw numbers -> every output of the raw graph (a classification
     task's class as an index, decoded to its label by the graph's tail).
 
-    Shapes: numeric (B, n) float64, categorical (B, n_cat) int64, ids (B, S) int64 (each
-    present only when the model has such columns) -> per output (B,) or (B, C).
+    Shapes: numeric (B, n) float64, categorical (B, n_cat) int64 (each present only when
+    the model has such columns), then per lookup column its table rows: (B, 1) for one id,
+    (B, W) and the count of ids (B,) for a sequence (W: the most ids of a row in the batch)
+    -> per output (B,) or (B, C).
     """
 
     def __init__(self, model: MultiTaskModel, encoder: TableEncoder):
@@ -155,7 +158,10 @@ class RawWrapper(nn.Module):
         self.model = model.eval()
         self.numeric = RawNumeric(encoder) if encoder.numeric else None
         self.has_categorical = model.encoder.num_categorical > 0
-        self.has_ids = model.inputs.slots > 0
+        # per lookup column: None (one id) or max_len (a sequence)
+        self.lookups = [lk.slots if spec.kind == "sequence" else None for spec, lk in zip(
+            encoder.lookup.specs.values(), model.inputs.lookups, strict=True)
+        ] if encoder.lookup is not None else []
         self.tasks, slices = output_tasks(model.tasks, model.task_slices)
         self.slices = [(s.start, s.stop) for s in slices]
         scale = [encoder.label_stats.get(t.name, (0.0, 1.0)) for t in self.tasks]
@@ -165,8 +171,11 @@ class RawWrapper(nn.Module):
                                                        dtype=torch.float64))
 
     def input_names(self) -> list[str]:
-        return ([] if self.numeric is None else ["numeric"]) + \
-            (["categorical"] if self.has_categorical else []) + (["ids"] if self.has_ids else [])
+        names = ([] if self.numeric is None else ["numeric"]) + \
+            (["categorical"] if self.has_categorical else [])
+        for j, max_len in enumerate(self.lookups):
+            names += [f"lookup{j}"] + ([] if max_len is None else [f"lookup{j}_count"])
+        return names
 
     def output_names(self) -> list[str]:
         """The torch graph's outputs: ``<task>`` values, ``<task>__index`` class indices."""
@@ -180,7 +189,11 @@ class RawWrapper(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         given = dict(zip(self.input_names(), inputs, strict=True))
         numeric = None if self.numeric is None else self.numeric(given["numeric"])
-        logits = output_logits(self.model(numeric, given.get("categorical"), given.get("ids")),
+        slots = [given[f"lookup{j}"] if max_len is None else
+                 _recent(given[f"lookup{j}"], given[f"lookup{j}_count"], max_len)
+                 for j, max_len in enumerate(self.lookups)]
+        ids = torch.cat(slots, dim=1) if slots else None  # (B, S)
+        logits = output_logits(self.model(numeric, given.get("categorical"), ids),
                                self.model.tasks, self.model.task_slices,
                                self.model.funnel.joint)  # (B, O + J)
         outs: list[torch.Tensor] = []
@@ -199,24 +212,35 @@ class RawWrapper(nn.Module):
         return tuple(outs)
 
 
+def _recent(rows: torch.Tensor, count: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Each row's last ``max_len`` ids, oldest first, 0-padded, as
+    :func:`mmoe.data.ids.recent_slots`: rows (B, W), count (B,) -> (B, max_len)."""
+    padded = torch.cat([rows, rows.new_zeros(rows.shape[0], max_len)], dim=1)  # W + L wide
+    start = torch.clamp(count - max_len, min=0)[:, None]  # (B, 1)
+    index = start + torch.arange(max_len)[None, :]  # (B, L): < W + L always
+    kept = torch.gather(padded, 1, index)
+    return torch.where(index < count[:, None], kept, torch.zeros_like(kept))
+
+
 def check_expressible(encoder: TableEncoder) -> None:
     """Refuse, in one line, an encoder whose columns a raw graph cannot encode."""
     if encoder.lookup is None:
         return
     for spec in encoder.lookup.specs.values():
         owner = encoder.lookup.owner(spec.name)
-        kind = "sequence" if spec.kind == "sequence" else \
-            ("hashed" if encoder.lookup.hashes(owner) else None)
-        _checks.check(kind is None, f"--raw: column '{spec.name}' is a {kind} column: "
-                      f"{NOT_EXPRESSIBLE.get(kind)}; export without --raw (encoded inputs) "
-                      "and encode it in the caller, or serve with `mmoe serve`")
+        what = "hashed" if spec.kind == "hashed" else f"{spec.kind} over hashed ids"
+        _checks.check(not encoder.lookup.hashes(owner), f"--raw: column '{spec.name}' is a "
+                      f"{what} column: {NOT_EXPRESSIBLE['hashed']}; export without --raw "
+                      "(encoded inputs) and hash in the caller, or serve with `mmoe serve`")
 
 
 def raw_inputs(encoder: TableEncoder) -> list[tuple[str, str]]:
-    """The raw graph's inputs in order: (column, ``double`` or ``string``)."""
-    lookups = list(encoder.lookup.specs) if encoder.lookup else []
+    """The raw graph's inputs in order: (column, ``double``, ``string`` or ``sequence``: a
+    string of ids joined by the column's delimiter)."""
+    lookups = list(encoder.lookup.specs.values()) if encoder.lookup else []
     return [(c, "double") for c in encoder.numeric] + \
-        [(c, "string") for c in [*encoder.categorical, *lookups]]
+        [(c, "string") for c in encoder.categorical] + \
+        [(s.name, "sequence" if s.kind == "sequence" else "string") for s in lookups]
 
 
 def _torch_graph(wrapper: RawWrapper, samples: tuple[torch.Tensor, ...]) -> Any:
@@ -226,6 +250,9 @@ def _torch_graph(wrapper: RawWrapper, samples: tuple[torch.Tensor, ...]) -> Any:
     names = wrapper.input_names()
     outs = wrapper.output_names()
     axes = {n: {0: "batch"} for n in names + outs}
+    for j, max_len in enumerate(wrapper.lookups):
+        if max_len is not None:  # a sequence: as many ids as the batch's longest row
+            axes[f"lookup{j}"] = {0: "batch", 1: f"ids{j}"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, samples, buf, dynamo=False, input_names=names,
@@ -233,16 +260,32 @@ def _torch_graph(wrapper: RawWrapper, samples: tuple[torch.Tensor, ...]) -> Any:
     return onnx.load_from_string(buf.getvalue())
 
 
-def raw_onnx(model: MultiTaskModel, encoder: TableEncoder,
-             samples: tuple[torch.Tensor, ...]) -> Any:
-    """The raw-column ONNX model (an ``onnx.ModelProto``) of a trained model and its encoder;
-    ``samples`` are encoded sample inputs in :class:`RawWrapper`'s order (numeric raw
-    float64, then codes) to trace with."""
+def _samples(wrapper: RawWrapper, encoder: TableEncoder) -> tuple[torch.Tensor, ...]:
+    """Inputs of ``wrapper`` for 8 sample rows, to trace it with."""
+    frame = raw_sample_frame(encoder, 8, seed=1)
+    table = encoder.transform(frame, labels=False)
+    feeds = raw_feeds(encoder, frame)
+    out = [torch.from_numpy(np.stack([feeds[c] for c in encoder.numeric], 1))
+           ] if encoder.numeric else []
+    out += [table.categorical] if table.categorical is not None else []
+    start = 0
+    for max_len in wrapper.lookups:
+        width = 1 if max_len is None else max_len
+        out.append(table.ids[:, start:start + width])
+        if max_len is not None:
+            out.append(torch.full((len(frame),), max_len, dtype=torch.int64))
+        start += width
+    return tuple(out)
+
+
+def raw_onnx(model: MultiTaskModel, encoder: TableEncoder) -> Any:
+    """The raw-column ONNX model (an ``onnx.ModelProto``) of a trained model and its
+    encoder."""
     from onnx import TensorProto, helper, numpy_helper
 
     check_expressible(encoder)
     wrapper = RawWrapper(model, encoder).eval()
-    proto = _torch_graph(wrapper, samples)
+    proto = _torch_graph(wrapper, _samples(wrapper, encoder))
     graph = proto.graph
     head, inputs = [], []
     axis1 = "raw__axis1"
@@ -259,24 +302,33 @@ def raw_onnx(model: MultiTaskModel, encoder: TableEncoder,
             cols.append(f"{part}__col")
         head.append(helper.make_node("Concat", cols, [target], axis=1))
 
-    def codes(col: str, values: list[str], offset: int, unknown: int, missing: int | None
-              ) -> str:
+    def codes(text: str, values: list[str], offset: int, unknown: int, missing: int | None,
+              target: str) -> str:
         keys, rows = list(values), [offset + i for i in range(len(values))]
         if missing is not None and "" not in keys:
             keys, rows = keys + [""], rows + [missing]
-        head.append(helper.make_node("LabelEncoder", [column(col, TensorProto.STRING)],
-                                     [f"{col}__code"], domain="ai.onnx.ml", keys_strings=keys,
-                                     values_int64s=rows, default_int64=unknown))
-        return f"{col}__code"
+        head.append(helper.make_node("LabelEncoder", [text], [target], domain="ai.onnx.ml",
+                                     keys_strings=keys, values_int64s=rows,
+                                     default_int64=unknown))
+        return target
 
     if encoder.numeric:
         stack([column(c, TensorProto.DOUBLE) for c in encoder.numeric], "numeric")
     if encoder.categorical:  # unseen and missing: 0 (out of vocabulary)
-        stack([codes(c, encoder.vocab[c], 1, 0, None) for c in encoder.categorical],
-              "categorical")
-    if encoder.lookup is not None:  # vocabulary rows 2 + index, unseen 1, missing 0
-        stack([codes(name, encoder.lookup.vocab[encoder.lookup.owner(name).name], 2, 1, 0)
-               for name in encoder.lookup.specs], "ids")
+        stack([codes(column(c, TensorProto.STRING), encoder.vocab[c], 1, 0, None,
+                     f"{c}__code") for c in encoder.categorical], "categorical")
+    for j, spec in enumerate(encoder.lookup.specs.values() if encoder.lookup else ()):
+        vocab = encoder.lookup.vocab[encoder.lookup.owner(spec.name).name]
+        text = column(spec.name, TensorProto.STRING)  # rows: 2 + index, unseen 1, missing 0
+        if spec.kind != "sequence":
+            head.append(helper.make_node("Unsqueeze", [codes(text, vocab, 2, 1, 0,
+                                                             f"{text}__code"), axis1],
+                                         [f"lookup{j}"]))
+            continue
+        head.append(helper.make_node("StringSplit", [text], [f"{text}__ids",
+                                                             f"lookup{j}_count"],
+                                     delimiter=spec.delimiter))
+        codes(f"{text}__ids", vocab, 2, 1, 0, f"lookup{j}")
     tail, outputs = [], []
     values = {o.name: o for o in graph.output}
     for task in wrapper.tasks:  # in `mmoe predict`'s column order
@@ -318,11 +370,24 @@ def raw_feeds(encoder: TableEncoder, df: pd.DataFrame) -> dict[str, np.ndarray]:
         series = require(df, col, "numeric" if kind == "double" else "categorical")
         if kind == "double":
             feeds[col] = np.asarray(to_numeric(series, col), dtype=np.float64)
+        elif kind == "sequence":
+            feeds[col] = _joined_ids(series, encoder.lookup.specs[col].delimiter)
         elif col in encoder.categorical:
             feeds[col] = value_keys(series).fillna("").to_numpy(dtype=object).astype(str)
         else:
             feeds[col] = id_keys(series)[0].astype(str)
     return feeds
+
+
+def _joined_ids(series: pd.Series, delimiter: str) -> np.ndarray:
+    """A sequence column as the raw graph reads it: each row's ids, as mmoe keys them,
+    joined by ``delimiter`` (a list cell or a text cell alike; ``""`` for none)."""
+    flat, lengths = sequence_cells(series, delimiter)
+    keys = id_keys(flat)[0].tolist()
+    ends = np.cumsum(lengths)
+    return np.asarray([delimiter.join(keys[e - n:e]) for e, n in zip(ends, lengths,
+                                                                      strict=True)],
+                      dtype=object).astype(str)
 
 
 def raw_sample_frame(encoder: TableEncoder, rows: int = 64, seed: int = 0) -> pd.DataFrame:
@@ -342,8 +407,13 @@ def raw_sample_frame(encoder: TableEncoder, rows: int = 64, seed: int = 0) -> pd
         vocabs |= {n: encoder.lookup.vocab[encoder.lookup.owner(n).name]
                    for n in encoder.lookup.specs}
     for col, vocab in vocabs.items():
-        values = np.asarray(list(vocab) + ["__unseen__"], dtype=object)[
-            rng.integers(0, len(vocab) + 1, rows)]
+        pool = np.asarray(list(vocab) + ["__unseen__"], dtype=object)
+        spec = encoder.lookup.specs.get(col) if encoder.lookup is not None else None
+        if spec is not None and spec.kind == "sequence":  # 0 to 2 max_len ids per row
+            values = np.asarray([spec.delimiter.join(rng.choice(pool, rng.integers(
+                0, 2 * spec.max_len + 1))) for _ in range(rows)], dtype=object)
+        else:
+            values = pool[rng.integers(0, len(pool), rows)]
         cols[col] = np.where(rng.random(rows) < 0.1, None, values)
     return pd.DataFrame(cols)
 

@@ -79,7 +79,9 @@ class Predictor:
     def __init__(self, model_dir: str | os.PathLike, threads: int = 1):
         self.md = load_model_dir(model_dir)
         enc = self.md.encoder
-        self.inputs = dict(raw_inputs(enc))  # column -> "double" | "string"
+        self.inputs = dict(raw_inputs(enc))  # column -> "double" | "string" | "sequence"
+        self.delimiters = {n: s.delimiter for n, s in enc.lookup.specs.items()
+                           if s.kind == "sequence"} if enc.lookup is not None else {}
         self.ids = tuple((self.md.config.get("columns") or {}).get("id") or ())
         self.session = None
         try:
@@ -98,7 +100,9 @@ class Predictor:
         info = schema(self.md.encoder, self.md.config)
         types = {"double": "number or null", "string": "string, number, boolean or null"}
         for item in info["inputs"]:
-            item["json"] = types[self.inputs.get(item["column"], "string")]
+            col = item["column"]
+            item["json"] = types.get(self.inputs[col]) or (
+                f"list of ids, a string of ids joined by '{self.delimiters[col]}', or null")
         return {**info, "ids": list(self.ids), "model": self.md.model.config.name,
                 "version": _model_version(self.md.path),
                 "mmoe_version": __version__, "engine": self.engine}
@@ -136,6 +140,10 @@ def _model_version(path: Any) -> str:
     return read_manifest(path)["files"].get("model.pt", "")
 
 
+def _scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool)
+
+
 def _bad_value(values: list[Any], kind: str) -> tuple[int, Any] | None:
     """The first value of the wrong type (index, value), or ``None``."""
     for i, value in enumerate(values):
@@ -145,7 +153,11 @@ def _bad_value(values: list[Any], kind: str) -> tuple[int, Any] | None:
             if not (isinstance(value, NUMBER) and not isinstance(value, bool)
                     and math.isfinite(value)):
                 return i, value
-        elif not isinstance(value, str | int | float | bool):
+        elif kind == "sequence":
+            if not (isinstance(value, str) or (isinstance(value, list)
+                                               and all(map(_scalar, value)))):
+                return i, value
+        elif not _scalar(value):
             return i, value
     return None
 
@@ -153,9 +165,10 @@ def _bad_value(values: list[Any], kind: str) -> tuple[int, Any] | None:
 _NUMBERS, _TEXT = {int, float, type(None)}, {str, type(None)}
 
 
-def _column(values: list[Any], kind: str, where: str) -> np.ndarray:
-    """One column's JSON values as the model reads them: float64 with NaN (``double``), or
-    mmoe's text keys with ``""`` for missing; a value of the wrong type is a 422."""
+def _column(values: list[Any], kind: str, where: Any, delimiter: str = "|") -> np.ndarray:
+    """One column's JSON values as the model reads them: float64 with NaN (``double``),
+    mmoe's text keys with ``""`` for missing, or (``sequence``) ids joined by ``delimiter``;
+    a value of the wrong type is a 422 (``where(i)`` names the field)."""
     types = set(map(type, values))
     if kind == "double" and types <= _NUMBERS:  # the common case, without a loop in Python
         arr = np.asarray(values, dtype=np.float64)  # None -> NaN
@@ -165,9 +178,13 @@ def _column(values: list[Any], kind: str, where: str) -> np.ndarray:
         return np.asarray(["" if v is None else v.strip() for v in values], dtype=object)
     bad = _bad_value(values, kind)
     if bad is not None:
-        what = "a finite number" if kind == "double" else "a string, number, boolean"
+        what = {"double": "a finite number", "string": "a string, number, boolean"}.get(
+            kind, "a list of ids, a string of ids")
         raise RequestError(422, f"{where(bad[0])}: expected {what} or null, got "
                                 f"{_shown(bad[1])}")
+    if kind == "sequence":
+        return np.asarray(["" if v is None else v.strip() if isinstance(v, str)
+                           else delimiter.join(map(value_key, v)) for v in values], dtype=object)
     return np.asarray(["" if v is None else value_key(v) for v in values], dtype=object)
 
 
@@ -177,7 +194,8 @@ def _shown(value: Any) -> str:
 
 
 def parse_request(body: Any, inputs: dict[str, str], ids: tuple[str, ...],
-                  max_rows: int = MAX_ROWS) -> Request:
+                  max_rows: int = MAX_ROWS, delimiters: dict[str, str] | None = None
+                  ) -> Request:
     """Check a decoded ``/predict`` body against the inputs; :class:`RequestError` names the
     first bad field.
 
@@ -227,7 +245,8 @@ def parse_request(body: Any, inputs: dict[str, str], ids: tuple[str, ...],
     for col, kind in inputs.items():
         if col in columns:
             converted[col] = _column(columns[col], kind, (lambda i, c=col: f"rows[{i}].{c}")
-                                     if as_rows else (lambda i, c=col: f"columns.{c}[{i}]"))
+                                     if as_rows else (lambda i, c=col: f"columns.{c}[{i}]"),
+                                     (delimiters or {}).get(col, "|"))
     return Request(converted, n, {c: columns[c] for c in ids if c in columns}, as_rows)
 
 
@@ -353,7 +372,8 @@ def create_app(model_dir: str | os.PathLike | None = None, *, max_rows: int = MA
         except orjson.JSONDecodeError as err:
             return error(422, f"body: not JSON ({err})")
         try:
-            request = parse_request(body, predictor.inputs, predictor.ids, max_rows)
+            request = parse_request(body, predictor.inputs, predictor.ids, max_rows,
+                                    predictor.delimiters)
         except RequestError as err:
             return error(err.status, str(err))
         out = await batcher.predict(request)
