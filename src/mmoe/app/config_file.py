@@ -99,6 +99,7 @@ KEY_HELP: dict[str, dict[str, str]] = {
         "gradnorm_alpha": "GradNorm's restoring-force exponent",
         "on_nonfinite": "a NaN/inf loss or gradient: stop or skip the step",
         "compile": "train through torch.compile",
+        "precision": "fp32, bf16 or fp16 (autocast; loss and metrics in float32)",
         "stop_if_all_skipped": "stop when every step of an epoch was skipped",
     },
 }

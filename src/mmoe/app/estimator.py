@@ -63,9 +63,11 @@ class MultiTaskEstimator(BaseEstimator):
             positive; integers or text: multiclass; floats: regression).
         num_experts, expert_units, tower_units, embedding_dim, dropout, batch_norm, options:
             model shape (``options``: model-specific settings, see ``mmoe models``).
-        epochs, batch_size, lr, lr_schedule, warmup, weight_decay, monitor, patience, seed,
-            threads: training, as :class:`~mmoe.config.TrainConfig` (``None`` epochs or
-            batch size: chosen from the number of rows, as `mmoe train` does).
+        epochs, batch_size, lr, lr_schedule, warmup, weight_decay, monitor, patience,
+            precision, seed, threads: training, as :class:`~mmoe.config.TrainConfig`
+            (``None`` epochs or batch size: chosen from the number of rows, as `mmoe train`
+            does).
+        device: ``auto`` (a CUDA GPU when one is visible), ``cpu`` or ``cuda``.
         valid_fraction: share of the rows held out for early stopping and the choice of the
             best epoch (when ``fit`` gets no ``valid``).
         numeric, categorical: column type overrides (``None``: inferred).
@@ -113,6 +115,7 @@ class MultiTaskEstimator(BaseEstimator):
                  weight_decay: float = DEFAULT_TRAINING.weight_decay,
                  monitor: str | None = DEFAULT_TRAINING.monitor,
                  patience: int | None = DEFAULT_TRAINING.patience,
+                 precision: str = DEFAULT_TRAINING.precision, device: str = "auto",
                  seed: int = 0, threads: int | None = None, valid_fraction: float = 0.1,
                  numeric: Sequence[str] | None = None, categorical: Sequence[str] | None = None,
                  numeric_encoding: str = "auto", features: Sequence[FeatureSpec | str] = (),
@@ -136,6 +139,8 @@ class MultiTaskEstimator(BaseEstimator):
         self.weight_decay = weight_decay
         self.monitor = monitor
         self.patience = patience
+        self.precision = precision
+        self.device = device
         self.seed = seed
         self.threads = threads
         self.valid_fraction = valid_fraction
@@ -166,7 +171,8 @@ class MultiTaskEstimator(BaseEstimator):
         training = replace(DEFAULT_TRAINING, epochs=self.epochs, batch_size=self.batch_size,
                            lr=self.lr, lr_schedule=self.lr_schedule, warmup=self.warmup,
                            weight_decay=self.weight_decay, monitor=self.monitor,
-                           patience=self.patience, seed=self.seed, threads=self.threads)
+                           patience=self.patience, precision=self.precision, seed=self.seed,
+                           threads=self.threads)
         return RunSpec(train="<DataFrame>", tasks=tuple(tasks),
                        valid_fraction=self.valid_fraction, id_columns=tuple(self.id_columns),
                        exclude=tuple(self.exclude), weight_column=weight_column,
@@ -244,7 +250,7 @@ class MultiTaskEstimator(BaseEstimator):
         encoder = make_encoder(spec).fit(train_df)
         valid_table = with_groups(encoder.transform(valid_df), valid_df, spec.group_by)
         model = build_for(spec, encoder)
-        result = Trainer(model, spec.training, progress=self.verbose).fit(
+        result = Trainer(model, spec.training, progress=self.verbose, device=self.device).fit(
             encoder.transform(train_df), valid_table)
         self._spec_, self._result = spec, result
         self._set_fitted(model.eval(), encoder, list(inputs.columns), str_columns(X), frame)
@@ -380,6 +386,7 @@ class MultiTaskEstimator(BaseEstimator):
                   options=dict(m.options) or None, epochs=t.epochs, batch_size=t.batch_size,
                   lr=t.lr, lr_schedule=t.lr_schedule, warmup=t.warmup,
                   weight_decay=t.weight_decay, monitor=t.monitor, patience=t.patience,
+                  precision=t.precision,
                   seed=t.seed, threads=t.threads, valid_fraction=cols.valid_fraction,
                   numeric=cols.numeric, categorical=cols.categorical,
                   numeric_encoding=cols.numeric_encoding, features=list(cols.features),

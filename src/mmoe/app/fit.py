@@ -126,7 +126,7 @@ def train_streaming(spec: RunSpec, progress: bool | None = None, *,
     model = build_for(spec, encoder)
     extras = _resume_extras(spec, encoder, checkpoint, resume)
     trainer = Trainer(model, cfg, progress=progress, checkpoint=checkpoint, extras=extras,
-                      device="cpu" if device == "auto" else device)  # CPU-only path
+                      device=device)  # batches read, encoded and moved ahead (prefetched)
     source = StreamEpochs(lambda epoch: shuffle_batches(chunks(), cfg.batch_size,
                                                         spec.buffer_rows, cfg.seed, epoch),
                           skip_single_rows=model.config.batch_norm, steps=steps)

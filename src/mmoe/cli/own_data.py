@@ -58,6 +58,9 @@ TRAIN_HELP = {
     "compile_": ("Train through torch.compile: a compile of seconds to tens of seconds, for "
                  "models whose steps are many small torch ops (on the census MMoE the native "
                  "kernels leave it nothing to gain)."),
+    "precision": ("fp32 (default), bf16 or fp16: the forward pass under autocast (loss and "
+                  "metrics in float32; fp16 with a gradient scaler). For GPUs; on a CPU bf16 "
+                  "is slower than fp32."),
     "loss_weighting": ("static (task weights), uncertainty (Kendall et al. 2018), gradnorm "
                        "(Chen et al. 2018) or pcgrad (Yu et al. 2020)."),
     "gate_dropout": ("Gated models: drop each expert's gate weight with this probability in "
@@ -146,6 +149,7 @@ def train_cmd(
     on_nonfinite: Annotated[str | None, opt(TRAIN_HELP, "on_nonfinite", panel=TRAINING)] = None,
     device: Annotated[str, opt(TRAIN_HELP, "device", panel=RUN)] = "auto",
     compile_: Annotated[bool, opt(TRAIN_HELP, "compile_", panel=RUN)] = False,
+    precision: Annotated[str | None, opt(TRAIN_HELP, "precision", panel=RUN)] = None,
     loss_weighting: Annotated[str | None, opt(TRAIN_HELP, "loss_weighting", panel=TRAINING)] = None,
     gate_dropout: Annotated[float | None, opt(TRAIN_HELP, "gate_dropout", panel=MODEL)] = None,
     gate_balance: Annotated[float | None, opt(TRAIN_HELP, "gate_balance", panel=MODEL)] = None,
@@ -177,7 +181,8 @@ def train_cmd(
         features=feature, group_by=group_by, numeric_encoding=numeric_encoding,
         valid_fraction=valid_fraction, stream=stream or None, buffer_rows=buffer_rows,
         tensorboard=tensorboard or None, checkpoint_every=checkpoint_every,
-        on_nonfinite=on_nonfinite, compile=compile_ or None, loss_weighting=loss_weighting,
+        on_nonfinite=on_nonfinite, compile=compile_ or None, precision=precision,
+        loss_weighting=loss_weighting,
         gate_dropout=gate_dropout, gate_balance=gate_balance, num_experts=num_experts,
         expert_units=_units(expert_units, "--expert-units"),
         tower_units=_units(tower_units, "--tower-units"), embedding_dim=embedding_dim,

@@ -65,6 +65,9 @@ class TrainConfig(_Serializable):
             models whose steps are many small torch ops, not on the census MMoE, whose native
             kernels leave it nothing to fuse (0.95x eager: docs/benchmarks/census_throughput.md).
             Without a C++ compiler training stays eager, with a warning.
+        precision: ``fp32``; ``bf16`` or ``fp16``: the forward pass under autocast (matmuls in
+            half precision, the loss and the metrics in float32), with ``fp16`` a gradient
+            scaler (a step whose scaled gradients overflow is skipped and the scale halved).
         stop_if_all_skipped: with ``on_nonfinite='skip'``, stop with ``NonFiniteError`` at
             the end of an epoch whose every step was skipped (the model learned nothing in
             it) instead of carrying on; ``mmoe train`` turns it on.
@@ -86,6 +89,7 @@ class TrainConfig(_Serializable):
     gradnorm_alpha: float = 1.5
     on_nonfinite: str = "stop"
     compile: bool = False
+    precision: str = "fp32"
     stop_if_all_skipped: bool = False
 
     def __post_init__(self) -> None:
@@ -120,6 +124,13 @@ class TrainConfig(_Serializable):
                       f"{', '.join(ON_NONFINITE)}; got {self.on_nonfinite!r}")
         _checks.one_of(self.on_nonfinite, ON_NONFINITE, "on_nonfinite")
         _flag(self.compile, "compile")
+        _checks.check(isinstance(self.precision, str), "precision must be one of "
+                      f"{', '.join(PRECISIONS)}; got {self.precision!r}")
+        _checks.one_of(self.precision, PRECISIONS, "precision")
+        _checks.check(self.precision != "fp16" or self.loss_weighting == "static",
+                      f"precision fp16 scales the summed loss, which only static loss "
+                      f"weighting is; with loss_weighting '{self.loss_weighting}' use bf16 or "
+                      "fp32")
         _flag(self.stop_if_all_skipped, "stop_if_all_skipped")
 
     def for_rows(self, rows: int | None) -> TrainConfig:
@@ -154,6 +165,7 @@ class TrainConfig(_Serializable):
 TARGET_STEPS = 4000
 MIN_EPOCHS, MAX_EPOCHS = 10, 200
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 
 def lr_factor(config: TrainConfig, step: int, total: int) -> float:

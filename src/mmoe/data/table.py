@@ -90,11 +90,39 @@ class TensorTable:
     def __len__(self) -> int:
         return next(iter(self._columns().values())).shape[0]
 
+    @property
+    def device(self) -> torch.device:
+        """Where the columns are."""
+        return next(iter(self._columns().values())).device
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TensorTable:
+        """Every column on ``device`` (the table itself when it is there already).
+
+        Example:
+            >>> TensorTable.from_arrays(torch.randn(2, 3)).to("cpu").device.type
+            'cpu'
+        """
+        device = torch.device(device)
+        if self.device == device:
+            return self
+        return TensorTable(**{k: v.to(device, non_blocking=non_blocking)
+                              for k, v in self._columns().items()})
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all its columns."""
+        return sum(c.numel() * c.element_size() for c in self._columns().values())
+
+    def pin_memory(self) -> TensorTable:
+        """The columns in page-locked host memory, for asynchronous copies to a GPU."""
+        return TensorTable(**{k: v.pin_memory() for k, v in self._columns().items()})
+
     def take(self, index: torch.Tensor | slice) -> TensorTable:
         """The rows at ``index`` (a LongTensor or a slice), every column at once."""
         if isinstance(index, slice):
             return TensorTable(**{k: v[index] for k, v in self._columns().items()})
         columns = self._columns()
+        index = index.to(self.device)  # a CPU permutation of a table on a GPU
         rows = ops.take_rows(list(columns.values()), index)  # one pass over every column
         return TensorTable(**dict(zip(columns, rows, strict=True)))
 

@@ -100,8 +100,10 @@ def save_checkpoint(path: str | os.PathLike, model: MultiTaskModel, *,
     return atomic_save(payload, path, then)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate a checkpoint; JSON fields come back decoded.
+def load_checkpoint(path: str | os.PathLike,
+                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and validate a checkpoint; JSON fields come back decoded; tensors on
+    ``map_location`` (a checkpoint written on a GPU loads on a CPU-only machine).
 
     Raises:
         FileNotFoundError: no such file.
@@ -114,7 +116,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with warnings.catch_warnings():  # torch's advice to retry unsafely is not ours
             warnings.simplefilter("ignore")
-            raw = torch.load(path, map_location="cpu", weights_only=True)
+            raw = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, bad magic, unpickling refused...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "Weights only load failed" in first:  # torch's text suggests the unsafe retry
@@ -146,8 +148,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return raw
 
 
-def load_model(path: str | os.PathLike) -> tuple[MultiTaskModel, dict[str, Any]]:
-    """Rebuild the model of a checkpoint with its weights (strict), in eval mode.
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
+               ) -> tuple[MultiTaskModel, dict[str, Any]]:
+    """Rebuild the model of a checkpoint with its weights (strict), in eval mode, on
+    ``device`` (whatever device wrote it).
 
     Returns:
         ``(model, extras)``.
@@ -160,9 +164,9 @@ def load_model(path: str | os.PathLike) -> tuple[MultiTaskModel, dict[str, Any]]
         >>> extras, model.training
         ({'note': 'hi'}, False)
     """
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, map_location=device)
     try:
-        model = model_from_description(ckpt["model"])
+        model = model_from_description(ckpt["model"]).to(device)
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
         first = str(err).strip().splitlines()[0]
@@ -302,7 +306,8 @@ _STATE = {"epoch": _is_count, "step_in_epoch": _is_count, "global_step": _is_cou
           "best_score": lambda v: v is None or _is_number(v),
           "loss_sum": lambda v: isinstance(v, list) and all(
               _is_number(x) and math.isfinite(x) for x in v),
-          "history": lambda v: isinstance(v, list), "config": lambda v: isinstance(v, dict)}
+          "history": lambda v: isinstance(v, list), "config": lambda v: isinstance(v, dict),
+          "loss_scale": lambda v: isinstance(v, dict) and all(map(_is_number, v.values()))}
 _RECORD = {"epoch": _is_count, "step": _is_count, "train_loss": _numbers, "seconds": _is_number,
            "samples_per_s": lambda v: v is None or _is_number(v), "skipped_steps": _is_count,
            "valid": lambda v: isinstance(v, dict) and all(map(_numbers, v.values())),

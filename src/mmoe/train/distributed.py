@@ -106,10 +106,9 @@ def sync_sparse_grads(params: list[nn.Parameter], ctx: DistContext) -> None:
 
 def to_device(tensors: tuple[torch.Tensor | None, ...], ctx: DistContext
               ) -> tuple[torch.Tensor | None, ...]:
-    """Move a tuple of optional tensors to the context's device (no-op on CPU)."""
-    if ctx.device.type == "cpu":
-        return tensors
-    return tuple(None if t is None else t.to(ctx.device, non_blocking=True) for t in tensors)
+    """Move a tuple of optional tensors to the context's device (those there already stay)."""
+    return tuple(t if t is None or t.device == ctx.device
+                 else t.to(ctx.device, non_blocking=True) for t in tensors)
 
 
 def shard(start: int, stop: int, ctx: DistContext) -> slice:

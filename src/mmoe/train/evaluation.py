@@ -8,6 +8,7 @@ those of the whole table.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,8 @@ EVAL_BATCH = 16384
 def model_pass(model: MultiTaskModel, table: TensorTable, batch_size: int = EVAL_BATCH,
                ctx: DistContext = DistContext(), gates: bool = False
                ) -> tuple[torch.Tensor, GateUsage | None]:
-    """Logits (N, O) on the CPU, computed in eval mode in batches on ``ctx.device``, and with
+    """Logits (N, O) on the CPU, computed in eval mode in batches on ``ctx.device`` (in one
+    process: the model's device), and with
     ``gates`` the gate weights' running sums (``None`` for a model without gates). The
     model's train/eval mode is restored afterwards.
 
@@ -39,6 +41,8 @@ def model_pass(model: MultiTaskModel, table: TensorTable, batch_size: int = EVAL
         >>> logits.shape, usage.rows
         (torch.Size([5, 1]), 5)
     """
+    if not ctx.distributed:  # one process: wherever the model is (CPU, a GPU)
+        ctx = dataclasses.replace(ctx, device=next(model.parameters()).device)
     was_training = model.training
     model.eval()
     rows = shard(0, len(table), ctx)

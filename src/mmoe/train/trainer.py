@@ -31,11 +31,13 @@ from ..models import MultiTaskModel
 from ..models.model import allocation_errors, check_memory, compiled
 from ..objectives import MultiTaskLoss, make_weighting, safe_denominator
 from .checkpoint import fresh_state, restore_training, save_training
-from .distributed import all_reduce_sum, barrier, setup, sync_sparse_grads, to_device, wrap
+from .distributed import all_reduce_sum, barrier, setup, sync_sparse_grads, wrap
 from .epoch_log import LOG, epoch_line
 from .epochs import EpochSource, InMemoryEpochs
 from .evaluation import validate
 from .optim import optimizer_for
+from .precision import Precision
+from .prefetch import device_resident, on_device, prefetched
 
 SMALL_MODEL_PARAMS = 1_000_000  # below this, train on one intra-op thread by default
 
@@ -116,6 +118,7 @@ class Trainer:
         self.loss_fn = MultiTaskLoss(model.tasks, model.task_slices, model.funnel.joint)
         self.weighting = make_weighting(config, model)  # static, uncertainty, gradnorm, pcgrad
         self.optimizer = optimizer_for(model, self.weighting, config)
+        self.precision = Precision(config.precision, self.ctx.device)  # autocast, fp16 scaler
         names = [t.name for t in model.tasks]
         # the combined score, a task (its primary metric) or METRIC:TASK, e.g. gauc:click
         self.monitor = monitored(config.monitor, model.tasks)
@@ -138,6 +141,8 @@ class Trainer:
         if self.checkpoint is None:
             return
         self._check_weights()
+        if self.precision.scaler is not None:
+            self.state["loss_scale"] = self.precision.state_dict()
         if self.ctx.is_main:
             save_training(self.checkpoint, self.model, self.optimizer, self.weighting,
                           self.state, self.best_weights, self.extras)
@@ -153,6 +158,7 @@ class Trainer:
         self.state, self.best_weights = restore_training(
             self.checkpoint, self.model, self.optimizer, self.weighting, self.config,
             self.state, steps)
+        self.precision.load_state_dict(self.state.get("loss_scale", {}))
         self._saved_step = self.state["global_step"]
         return True
 
@@ -206,12 +212,11 @@ class Trainer:
             _checks.check(train.labels is not None, "training data needs labels")
             _checks.check(train.labels.shape[1] == len(tasks),
                           f"labels have {train.labels.shape[1]} columns for {len(tasks)} tasks")
-            train = InMemoryEpochs(train, cfg.batch_size, cfg.seed,
-                                   drop_single_row=self.model.config.batch_norm)
-        _checks.check(train.distributable or (self.ctx.world == 1
-                                              and self.ctx.device.type == "cpu"),
-                      "streaming training runs in one CPU process; drop --stream for "
-                      "distributed or GPU training")
+            train = InMemoryEpochs(device_resident(train, self.ctx.device), cfg.batch_size,
+                                   cfg.seed, drop_single_row=self.model.config.batch_norm)
+        _checks.check(train.distributable or self.ctx.world == 1,
+                      "streaming training runs in one process; drop --stream for "
+                      "distributed training")
         _checks.check(train.resumable_mid_epoch or cfg.checkpoint_every is None,
                       "streaming training checkpoints at epoch ends only; unset "
                       "checkpoint_every")
@@ -243,11 +248,11 @@ class Trainer:
         start, done = time.perf_counter(), 0
         bar = tqdm(total=source.steps, initial=st["step_in_epoch"], disable=not self.progress,
                    desc=f"epoch {st['epoch'] + 1}/{cfg.epochs}", unit="step", leave=False)
-        for batch in source.batches(st["epoch"], st["step_in_epoch"], ctx):
-            table = batch.table
-            if ctx.device.type != "cpu":
-                table = TensorTable(*to_device((table.numeric, table.categorical, table.labels,
-                                                table.weights, table.ids), ctx))
+        batches = source.batches(st["epoch"], st["step_in_epoch"], ctx)
+        if not on_device(source, ctx.device):  # a GPU fed from the host: prepared ahead
+            batches = prefetched(batches, ctx.device)
+        for batch in batches:
+            table = batch.table.to(ctx.device, non_blocking=True)  # there already: itself
             task_losses = self._step(table)
             if task_losses is not None:
                 loss_sum += task_losses * batch.rows / ctx.world
@@ -268,8 +273,10 @@ class Trainer:
         losses (T,) on the CPU, or ``None`` when the step had a non-finite loss or gradient
         and was skipped."""
         saved = [b.clone() for b in self._buffers]  # only for skip with batch norm
-        out = self.net(*batch.inputs(), parts=True)  # logits (B, O), gates, aux_loss
-        num, den = self.loss_fn.parts(out.logits, batch.labels, batch.weights)
+        with self.precision.autocast():  # fp32: nothing
+            out = self.net(*batch.inputs(), parts=True)  # logits (B, O), gates, aux_loss
+        # the loss in float32 whatever the precision of the forward pass
+        num, den = self.loss_fn.parts(out.logits.float(), batch.labels, batch.weights)
         # Normalise by the global batch's label mass; DDP averages the ranks' gradients,
         # hence the factor world: the step equals a single process's on the whole batch.
         den = all_reduce_sum(den.detach(), self.ctx)
@@ -277,8 +284,11 @@ class Trainer:
         if self.ctx.world > 1:
             task_losses = task_losses * self.ctx.world
         self.optimizer.zero_grad(set_to_none=True)
-        self.weighting.backward(task_losses, out.aux_loss)  # static: sum λ_t L_t (+ aux)
+        aux = None if out.aux_loss is None else self.precision.scale(out.aux_loss.float())
+        # static: sum λ_t L_t (+ aux), scaled under fp16
+        self.weighting.backward(self.precision.scale(task_losses), aux)
         sync_sparse_grads(self._tables, self.ctx)  # DDP syncs the dense gradients
+        self.precision.unscale(self.optimizer)  # fp16: true-scale gradients, infs recorded
         # Non-finite check with one host read per step (the losses are read anyway): one
         # kernel flags a non-finite element in any gradient (GradScaler's check, at scale 1).
         grads = [p.grad._values() if p.grad.is_sparse else p.grad  # a table: its rows
@@ -293,10 +303,13 @@ class Trainer:
             flag = torch.tensor([0.0 if finite else 1.0], device=self.ctx.device)
             finite = float(all_reduce_sum(flag, self.ctx)) == 0.0
         if not finite:
+            self.precision.skip()  # fp16: the scale halves after an overflow
+            if self.precision.scaler is not None and all(map(math.isfinite, losses)):
+                return None  # fp16 overflow of finite losses: a skipped step, not an error
             self._nonfinite(losses, grads, saved)
             return None
         self._schedule()
-        self.optimizer.step()
+        self.precision.step(self.optimizer)
         self.weighting.after_step()
         return values[:-1].cpu()
 
