@@ -29,6 +29,8 @@ def tables(census_dir):
 def test_committed_configs_cover_the_paper_models(group):
     specs = read_config(default_config_path(group), group)
     assert set(PAPER_MODELS) <= set(specs)
+    assert {"cgc", "ple"} <= set(specs)  # beyond the paper: beside MMoE in both groups
+    assert specs["ple"].model.options["levels"] == 2
     for name, spec in specs.items():
         assert spec.model.name == name
         assert spec.model.batch_norm
