@@ -10,8 +10,9 @@ from scipy.special import ndtri as scipy_ndtri
 
 from mmoe import TaskSpec, available_models, build_model
 from mmoe.app.export import export_model
-from mmoe.app.export_raw import RawNumeric, ndtri, raw_feeds
+from mmoe.app.export_raw import RawNumeric, ndtri
 from mmoe.app.predict import predict_file
+from mmoe.app.raw_columns import raw_feeds
 from mmoe.cli import main
 from mmoe.config import FeatureSpec
 from mmoe.data.encoders import TableEncoder

@@ -30,8 +30,9 @@ from ..data.encoders import TableEncoder
 from ..models import MultiTaskModel
 from ..models.funnel import output_logits, output_tasks
 from ..train.model_dir import ModelDir, load_model_dir, own_files
-from .export_raw import raw_onnx, raw_outputs, raw_sample_frame
+from .export_raw import raw_onnx
 from .predict import predict_frame
+from .raw_columns import raw_outputs, raw_sample_frame
 
 FORMATS = ("onnx", "torchscript")
 PARITY_ROWS = 64

@@ -39,7 +39,7 @@ from .. import _checks
 from .._version import __version__
 from ..data.columns import value_key
 from ..train.model_dir import load_model_dir
-from .export_raw import raw_inputs
+from .raw_columns import raw_inputs
 from .schema import schema
 
 MAX_BODY = 16 * 2**20  # bytes

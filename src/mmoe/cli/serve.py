@@ -25,10 +25,11 @@ def serve_cmd(
     access_log: Annotated[bool, typer.Option(
         "--access-log/--no-access-log", help="One log line per request.")] = True,
 ) -> None:
-    """Serve predictions over HTTP: POST /predict with {"rows": [{column: value}, ...]} or
-    {"columns": {column: [values]}} answers with mmoe predict's columns in the same shape;
+    """Serve predictions over HTTP: POST /predict with rows (a list of objects, one per row)
+    or columns (an object of lists) answers with mmoe predict's columns in the same shape;
     GET /schema (inputs, tasks, classes, model version), GET /health. Concurrent requests
-    are batched; SIGTERM stops gracefully. Needs: pip install 'mmoe[serve]'."""
+    are batched; SIGTERM stops gracefully. Needs the serve extra of mmoe (fastapi, uvicorn).
+    Details: docs/serving.md."""
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
