@@ -83,7 +83,7 @@ def test_raw_graph_answers_as_mmoe_predict_every_model(tmp_path, name):
     _compare(session, enc, raw, tmp_path / "p.csv")
 
 
-@pytest.mark.parametrize("encoding", ["standard", "quantile", "ple"])
+@pytest.mark.parametrize("encoding", ["standard", "quantile", "ple", "periodic"])
 def test_each_numeric_encoding_and_looked_up_categories(tmp_path, encoding):
     features = [FeatureSpec("city", "categorical", embedding_dim=4)]  # its own table: ids
     directory, enc = _model_dir(tmp_path, "mmoe", features, encoding)

@@ -67,7 +67,7 @@ KEY_HELP: dict[str, dict[str, str]] = {
         "categorical": "columns to treat as categorical (default: inferred)",
         "exclude": "columns never used as inputs",
         "group_by": "column grouping rows (users) for GAUC, NDCG@10 and MRR",
-        "numeric_encoding": "auto (ple), standard, quantile or ple",
+        "numeric_encoding": "auto (ple), standard, quantile, ple or periodic",
     },
     "model": {
         "name": "registered model (mmoe models lists them)",
@@ -148,5 +148,6 @@ def template() -> str:
               '# share = "item_id"     # read another column\'s table',
               "# max_len = 20          # sequences: the most recent ids kept",
               '# keys: kind, embedding_dim, min_count, buckets, max_len, pooling ("sum" | '
-              '"mean"), delimiter, share, encoding (numeric: standard, quantile, ple)', ""]
+              '"mean"), delimiter, share, encoding (numeric: standard, quantile, ple, '
+              'periodic)', ""]
     return "\n".join(lines)

@@ -71,7 +71,7 @@ class MultiTaskEstimator(BaseEstimator):
         valid_fraction: share of the rows held out for early stopping and the choice of the
             best epoch (when ``fit`` gets no ``valid``).
         numeric, categorical: column type overrides (``None``: inferred).
-        numeric_encoding: ``auto``, ``standard``, ``quantile`` or ``ple``.
+        numeric_encoding: ``auto``, ``standard``, ``quantile``, ``ple`` or ``periodic``.
         features: :class:`~mmoe.config.FeatureSpec` objects or ``NAME:KIND[:KEY=VALUE,...]``
             strings stating columns exactly (hashed ids, sequences, shared tables).
         group_by: column grouping rows (users) for GAUC, NDCG@10 and MRR in the validation

@@ -98,6 +98,7 @@ class RawNumeric(nn.Module):
             enc = encoder.encodings[col]
             points = torch.tensor(enc.points, dtype=torch.float64)
             kind = enc.kind if enc.kind != "ple" or len(points) >= 2 else "empty"
+            kind = "standard" if kind == "periodic" else kind  # the model embeds the z-score
             self.kinds.append(kind)
             if kind == "standard":
                 self.register_buffer(f"p{j}", torch.tensor([enc.mean, enc.std],

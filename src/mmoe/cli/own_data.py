@@ -26,8 +26,9 @@ TRAIN_HELP = {
     "batch_size": "Rows per step (default: the power of two nearest rows/64, 32 to 1024).",
     "lr": "Adam learning rate, the peak of a 5% warm-up then cosine decay.",
     "numeric_encoding": ("How numeric columns become inputs: auto (ple), standard, quantile "
-                         "(quantile-normal) or ple (piecewise-linear over 64 training-quantile "
-                         "bins); a column's --feature NAME:numeric:encoding=... overrides it."),
+                         "(quantile-normal), ple (piecewise-linear over 64 training-quantile "
+                         "bins) or periodic (learnt-frequency embeddings); a column's "
+                         "--feature NAME:numeric:encoding=... overrides it."),
     "threads": "Intra-op threads.",
     "config": "TOML file with [data], [columns], tasks, [model], [training]; flags override it.",
     "id_columns": f"Id column(s), copied to predictions. {_LIST}",

@@ -31,7 +31,7 @@ from ._fields import _int_range, _Serializable, _text, shown
 
 FEATURE_KINDS: tuple[str, ...] = ("numeric", "categorical", "hashed", "sequence")
 POOLINGS: tuple[str, ...] = ("sum", "mean")
-NUMERIC_ENCODINGS: tuple[str, ...] = ("standard", "quantile", "ple")
+NUMERIC_ENCODINGS: tuple[str, ...] = ("standard", "quantile", "ple", "periodic")
 MAX_ROWS = 2**31 - 2  # rows of one table (int32 row indexes in the kernels)
 
 

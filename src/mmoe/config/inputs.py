@@ -9,6 +9,13 @@ from .. import _checks
 from ._fields import _int_range, _Serializable, _text, shown
 from .features import MAX_ROWS, POOLINGS
 
+#: a periodic column's embedding: k learnt frequencies initialised from N(0, σ²), d outputs.
+#: k and d are the defaults of Gorishniy et al.'s rtdl_num_embeddings; its σ = 0.01 left a
+#: z-scored column almost constant (cos ≈ 1) and learnt nothing in 20 epochs at lr 3e-3 on a
+#: sin(3x) task, so σ was chosen on the tabular suite's validation splits: 0.3 (mean gap to
+#: boosting -0.012) over 0.1 (-0.021); docs/tabular.md
+PERIODIC_FREQUENCIES, PERIODIC_DIM, PERIODIC_SIGMA = 48, 24, 0.3
+
 
 @dataclass(frozen=True)
 class Lookup(_Serializable):
@@ -56,6 +63,8 @@ class InputSpec(_Serializable):
         lookups: columns with tables of their own (hashed ids, sequences, categorical columns
             of another width or sharing a table), in the order of their slots in the model's
             ``ids`` input.
+        periodic: numeric columns the model embeds with learnt frequencies (each becomes
+            :data:`PERIODIC_DIM` inputs; :class:`mmoe.nn.PeriodicEmbedding`).
 
     Example:
         >>> InputSpec.dense(100).width
@@ -68,6 +77,7 @@ class InputSpec(_Serializable):
     categorical: tuple[tuple[str, int], ...] = ()
     embedding_dim: int = 8
     lookups: tuple[Lookup, ...] = ()
+    periodic: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _checks.check(isinstance(self.numeric, list | tuple)
@@ -88,6 +98,10 @@ class InputSpec(_Serializable):
             lk if isinstance(lk, Lookup) else Lookup.from_dict(lk) for lk in self.lookups))
         _checks.check(self.numeric or self.categorical or self.lookups,
                       "the model needs at least one input column")
+        _checks.check(isinstance(self.periodic, list | tuple)
+                      and all(p in self.numeric for p in self.periodic),
+                      f"periodic must name numeric columns, got {self.periodic!r}")
+        object.__setattr__(self, "periodic", tuple(self.periodic))
         tables: dict[str, tuple[int, int]] = {}
         for lk in self.lookups:
             shape = tables.setdefault(lk.table, (lk.rows, lk.dim))
@@ -107,8 +121,13 @@ class InputSpec(_Serializable):
     @property
     def width(self) -> int:
         """Width d of the encoded input vector."""
-        return (len(self.numeric) + len(self.categorical) * self.embedding_dim
+        return (self.numeric_width + len(self.categorical) * self.embedding_dim
                 + sum(lk.dim for lk in self.lookups))
+
+    @property
+    def numeric_width(self) -> int:
+        """Inputs the numeric columns take once the periodic ones are embedded."""
+        return len(self.numeric) + (PERIODIC_DIM - 1) * len(self.periodic)
 
     @property
     def slots(self) -> int:

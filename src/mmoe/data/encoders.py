@@ -317,7 +317,8 @@ class TableEncoder:
             + tuple(f"{c}__missing" for c in self.indicators),
             categorical=tuple((c, len(self.vocab[c]) + 1) for c in self.categorical),
             embedding_dim=embedding_dim,
-            lookups=self.lookup.lookups(embedding_dim) if self.lookup else ())
+            lookups=self.lookup.lookups(embedding_dim) if self.lookup else (),
+            periodic=tuple(c for c in self.numeric if self.encodings[c].kind == "periodic"))
 
     def _input_names(self, column: str) -> list[str]:
         width = self.encodings[column].width

@@ -11,7 +11,10 @@
       e_t(x) = clip((x − b_{t−1}) / (b_t − b_{t−1}), 0, 1),   t = 1..T,
 
   so the network sees where a value falls among the training values and can bend its
-  response at every edge, as a tree splits.
+  response at every edge, as a tree splits;
+- ``periodic``: (x − mean) / std here, one input, which the model embeds with learnt
+  frequencies (Gorishniy et al. 2022, the "PLR" embedding: cos and sin of 2π c_j x, then a
+  linear layer and a ReLU; :class:`mmoe.nn.PeriodicEmbedding`).
 
 A missing value gives zeros (the training mean for ``standard``, the median for ``quantile``,
 no bin for ``ple``); the column's missing indicator (:class:`~mmoe.data.encoders.TableEncoder`)
@@ -40,7 +43,7 @@ class NumericEncoding:
     """One column's fitted encoding.
 
     Args:
-        kind: ``standard``, ``quantile`` or ``ple``.
+        kind: ``standard``, ``quantile``, ``ple`` or ``periodic``.
         mean, std: ``standard``'s statistics.
         points: ``quantile``: the training quantiles at ranks 0..1 (``QUANTILES`` of them);
             ``ple``: the bin edges (strictly increasing).
@@ -68,7 +71,7 @@ class NumericEncoding:
     def transform(self, values: np.ndarray) -> np.ndarray:
         """(N,) floats with NaN for missing -> (N, width) float64, missing as zeros."""
         missing = np.isnan(values)
-        if self.kind == "standard":
+        if self.kind in ("standard", "periodic"):  # periodic: the model embeds the z-score
             with np.errstate(over="ignore", invalid="ignore"):
                 out = ((values - self.mean) / self.std)[:, None]
         elif self.kind == "quantile":
@@ -123,8 +126,8 @@ def fit_numeric(values: np.ndarray, kind: str, bins: int | None = None) -> Numer
     _checks.one_of(kind, NUMERIC_ENCODINGS, "numeric encoding")
     mean, std = mean_std(values)
     finite = values[~np.isnan(values)]
-    if kind == "standard" or finite.size == 0:
-        return NumericEncoding("standard", mean, std)
+    if kind in ("standard", "periodic") or finite.size == 0:
+        return NumericEncoding(kind if finite.size else "standard", mean, std)
     if kind == "quantile":
         points = np.quantile(finite, np.linspace(0.0, 1.0, min(QUANTILES, finite.size)))
         return NumericEncoding("quantile", mean, std, tuple(map(float, points)))

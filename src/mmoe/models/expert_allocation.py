@@ -24,6 +24,7 @@ from torch import nn
 
 from .. import _checks
 from ..config import InputSpec, ModelConfig
+from ..config.inputs import PERIODIC_DIM
 from ..nn import CrossExperts, FMExperts, Gates, InputMaskedMLP, StackedMLP, mix_experts
 from ._options import non_negative_int, positive_int, read_options
 from .protocol import Backbone, BackboneOut
@@ -32,7 +33,8 @@ from .protocol import Backbone, BackboneOut
 def input_positions(inputs: InputSpec) -> dict[str, list[int]]:
     """Each input column's positions in the encoded vector x (B, d); a numeric column
     encoded piecewise-linearly (inputs ``a__ple0``, ``a__ple1``, ...) is also known by its own
-    name, for all its inputs.
+    name, for all its inputs; a periodic column holds its embedding's positions (after the
+    other numeric columns, :class:`mmoe.nn.PeriodicEmbedding`).
 
     Example:
         >>> input_positions(InputSpec(numeric=("a",), categorical=(("c", 5),), embedding_dim=2))
@@ -40,13 +42,17 @@ def input_positions(inputs: InputSpec) -> dict[str, list[int]]:
         >>> input_positions(InputSpec(numeric=("b__ple0", "b__ple1"), embedding_dim=2))["b"]
         [0, 1]
     """
-    n, dim = len(inputs.numeric), inputs.embedding_dim
+    n, dim = inputs.numeric_width, inputs.embedding_dim
     out: dict[str, list[int]] = {}
-    for i, name in enumerate(inputs.numeric):
+    plain = [c for c in inputs.numeric if c not in inputs.periodic]
+    for i, name in enumerate(plain):
         out[name] = [i]
         column, piecewise, bin_ = name.rpartition("__ple")
         if piecewise and bin_.isdigit():
             out.setdefault(column, []).append(i)
+    for j, name in enumerate(inputs.periodic):
+        start = len(plain) + j * PERIODIC_DIM
+        out[name] = list(range(start, start + PERIODIC_DIM))
     for j, (name, _) in enumerate(inputs.categorical):
         out[name] = list(range(n + j * dim, n + (j + 1) * dim))
     return out

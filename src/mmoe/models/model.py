@@ -16,7 +16,8 @@ from torch import nn
 
 from .. import _checks
 from ..config import InputSpec, ModelConfig, TaskSpec
-from ..nn import FeatureEncoder, Towers, load_balance
+from ..config.inputs import PERIODIC_DIM, PERIODIC_FREQUENCIES, PERIODIC_SIGMA
+from ..nn import FeatureEncoder, PeriodicEmbedding, Towers, load_balance
 from .funnel import FunnelHead, OutputView, joint_name, output_view, split_head
 from .protocol import BackboneOut, LinearInputBackbone
 from .registry import get_entry, mlp_parameters
@@ -70,7 +71,10 @@ class MultiTaskModel(nn.Module):
         check_memory(config, inputs, tasks)  # before anything is allocated
         super().__init__()
         self.config, self.inputs, self.tasks = config, inputs, tasks
-        self.encoder = FeatureEncoder(len(inputs.numeric),
+        self.periodic = PeriodicEmbedding(
+            len(inputs.numeric), tuple(inputs.numeric.index(c) for c in inputs.periodic),
+            PERIODIC_FREQUENCIES, PERIODIC_DIM, PERIODIC_SIGMA) if inputs.periodic else None
+        self.encoder = FeatureEncoder(inputs.numeric_width,
                                       tuple(c for _, c in inputs.categorical),
                                       inputs.embedding_dim, inputs.lookups)
         width = self.encoder.out_features
@@ -125,7 +129,10 @@ class MultiTaskModel(nn.Module):
                   ids: torch.Tensor | None) -> BackboneOut:
         """The backbone on x = norm(encoder(inputs)); while training a backbone that starts
         with linear layers, those are folded into the embedding lookups when that is cheaper
-        (same values; evaluation and export stay plain)."""
+        (same values; evaluation and export stay plain). Periodic columns are embedded
+        first."""
+        if self.periodic is not None and numeric is not None:
+            numeric = self.periodic(numeric)  # (B, n) -> (B, n - p + p·d)
         if (self.training and self.folds_first_layer and categorical is not None
                 and self.encoder.folds(categorical.shape[0])):
             layers = self.backbone.input_layers()
@@ -136,10 +143,11 @@ class MultiTaskModel(nn.Module):
         return self.backbone(self.norm(self.encoder(numeric, categorical, ids)))  # x (B, d)
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """The trainable parameters every task reads: encoder, input normalisation and
-        backbone (the towers are each task's own)."""
-        return [p for part in (self.encoder, self.norm, self.backbone)
-                for p in part.parameters() if p.requires_grad]
+        """The trainable parameters every task reads: periodic embeddings, encoder, input
+        normalisation and backbone (the towers are each task's own)."""
+        parts = [m for m in (self.periodic, self.encoder, self.norm, self.backbone)
+                 if m is not None]
+        return [p for part in parts for p in part.parameters() if p.requires_grad]
 
     def sparse_parameters(self) -> list[nn.Parameter]:
         """The lookup tables: their gradients are sparse (the rows a batch used), so they need

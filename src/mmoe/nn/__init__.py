@@ -5,9 +5,10 @@ from .encoder import FeatureEncoder
 from .expert_kinds import CrossExperts, FMExperts, InputMaskedMLP
 from .gate_tools import gate_dropout, load_balance
 from .gates import Gates, mix_experts
+from .periodic import PeriodicEmbedding
 from .stacked import StackedLinear, StackedMLP, shared_input_linear
 from .towers import Towers
 
 __all__ = ["CrossExperts", "FMExperts", "FeatureEncoder", "Gates", "InputMaskedMLP",
-           "StackedLinear", "StackedMLP", "Towers", "gate_dropout", "load_balance",
-           "mix_experts", "shared_input_linear"]
+           "PeriodicEmbedding", "StackedLinear", "StackedMLP", "Towers", "gate_dropout",
+           "load_balance", "mix_experts", "shared_input_linear"]
