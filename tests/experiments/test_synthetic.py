@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,7 +15,7 @@ from mmoe.experiments.synthetic import (
     planned_steps,
     run_synthetic,
 )
-from mmoe.experiments.synthetic.claims import check_claims
+from mmoe.experiments.synthetic.claims import check_claims, summarise
 from mmoe.experiments.synthetic.config import run_seed
 
 
@@ -86,6 +87,24 @@ def test_claims_verdicts_on_a_hand_made_summary():
     assert verdicts["at p = 0.5: mean final loss MMoE < OMoE < Shared-Bottom"] is False
     assert verdicts["shared_bottom: loss at p = 1.0 no higher than at p = 0.5"] is False
     assert verdicts["at p = 0.9: mean final loss MMoE < OMoE < Shared-Bottom"] is True
+
+
+def test_claims_carry_bootstrap_intervals_of_their_differences():
+    rng = np.random.default_rng(0)
+    level = {"mmoe": 0.05, "omoe": 0.08, "shared_bottom": 0.14}
+    runs = [{"model": m, "correlation": p, "seed": s, "lr": 0.01,
+             "final_loss": level[m] + (0.2 if p == 0.5 else 0.0) * (m == "omoe")
+             + 0.005 * rng.standard_normal()}
+            for s in range(30) for p in (0.5, 0.9, 1.0) for m in level]
+    summary = summarise(runs, SyntheticConfig(runs=30))
+    claims = {c["claim"]: c for c in check_claims(summary, runs)}
+    at9 = claims["at p = 0.9: mean final loss MMoE < OMoE < Shared-Bottom"]["ci"]
+    est, lo, hi = at9["OMoE - MMoE"]
+    assert lo < est < hi and lo > 0.02 and hi < 0.04  # 0.03 apart, noise 0.005 / sqrt(30)
+    at5 = claims["at p = 0.5: mean final loss MMoE < OMoE < Shared-Bottom"]
+    assert at5["holds"] is False and at5["ci"]["Shared-Bottom - OMoE"][2] < 0  # settled: no
+    assert claims["omoe: loss at p = 1.0 no higher than at p = 0.5"]["ci"][
+        "loss(p=0.5) - loss(p=1.0)"][1] > 0.15
 
 
 TINY = dict(runs=2, steps=4, batch_size=8, n_train=32, n_val=16, n_test=16, eval_every=2,

@@ -166,7 +166,7 @@ def run_synthetic(config: SyntheticConfig, out: str | Path,
         "chosen_lr": lrs,
         "lr_selection": pilot_rows,
         "summary": summary,
-        "claims": check_claims(summary),
+        "claims": check_claims(summary, runs),
         "paper_fig4": [{"model": m, "correlation": p, "final_loss": v}
                        for p, row in PAPER_FIG4.items() for m, v in row.items()],
         "speed": {"wall_seconds": wall,
