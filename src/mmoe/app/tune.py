@@ -105,6 +105,41 @@ def _as_given(base: RunSpec, families: tuple[str, ...]) -> dict[str, Any]:
     return params
 
 
+def optuna_module() -> Any:
+    """Optuna, or one line saying how to install it."""
+    try:
+        import optuna
+    except ImportError as err:
+        raise ValueError("`mmoe tune` needs Optuna: pip install 'mmoe[tune]' "
+                         "(or pip install optuna)") from err
+    return optuna
+
+
+def run_study(objective: Callable[[Any], float], *, sampler: Any, trials: int | None,
+              timeout: float | None, first: dict[str, Any] | None = None, pruner: Any = None,
+              name: str | None = None, catch: tuple[type[Exception], ...] = ()) -> Any:
+    """The Optuna study every mmoe tuner runs (`mmoe tune` on a table, and on census): the
+    objective maximised by ``sampler`` for ``trials`` trials or ``timeout`` seconds,
+    ``first`` (a setting's parameters) as trial 0, Optuna's own logging quiet.
+
+    Example:
+        >>> optuna = optuna_module()
+        >>> study = run_study(lambda t: -(t.suggest_float("x", -1, 1) - 0.5) ** 2,
+        ...                   sampler=optuna.samplers.TPESampler(seed=0), trials=3,
+        ...                   timeout=None, first={"x": 0.5})
+        >>> study.best_params, len(study.trials)
+        ({'x': 0.5}, 3)
+    """
+    optuna = optuna_module()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner,
+                                study_name=name)
+    if first is not None:
+        study.enqueue_trial(first)
+    study.optimize(objective, n_trials=trials, timeout=timeout, catch=catch)
+    return study
+
+
 def tune_table(base: RunSpec, budget: float, *, trials: int | None = None, seed: int = 0,
                families: tuple[str, ...] = FAMILIES, out: str | os.PathLike | None = None,
                command: str = "", log: Callable[[str], None] = lambda line: None
@@ -124,18 +159,14 @@ def tune_table(base: RunSpec, budget: float, *, trials: int | None = None, seed:
     Returns:
         The :class:`TuneResult`.
     """
-    try:
-        import optuna
-    except ImportError as err:
-        raise ValueError("`mmoe tune` needs Optuna: pip install 'mmoe[tune]' "
-                         "(or pip install optuna)") from err
+    optuna = optuna_module()
     for name in families:
         _checks.one_of(name, FAMILIES, "tuned model family")
     _checks.check(not base.stream, "mmoe tune reads the files whole; drop --stream")
     frames = read_run_frames(base)
     encoded: dict[str, tuple[TableEncoder, TensorTable, TensorTable]] = {}
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: Any) -> float:
         spec = suggest(trial, base, families)
         if spec.numeric_encoding not in encoded:
             encoded[spec.numeric_encoding] = encode_frames(spec, *frames)
@@ -152,13 +183,10 @@ def tune_table(base: RunSpec, budget: float, *, trials: int | None = None, seed:
             f"({time.perf_counter() - start:.0f} s)")
         return score
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=4,
-                                                                   n_warmup_steps=2))
-    study.enqueue_trial(_as_given(base, families))
-    study.optimize(objective, n_trials=trials, timeout=budget, catch=(ValueError,))
+    study = run_study(objective, sampler=optuna.samplers.TPESampler(seed=seed), trials=trials,
+                      timeout=budget, first=_as_given(base, families),
+                      pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2),
+                      catch=(ValueError,))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     _checks.check(bool(done), "no trial finished within the budget; give a larger --budget")
     best = study.best_trial

@@ -6,7 +6,9 @@ hidden units per layer: experts x units <= 2048); hidden size and α for L2-Cons
 size and cross-stitch layer size for Cross-Stitch; the ranks r1, r2, r3 and hidden size for
 Tensor-Factorization. We search the same quantities (Optuna's GP sampler when it is available,
 else TPE), score each trial by its best-epoch validation main-task AUC (never test), and write
-the best trial in the config-file format ``mmoe reproduce census --config`` reads.
+the best trial in the config-file format ``mmoe reproduce census --config`` reads. The study
+runs through the one runner of `mmoe tune` (:func:`mmoe.app.tune.run_study`); the search
+spaces and the objective are census's (the paper's protocol).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ... import _checks
+from ...app.tune import optuna_module, run_study
 from ...config import ModelConfig, TrainConfig
 from .config import (
     PROTOCOL,
@@ -166,11 +169,7 @@ def tune(model: str, group: int = 1, trials: int = 20, *, data_dir: str | Path |
         >>> res.trials, 0.5 < res.value <= 1, res.path.name
         (1, True, 'mmoe_g1.toml')
     """
-    try:
-        import optuna
-    except ImportError as err:
-        raise ValueError("`mmoe tune` needs Optuna: pip install 'mmoe[tune]' "
-                         "(or pip install optuna)") from err
+    optuna = optuna_module()
     (model,) = resolve_models([model])
     _checks.one_of(group, (1, 2), "census group")
     _checks.positive_int(trials, "trials")
@@ -187,13 +186,9 @@ def tune(model: str, group: int = 1, trials: int = 20, *, data_dir: str | Path |
         chosen = optuna.samplers.TPESampler(seed=seed)
     else:
         chosen = optuna.samplers.GPSampler(seed=seed)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=chosen,
-                                study_name=f"census_g{group}_{model}")
     specs: dict[int, ModelSetup] = {}
+    # trial 0 = the committed configuration
     start = base_params(model, base, max_epochs) if model in committed else None
-    if start is not None:
-        study.enqueue_trial(start)  # trial 0 = the committed configuration
 
     def objective(trial: Any) -> float:
         spec = suggest(trial, model, base, max_epochs, max_units)
@@ -205,7 +200,8 @@ def tune(model: str, group: int = 1, trials: int = 20, *, data_dir: str | Path |
                 f"({run['seconds']:.0f}s) {trial.params}")
         return value
 
-    study.optimize(objective, n_trials=trials, timeout=timeout)
+    study = run_study(objective, sampler=chosen, trials=trials, timeout=timeout, first=start,
+                      name=f"census_g{group}_{model}")
     best = study.best_trial
     spec = specs[best.number]
     path = None
