@@ -201,12 +201,10 @@ class MultiTaskEstimator(BaseEstimator):
                       f"({', '.join(labels.columns)}); fix tasks or y")
         return tasks
 
-    def _frame(self, X: Any, y: Any, sample_weight: Any) -> tuple[pd.DataFrame, str | None]:
+    def _frame(self, inputs: pd.DataFrame, labels: pd.DataFrame | None,
+               sample_weight: Any) -> tuple[pd.DataFrame, str | None]:
         """Inputs, labels and weights as one frame, and the weight column's name."""
-        frame = as_frame(X, getattr(self, "_columns", None))
-        labels = label_frame(y, frame.index)
-        if labels is not None:
-            frame = pd.concat([frame, labels], axis=1)
+        frame = _with_labels(inputs, labels)
         weight = self.weight_column
         if sample_weight is not None:
             _checks.check(weight is None, "pass sample_weight or weight_column, not both")
@@ -230,11 +228,10 @@ class MultiTaskEstimator(BaseEstimator):
         Returns:
             ``self``.
         """
-        for name in ("_columns",):  # a refit forgets the last fit's columns
-            self.__dict__.pop(name, None)
         inputs = as_frame(X)
-        frame, weight = self._frame(inputs, y, sample_weight)
-        tasks = self._tasks(inputs, label_frame(y, inputs.index))
+        labels = label_frame(y, inputs.index)
+        frame, weight = self._frame(inputs, labels, sample_weight)
+        tasks = self._tasks(inputs, labels)
         spec = self._spec(tasks, weight)
         if valid is None:
             _checks.check(len(frame) >= 2, f"got {len(frame)} sample; at least 2 are needed "
@@ -243,7 +240,8 @@ class MultiTaskEstimator(BaseEstimator):
             train_df, valid_df = holdout(frame, spec.valid_fraction, spec.training.seed)
         else:
             vx, vy = valid if isinstance(valid, tuple) else (valid, None)
-            train_df, valid_df = frame, self._frame(vx, vy, None)[0]
+            v_inputs = as_frame(vx)
+            train_df, valid_df = frame, _with_labels(v_inputs, label_frame(vy, v_inputs.index))
             if weight is not None and weight not in valid_df.columns:
                 valid_df = valid_df.assign(**{weight: 1.0})
         check_columns(spec, list(frame.columns))  # a misspelt column name is an error
@@ -345,7 +343,7 @@ class MultiTaskEstimator(BaseEstimator):
         multiclass, MSE and R² in the label's units for regression; with ``group_by``,
         GAUC, NDCG@10 and MRR over its groups."""
         frame = self._inputs(X)
-        frame = frame if y is None else pd.concat([frame, label_frame(y, frame.index)], axis=1)
+        frame = _with_labels(frame, label_frame(y, frame.index))
         weight = self.encoder_.weight_column
         if weight is not None and weight not in frame.columns:
             frame = frame.assign(**{weight: 1.0 if sample_weight is None
@@ -403,3 +401,8 @@ class MultiTaskEstimator(BaseEstimator):
                                 monitor=md.metrics.get("monitor", ""), config=spec.training)
         est._set_history()
         return est
+
+
+def _with_labels(inputs: pd.DataFrame, labels: pd.DataFrame | None) -> pd.DataFrame:
+    """The input columns and the label columns side by side (the inputs alone without)."""
+    return inputs if labels is None else pd.concat([inputs, labels], axis=1)

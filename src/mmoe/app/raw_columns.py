@@ -90,16 +90,22 @@ def raw_sample_frame(encoder: TableEncoder, rows: int = 64, seed: int = 0) -> pd
     return pd.DataFrame(cols)
 
 
-def raw_outputs(session: Any, encoder: TableEncoder, df: pd.DataFrame) -> pd.DataFrame:
-    """A raw graph's answers for ``df``, as `mmoe predict`'s columns (ids aside)."""
+def run_graph(session: Any, encoder: TableEncoder, feeds: dict[str, np.ndarray]
+              ) -> dict[str, np.ndarray]:
+    """A raw graph's answers for ``feeds``, as `mmoe predict`'s columns (ids aside): a
+    multiclass task's ``<task>_proba`` (B, C) spread into ``<task>_proba_<class>`` columns."""
     names = [o.name for o in session.get_outputs()]
-    values = session.run(names, raw_feeds(encoder, df))
-    out: dict[str, Any] = {}
     classes = {t.name: t.classes for t in encoder.tasks if t.kind == "multiclass"}
-    for name, value in zip(names, values, strict=True):
+    out: dict[str, np.ndarray] = {}
+    for name, value in zip(names, session.run(names, feeds), strict=True):
         task = name.removesuffix("_proba")
         if name.endswith("_proba") and task in classes:
             out.update({f"{task}_proba_{c}": value[:, j] for j, c in enumerate(classes[task])})
         else:
             out[name] = value
-    return pd.DataFrame(out)
+    return out
+
+
+def raw_outputs(session: Any, encoder: TableEncoder, df: pd.DataFrame) -> pd.DataFrame:
+    """A raw graph's answers for ``df``, as `mmoe predict`'s columns (ids aside)."""
+    return pd.DataFrame(run_graph(session, encoder, raw_feeds(encoder, df)))

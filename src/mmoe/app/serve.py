@@ -39,7 +39,7 @@ from .. import _checks
 from .._version import __version__
 from ..data.columns import value_key
 from ..train.model_dir import load_model_dir
-from .raw_columns import raw_inputs
+from .raw_columns import raw_inputs, run_graph
 from .schema import schema
 
 MAX_BODY = 16 * 2**20  # bytes
@@ -93,7 +93,6 @@ class Predictor:
 
             torch.set_num_threads(threads)
         self.engine = "onnxruntime" if self.session is not None else "torch"
-        self.classes = {t.name: t.classes for t in enc.tasks if t.kind == "multiclass"}
 
     def schema(self) -> dict[str, Any]:
         """``GET /schema``'s body."""
@@ -117,16 +116,7 @@ class Predictor:
 
             out = predict_frame(self.md.model, self.md.encoder, pd.DataFrame(feeds))
             return {c: out[c].to_numpy() for c in out.columns}
-        names = [o.name for o in self.session.get_outputs()]
-        result: dict[str, np.ndarray] = {}
-        for name, value in zip(names, self.session.run(names, feeds), strict=True):
-            task = name.removesuffix("_proba")
-            if name.endswith("_proba") and task in self.classes:
-                result.update({f"{task}_proba_{c}": value[:, j]
-                               for j, c in enumerate(self.classes[task])})
-            else:
-                result[name] = value
-        return result
+        return run_graph(self.session, self.md.encoder, feeds)
 
 
 def _missing(kind: str, rows: int) -> np.ndarray:

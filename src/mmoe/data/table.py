@@ -122,7 +122,7 @@ class TensorTable:
         if isinstance(index, slice):
             return TensorTable(**{k: v[index] for k, v in self._columns().items()})
         columns = self._columns()
-        index = index.to(self.device)  # a CPU permutation of a table on a GPU
+        index = index.to(next(iter(columns.values())).device)  # a CPU index, a GPU table
         rows = ops.take_rows(list(columns.values()), index)  # one pass over every column
         return TensorTable(**dict(zip(columns, rows, strict=True)))
 

@@ -252,7 +252,8 @@ class Trainer:
         if not on_device(source, ctx.device):  # a GPU fed from the host: prepared ahead
             batches = prefetched(batches, ctx.device)
         for batch in batches:
-            table = batch.table.to(ctx.device, non_blocking=True)  # there already: itself
+            table = batch.table if ctx.device.type == "cpu" else \
+                batch.table.to(ctx.device, non_blocking=True)  # prefetched: there already
             task_losses = self._step(table)
             if task_losses is not None:
                 loss_sum += task_losses * batch.rows / ctx.world
