@@ -114,6 +114,10 @@ def test_tiny_reproduce_writes_results_json_and_report(census_dir, tmp_path):
     assert data["targets"]["mmoe_mean_vs_paper"]["paper"] == 0.9359
     report = (tmp_path / "report.md").read_text()
     assert "Table 1" in report and "0.9359" in report and "MMoE" in report
+    runs = data["runs"]
+    diff = [m["test"]["income"] - s["test"]["income"]
+            for m, s in zip(runs["mmoe"], runs["shared_bottom"], strict=True)]
+    assert f"| Shared-Bottom | 2 | {sum(diff) / 2:+.4f} |" in report  # paired on the seeds
     assert (tmp_path / "main_auc.png").stat().st_size > 1000
 
 
@@ -135,6 +139,67 @@ def test_tune_writes_a_config_reproduce_reads(census_dir, tmp_path):
     assert used["model"] == spec.to_dict()["model"]  # the tuned model, not the committed one
     assert used["train"] == {**spec.to_dict()["train"], "epochs": 1}
     assert str(out) in rep.results["config_files"]
+
+
+@pytest.mark.parametrize("model", ["single_task", "shared_bottom", "l2_constrained",
+                                   "cross_stitch", "tensor_factorization", "mmoe", "cgc", "ple"])
+def test_width_rule_caps_the_first_layer_summed_over_its_networks(model):
+    optuna = pytest.importorskip("optuna")
+    from mmoe.experiments.census.tune import first_layer_units, suggest
+
+    base = read_config(default_config_path(1), 1)[model]
+    wide = {"lr": 1e-3, "epochs": 3, "batch_size": 1024, "embedding_dim": 8, "tower_units": 8,
+            "num_experts": 16, "units_per_expert": 256, "task_experts": 4, "levels": 2,
+            "hidden_units": 512, "alpha": 1e-3, "stitch_layers": 2, "self_weight": 0.9,
+            "r1": 8, "r2": 8, "r3": 2}
+    spec = suggest(optuna.trial.FixedTrial(wide), model, base, max_units=512)
+    networks = {"single_task": 2, "l2_constrained": 2, "cross_stitch": 2,
+                "tensor_factorization": 2, "shared_bottom": 1, "mmoe": 16,
+                "cgc": 16 + 2 * 4, "ple": 16 + 2 * 4}[model]
+    # drawn as wide as allowed: the cap (512 units) shared among the networks reading x
+    assert first_layer_units(spec) == networks * (512 // networks) <= 512
+    narrow = {**wide, "num_experts": 2, "units_per_expert": 8, "task_experts": 1,
+              "hidden_units": 16}
+    spec = suggest(optuna.trial.FixedTrial(narrow), model, base, max_units=512)
+    assert first_layer_units(spec) == {"mmoe": 16, "cgc": 32, "ple": 32,
+                                       "shared_bottom": 16}.get(model, 32)
+
+
+def test_study_records_round_trip_and_are_checked(tmp_path):
+    specs = read_config(default_config_path(1), 1)
+    record = {"trials": 3, "best_valid_auc": 0.94, "date": "2026-12-06",
+              "command": "mmoe tune --model all"}
+    specs["mmoe"] = replace(specs["mmoe"], study=record)
+    path = tmp_path / "c.toml"
+    path.write_text(format_config(1, specs))
+    back = read_config(path, 1)
+    assert back == specs and back["mmoe"].study == record and back["omoe"].study is None
+    path.write_text("group = 1\n[models.mmoe.study.nested]\nx = 1\n")
+    with pytest.raises(ValueError, match=r"\[models.mmoe.study\] must be a table of plain"):
+        read_config(path)
+
+
+def test_tune_all_writes_every_model_with_its_study(census_dir, tmp_path, capsys):
+    pytest.importorskip("optuna")
+    from mmoe.experiments.census.tune import tune_all
+
+    out = tmp_path / "g2.toml"
+    res = tune_all(["shared_bottom", "cgc"], 2, trials=2, data_dir=census_dir, out=out,
+                   nrows=2000, sampler="tpe", max_epochs=2, max_units=128)
+    specs = read_config(out, 2)
+    assert list(specs) == ["shared_bottom", "cgc"]
+    for name, spec in specs.items():
+        assert spec == res[name].spec
+        study = spec.study
+        assert study["trials"] == 2 and study["best_valid_auc"] == round(res[name].value, 6)
+        assert study["sampler"] == "TPESampler" and study["train_rows"] == 2000
+        assert study["command"].startswith(f"mmoe tune --model {name} --group 2 --trials 2")
+        # trial 0 is the committed setting, so the study never returns anything worse
+        assert study["best_valid_auc"] >= study["trial0_valid_auc"]
+    assert "every model tuned under one protocol" in out.read_text()
+    with pytest.raises(SystemExit) as bad:
+        main(["tune", "--model", "all", "--timeout", "60", "--data-dir", str(census_dir)])
+    assert bad.value.code == 2 and "unequal budgets" in capsys.readouterr().err
 
 
 def test_cli_reproduce_census_tiny_and_errors(census_dir, tmp_path, capsys):

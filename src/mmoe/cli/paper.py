@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .._checks import writable_dir
+from .._checks import check, writable_dir
 from ._app import app, native, opt, reproduce_app
 
 
@@ -72,7 +72,8 @@ TUNE_HELP = {
     "config": "Your table: a config file (mmoe train --config) whose settings are trial 0.",
     "budget": "Your table: search time, e.g. 600, 90s, 10m, 1h (no trial starts after it).",
     "families": "Your table: models searched, comma-separated (mmoe, ple, shared_bottom).",
-    "model": "Census: the model to tune.",
+    "model": ("Census: the model to tune; several comma-separated, or 'all' (the paper's "
+              "seven, CGC and PLE), tune each under the same protocol into one config file."),
     "group": "Census group, 1 or 2.",
     "trials": "Trials (census default 20; your table: as many as the budget allows).",
     "data_dir": "Census-Income files (default: $MMOE_DATA_DIR).",
@@ -120,8 +121,24 @@ def tune_cmd(
     if model is None:
         raise ValueError("mmoe tune needs --train and --task (or --config) to tune on your "
                          "table, or --model (and --group) to tune a census model")
-    from ..experiments.census.tune import tune
+    from ..experiments.census.tune import ALL_MODELS, tune, tune_all
 
+    names = ALL_MODELS if model == "all" else tuple(m.strip() for m in model.split(","))
+    if len(names) > 1:
+        check(timeout is None, "--timeout would give the models unequal budgets; "
+                      "tune several models with --trials only")
+        path = out or f"census_g{group}.toml"
+        writable_dir(path)
+        native()
+        results = tune_all(names, group, 16 if trials is None else trials, data_dir=data_dir,
+                           out=path, nrows=nrows, seed=seed, threads=threads,
+                           sampler=sampler, max_epochs=max_epochs, max_units=max_units,
+                           log=typer.echo)
+        for name, res in results.items():
+            typer.echo(f"{name}: best validation AUC {res.value:.4f} after {res.trials} "
+                       "trials")
+        typer.echo(f"config written to {path}")
+        return None
     writable_dir(out or f"census_g{group}_{model}.toml")
     native()
     res = tune(model, group, 20 if trials is None else trials, data_dir=data_dir,
@@ -130,6 +147,7 @@ def tune_cmd(
                max_units=max_units, log=typer.echo)
     typer.echo(f"best validation AUC {res.value:.4f} after {res.trials} trials; "
                f"config written to {res.path}")
+    return None
 
 
 def _tune_table(train, valid, task, config, budget, families, trials, out, seed,

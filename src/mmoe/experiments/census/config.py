@@ -69,26 +69,38 @@ class ModelSetup:
         model: the model's shape (``model.name`` is the registered model).
         train: training settings (the seed is replaced per run).
         embedding_dim: width of each categorical column's embedding.
+        study: how the setting was chosen, when a tuning study chose it (``mmoe tune``
+            writes the protocol, the trials run, the best validation AUC, the date and the
+            command): the ``[models.NAME.study]`` table; ``None`` for a hand-picked setting.
     """
 
     model: ModelConfig
     train: TrainConfig
     embedding_dim: int = 8
+    study: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (the ``[models.NAME]`` table of a config file)."""
         model = {k: v for k, v in self.model.to_dict().items() if k != "name"}
         train = {k: v for k, v in self.train.to_dict().items() if k in TRAIN_KEYS}
-        return {"embedding_dim": self.embedding_dim, "model": model, "train": train}
+        out = {"embedding_dim": self.embedding_dim, "model": model, "train": train}
+        if self.study:
+            out["study"] = dict(self.study)
+        return out
 
 
 def _run_spec(name: str, table: dict[str, Any], where: str) -> ModelSetup:
     """Parse a ``[models.NAME]`` table; errors name the file and the model."""
     name = shown(name)
     _checks.check(isinstance(table, dict), f"{where}: [models.{name}] must be a table")
-    unknown = sorted(shown(k) for k in set(table) - {"embedding_dim", "model", "train"})
+    unknown = sorted(shown(k) for k in set(table) - {"embedding_dim", "model", "train", "study"})
     _checks.check(not unknown, f"{where}: model '{name}': unknown key(s) {', '.join(unknown)}; "
-                  "expected embedding_dim, model, train")
+                  "expected embedding_dim, model, train, study")
+    study = table.get("study")
+    _checks.check(study is None or (isinstance(study, dict) and all(
+        isinstance(v, str | int | float | bool | list) for v in study.values())),
+        f"{where}: [models.{name}.study] must be a table of plain values (what mmoe tune "
+        "wrote)")
     for key in ("model", "train"):
         _checks.check(isinstance(table.get(key, {}), dict),
                       f"{where}: [models.{name}.{key}] must be a table")
@@ -102,7 +114,7 @@ def _run_spec(name: str, table: dict[str, Any], where: str) -> ModelSetup:
         emb = _checks.positive_int(table.get("embedding_dim", 8), "embedding_dim")
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: model '{name}': {err}") from err
-    return ModelSetup(model, train_cfg, emb)
+    return ModelSetup(model, train_cfg, emb, dict(study) if study else None)
 
 
 def read_config(path: str | Path, group: int | None = None) -> dict[str, ModelSetup]:
@@ -168,6 +180,9 @@ def format_config(group: int, specs: dict[str, ModelSetup], comment: str = "") -
             lines += [f"{k} = {_toml_value(v)}" for k, v in d["model"]["options"].items()]
         lines += ["", f"[models.{name}.train]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in d["train"].items() if v is not None]
+        if "study" in d:
+            lines += ["", f"[models.{name}.study]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in d["study"].items()]
         lines.append("")
     return "\n".join(lines)
 

@@ -42,6 +42,37 @@ def summarize(model: str, runs: Sequence[dict[str, Any]], tasks: Sequence[str]) 
             "seconds": float(sum(r["seconds"] for r in runs))}
 
 
+def paired_differences(runs: dict[str, list[dict[str, Any]]], main: str,
+                       reference: str = "mmoe") -> list[dict[str, Any]]:
+    """Each model against ``reference`` on the same seeds: the mean over seeds of
+    AUC(reference) - AUC(model) on the test main task, its sample std, and the 95% t-interval
+    of the mean difference; ``clear`` when the interval excludes 0 (the difference is larger
+    than the runs' spread). Models without two seeds in common are left out.
+
+    Example:
+        >>> runs = {"mmoe": [{"seed": s, "test": {"a": 0.9 + s / 100}} for s in range(3)],
+        ...         "sb": [{"seed": s, "test": {"a": 0.8 + s / 100}} for s in range(3)]}
+        >>> row = paired_differences(runs, "a")[0]
+        >>> row["model"], round(row["mean"], 6), row["clear"]
+        ('sb', 0.1, True)
+    """
+    from scipy import stats
+
+    if reference not in runs:
+        return []
+    ref = {r["seed"]: r["test"][main] for r in runs[reference]}
+    rows = []
+    for model, model_runs in runs.items():
+        pairs = [(ref[r["seed"]], r["test"][main]) for r in model_runs if r["seed"] in ref]
+        if model == reference or len(pairs) < 2:
+            continue
+        d = np.array([a - b for a, b in pairs])
+        half = stats.t.ppf(0.975, len(d) - 1) * _std(d) / math.sqrt(len(d))
+        lo, hi = float(d.mean() - half), float(d.mean() + half)
+        rows.append({"model": model, "seeds": len(d), "mean": float(d.mean()), "std": _std(d),
+                     "ci95": [lo, hi], "clear": bool(lo > 0 or hi < 0)})
+    return rows
+
 
 def targets(group: int, summary: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The reproduction's targets on the test means: MMoE >= the paper's MMoE mean, and (group 2)
@@ -121,6 +152,8 @@ def report_markdown(results: dict[str, Any], figure: str | None = "main_auc.png"
             continue
         shown = ", ".join(f"{k} {_f(v)}" for k, v in t.items() if k != "holds")
         lines.append(f"- {name}: {shown} — **{'holds' if t['holds'] else 'MISSED'}**")
+    lines += _paired_lines(results, main)
+    lines += _study_lines(results, main)
     if figure:
         lines += ["", f"![{main} test AUC per model, ours vs paper]({figure})"]
     tf = next((r for r in results["summary"] if r["model"] == "tensor_factorization"), None)
@@ -163,6 +196,49 @@ def report_markdown(results: dict[str, Any], figure: str | None = "main_auc.png"
               + ", ".join(f"{k} {v:.0f}s" for k, v in t["model_seconds"].items()),
               ""]
     return "\n".join(lines)
+
+
+def _paired_lines(results: dict[str, Any], main: str) -> list[str]:
+    """The report's paired comparison against MMoE (same seeds)."""
+    rows = paired_differences(results["runs"], main)
+    if not rows:
+        return []
+    lines = ["", "## Paired comparison with MMoE (same seeds)", "",
+             f"Test {main} AUC of MMoE minus the model's, run by run on the same seeds "
+             "(same data order and initialisation stream): the mean over seeds, its std, and the "
+             "95% t-interval of the mean. *Clear* when the interval excludes 0: the difference "
+             "is larger than the runs' spread.", "",
+             "| model | seeds | MMoE − model (mean) | std | 95% interval | clear |",
+             "|---|---:|---:|---:|---|---|"]
+    for r in rows:
+        lo, hi = r["ci95"]
+        lines.append(f"| {LABELS.get(r['model'], r['model'])} | {r['seeds']} | "
+                     f"{r['mean']:+.4f} | {r['std']:.4f} | [{lo:+.4f}, {hi:+.4f}] | "
+                     f"{'yes' if r['clear'] else 'no'} |")
+    return lines
+
+
+def _study_lines(results: dict[str, Any], main: str) -> list[str]:
+    """The report's table of tuning studies (from the configs' [models.NAME.study])."""
+    studies = {m: c["study"] for m, c in results.get("config", {}).items()
+               if isinstance(c, dict) and c.get("study")}
+    if not studies:
+        return []
+    lines = ["", "## How each setting was chosen", "",
+             f"Tuning studies recorded in the config (objective: the best epoch's validation "
+             f"{main} AUC on the study's training rows; trial 0 is the previously committed "
+             "setting). Models missing here keep a hand-picked setting.", "",
+             f"| model | trials | best trial | best valid {main} AUC | trial 0 | sampler | "
+             "training rows | date |", "|---|---:|---:|---:|---:|---|---:|---|"]
+    for model, st in studies.items():
+        lines.append(f"| {LABELS.get(model, model)} | {st.get('trials', '—')} | "
+                     f"{st.get('best_trial', '—')} | {_f(st.get('best_valid_auc'))} | "
+                     f"{_f(st.get('trial0_valid_auc'))} | {st.get('sampler', '—')} | "
+                     f"{st.get('train_rows', '—')} | {st.get('date', '—')} |")
+    commands = sorted({st["command"] for st in studies.values() if st.get("command")})
+    if commands:
+        lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in commands)]
+    return lines
 
 
 def plot_main_auc(results: dict[str, Any], path: str | Path) -> Path:

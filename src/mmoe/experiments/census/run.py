@@ -23,7 +23,7 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -220,9 +220,9 @@ def run_census(group: int = 1, *, models: Sequence[str] | None = None,
                   f"{default_config_path(group)}; pass --config FILE (see `mmoe tune`)")
     specs = {n: specs[n] for n in names}
     if epochs is not None:
-        specs = {n: ModelSetup(s.model, TrainConfig.from_dict({**s.train.to_dict(),
-                                                             "epochs": epochs}),
-                            s.embedding_dim) for n, s in specs.items()}
+        specs = {n: replace(s, train=TrainConfig.from_dict({**s.train.to_dict(),
+                                                            "epochs": epochs}))
+                 for n, s in specs.items()}
     tables = prepare(group, data_dir, nrows=nrows)
     task_names = [t.name for t in tables.tasks]
     seeds = [seed + r for r in range(runs)]

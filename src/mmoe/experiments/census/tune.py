@@ -9,12 +9,21 @@ else TPE), score each trial by its best-epoch validation main-task AUC (never te
 the best trial in the config-file format ``mmoe reproduce census --config`` reads. The study
 runs through the one runner of `mmoe tune` (:func:`mmoe.app.tune.run_study`); the search
 spaces and the objective are census's (the paper's protocol).
+
+One protocol for every model (:func:`tune_all`): the same sampler and seed, the same number of
+trials, the same training rows and validation split, trial 0 the committed setting, and the
+same width rule, matched by parameter count as the paper's "at most 2048 hidden units per
+layer (for MMoE: experts x units)": the hidden units of the first layer, summed over every
+network that reads the input (the experts of a MoE or CGC/PLE level, the shared bottom, each
+task's network), are at most ``max_units``. The first layer holds most of the weights (the
+input is ~260 wide), so models of the same cap have about the same number of parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +42,10 @@ from .run import CensusTables, prepare, train_one
 
 MAX_UNITS = 2048  # paper §6.2: at most 2048 hidden units per layer (MoE: experts x units)
 MOE_MODELS = ("omoe", "mmoe", "cgc", "ple")
+PER_TASK_MODELS = ("single_task", "l2_constrained", "cross_stitch", "tensor_factorization")
+#: every model of the census tables (`mmoe tune --model all`): the paper's seven, CGC and PLE
+ALL_MODELS = ("single_task", "shared_bottom", "l2_constrained", "cross_stitch",
+              "tensor_factorization", "omoe", "mmoe", "cgc", "ple")
 BATCH_SIZES = [1024, 2048, 4096]
 EMBEDDING_DIMS = [4, 8, 16]
 TOWER_UNITS = [4, 8, 16, 32]
@@ -50,9 +63,15 @@ def base_params(model: str, base: ModelSetup, max_epochs: int = 10) -> dict[str,
             or params["tower_units"] not in TOWER_UNITS or not m.expert_units):
         return None
     if model in MOE_MODELS:
+        opts = dict(m.options or {})
         if model in ("cgc", "ple"):
-            return None
-        params.update(num_experts=m.num_experts, units_per_expert=m.expert_units[0])
+            params.update(num_experts=opts.get("shared_experts", m.num_experts),
+                          units_per_expert=m.expert_units[0],
+                          task_experts=opts.get("task_experts", 0))
+            if model == "ple":
+                params["levels"] = opts.get("levels", 1)
+        else:
+            params.update(num_experts=m.num_experts, units_per_expert=m.expert_units[0])
     else:
         params["hidden_units"] = m.expert_units[0]
         opts = dict(m.options or {})
@@ -87,12 +106,15 @@ class TuneResult:
 
 
 def suggest(trial: Any, model: str, base: ModelSetup, max_epochs: int = 10,
-            max_units: int = MAX_UNITS) -> ModelSetup:
+            max_units: int = MAX_UNITS, num_tasks: int = 2) -> ModelSetup:
     """Draw one configuration of ``model`` from ``trial`` (an ``optuna.Trial``).
 
     Every distribution is fixed (the same range in every trial) so the GP sampler can model it
-    jointly; the experts x units <= 2048 limit is applied by capping the units per expert.
+    jointly; the width rule (the first layer's hidden units summed over the networks reading
+    the input at most ``max_units``, itself at most the paper's 2048) is applied by capping
+    the units drawn.
     """
+    cap = min(max_units, MAX_UNITS)
     lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
     epochs = trial.suggest_int("epochs", min(2, max_epochs), max_epochs)
     # Batches of 1024-4096 rows: smaller ones cost several times the CPU time per epoch at the
@@ -104,18 +126,18 @@ def suggest(trial: Any, model: str, base: ModelSetup, max_epochs: int = 10,
     if model in MOE_MODELS:
         experts = trial.suggest_int("num_experts", 2, 16)
         units = trial.suggest_int("units_per_expert", 4, 256, log=True)
-        # experts x units <= 2048 (paper §6.2), or a smaller CPU budget ``max_units``
-        units = max(1, min(units, min(max_units, MAX_UNITS) // experts))
-        fields.update(num_experts=experts, expert_units=(units,))
-        if model in ("cgc", "ple"):
-            fields["options"] = {"task_experts": trial.suggest_int("task_experts", 0, 4),
-                                 "shared_experts": experts}
+        networks = experts
+        if model in ("cgc", "ple"):  # experts = the shared ones; each task owns task_experts
+            own = trial.suggest_int("task_experts", 0, 4)
+            networks = experts + num_tasks * own
+            fields["options"] = {"task_experts": own, "shared_experts": experts}
             if model == "ple":
                 fields["options"]["levels"] = trial.suggest_int("levels", 1, 3)
+        fields.update(num_experts=networks, expert_units=(max(1, min(units, cap // networks)),))
     else:
-        # Hidden size of the shared bottom / each task network (capped for CPU cost; the
-        # paper's limit is 2048).
         hidden = trial.suggest_int("hidden_units", 16, 512, log=True)
+        networks = num_tasks if model in PER_TASK_MODELS else 1  # one network per task
+        hidden = max(1, min(hidden, cap // networks))
         fields["expert_units"] = (hidden,)
         if model == "l2_constrained":
             fields["options"] = {"alpha": trial.suggest_float("alpha", 1e-6, 1e-1, log=True)}
@@ -133,6 +155,23 @@ def suggest(trial: Any, model: str, base: ModelSetup, max_epochs: int = 10,
     train = TrainConfig.from_dict({**base.train.to_dict(), "lr": lr, "epochs": epochs,
                                    "batch_size": batch_size})
     return ModelSetup(cfg, train, emb)
+
+
+def first_layer_units(spec: ModelSetup, num_tasks: int = 2) -> int:
+    """Hidden units of the first layer summed over the networks reading the input (the
+    quantity the width rule caps).
+
+    Example:
+        >>> first_layer_units(read_config(default_config_path(1))["single_task"])
+        128
+    """
+    m = spec.model
+    if m.name in MOE_MODELS:
+        opts = dict(m.options or {})
+        experts = (opts["shared_experts"] + num_tasks * opts["task_experts"]
+                   if "task_experts" in opts else m.num_experts)
+        return experts * m.expert_units[0]
+    return m.expert_units[0] * (num_tasks if m.name in PER_TASK_MODELS else 1)
 
 
 def tune(model: str, group: int = 1, trials: int = 20, *, data_dir: str | Path | None = None,
@@ -191,28 +230,85 @@ def tune(model: str, group: int = 1, trials: int = 20, *, data_dir: str | Path |
     start = base_params(model, base, max_epochs) if model in committed else None
 
     def objective(trial: Any) -> float:
-        spec = suggest(trial, model, base, max_epochs, max_units)
+        spec = suggest(trial, model, base, max_epochs, max_units, len(tables.tasks))
         specs[trial.number] = spec
         run = train_one(tables, spec, seed, threads, evaluate_test=False)
         value = run["valid"][main]
         if log is not None:
-            log(f"trial {trial.number}: valid {main} AUC {value:.4f} "
+            log(f"{model} trial {trial.number}: valid {main} AUC {value:.4f} "
                 f"({run['seconds']:.0f}s) {trial.params}")
         return value
 
     study = run_study(objective, sampler=chosen, trials=trials, timeout=timeout, first=start,
                       name=f"census_g{group}_{model}")
     best = study.best_trial
-    spec = specs[best.number]
+    command = (f"mmoe tune --model {model} --group {group} --trials {trials} --seed {seed}"
+               f" --sampler {sampler} --max-epochs {max_epochs} --max-units {max_units}"
+               f"{f' --nrows {nrows}' if nrows else ''}"
+               f"{f' --timeout {timeout:g}' if timeout else ''}")
+    record = {"trials": len(study.trials), "best_trial": best.number,
+              "best_valid_auc": round(float(best.value), 6),
+              "trial0_valid_auc": (None if study.trials[0].value is None
+                                   else round(float(study.trials[0].value), 6)),
+              "sampler": type(chosen).__name__, "seed": seed,
+              "train_rows": len(tables.train), "date": datetime.date.today().isoformat(),
+              "command": command}
+    spec = replace(specs[best.number], study=record)
     path = None
     if out is not None:
-        extra = (f"{f' --nrows {nrows}' if nrows else ''}"
-                 f"{f' --max-units {max_units}' if max_units != MAX_UNITS else ''}")
-        comment = (f"Written by `mmoe tune --model {model} --group {group} --trials {trials}"
-                   f"{extra}`: best of {len(study.trials)} Optuna trials "
+        comment = (f"Written by `{command}`: best of {len(study.trials)} Optuna trials "
                    f"({type(chosen).__name__}, seed {seed}) by validation {main} AUC = "
                    f"{best.value:.4f}.")
         path = write_config(out, group, {model: spec}, comment)
     history = [{"number": t.number, "value": t.value, "params": t.params}
                for t in study.trials]
     return TuneResult(spec, float(best.value), len(study.trials), path, history)
+
+
+def tune_all(models: Sequence[str] = ALL_MODELS, group: int = 1, trials: int = 16, *,
+             data_dir: str | Path | None = None, out: str | Path | None = None,
+             nrows: int | None = None, seed: int = 0, threads: int | None = 1,
+             sampler: str = "auto", max_epochs: int = 10, max_units: int = MAX_UNITS,
+             tables: CensusTables | None = None,
+             log: Callable[[str], None] | None = None) -> dict[str, TuneResult]:
+    """Tune every model of ``models`` under one protocol (:func:`tune` with the same trials,
+    sampler, seed, rows and width rule for each) and write them to one config file, each
+    model's ``[models.NAME.study]`` table recording its study.
+
+    Args:
+        models: registered model names (default: the paper's seven, CGC and PLE).
+        group, trials, data_dir, nrows, seed, threads, sampler, max_epochs, max_units,
+        tables, log: as :func:`tune` (no timeout: every model gets the same trials).
+        out: the config file to write (``None``: not written); rewritten after each model,
+            so a stopped run keeps the models already tuned.
+
+    Returns:
+        model name -> :class:`TuneResult`.
+
+    Example:
+        >>> res = tune_all(["shared_bottom", "mmoe"], 1, trials=1, data_dir=census_dir,
+        ...                nrows=2000, max_epochs=1, out="g1.toml")
+        >>> sorted(read_config("g1.toml")), res["mmoe"].spec.study["trials"]
+        (['mmoe', 'shared_bottom'], 1)
+    """
+    models = resolve_models(models)
+    if tables is None:
+        tables = prepare(group, data_dir, nrows=nrows)
+    results: dict[str, TuneResult] = {}
+    for name in models:
+        results[name] = tune(name, group, trials, nrows=nrows, seed=seed, threads=threads,
+                             sampler=sampler, max_epochs=max_epochs, max_units=max_units,
+                             tables=tables, log=log)
+        if out is not None:
+            main = tables.tasks[0].name
+            comment = (f"Census group {group}: every model tuned under one protocol by "
+                       f"`mmoe tune --model all --group {group} --trials {trials} --seed "
+                       f"{seed} --max-epochs {max_epochs} --max-units {max_units}"
+                       f"{f' --nrows {nrows}' if nrows else ''}`: {trials} Optuna trials "
+                       f"each, the same sampler, seed, training rows and validation split, "
+                       f"trial 0 the previously committed setting, the first layer's hidden "
+                       f"units summed over its networks <= {max_units} (matched parameter "
+                       f"counts); objective: the best epoch's validation {main} AUC, never "
+                       "test. Each model's [models.NAME.study] table records its study.")
+            write_config(out, group, {n: r.spec for n, r in results.items()}, comment)
+    return results
