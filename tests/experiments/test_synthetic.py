@@ -1,6 +1,7 @@
 """The synthetic reproduction: the batched-runs trainer, the driver's files, the CLI."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -20,19 +21,25 @@ from mmoe.experiments.synthetic.config import run_seed
 
 
 @pytest.mark.parametrize("model", ["shared_bottom", "omoe", "mmoe"])
-def test_batched_runs_equal_separate_single_model_runs(model):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_batched_runs_equal_separate_single_model_runs(model, schedule):
     seeds, corr, steps, batch = [3, 4, 5], [0.5, 0.9, 1.0], 6, 16
     _, s = generate(corr, seeds, {"train": 40, "val": 30}, SyntheticSpec(d=10, m=3))
     (x, y), (xv, yv) = s["train"], s["val"]
     lrs = [1e-2, 3e-3, 1e-3]  # one learning rate per run
     res = train_runs(lambda seed: build_synthetic_model(model, 10, seed), seeds, (x, y),
-                     {"val": (xv, yv)}, steps=steps, batch_size=batch, lr=lrs, eval_every=3)
+                     {"val": (xv, yv)}, steps=steps, batch_size=batch, lr=lrs, eval_every=3,
+                     lr_schedule=schedule, warmup=0.34)
     assert res.curve_steps == [3, 6]
+    # cosine: 2 warm-up steps (1/2, 1), then cos decay over the 4 left, to 0 at the last
+    factors = ([1.0] * steps if schedule == "constant" else
+               [0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * k / 3)) for k in range(4)])
     for r, seed in enumerate(seeds):
         net = build_synthetic_model(model, 10, seed)
         opt = torch.optim.Adam(net.parameters(), lr=lrs[r])
         orders = batch_orders([seed], 40, batch)
-        for _ in range(steps):
+        for step in range(steps):
+            opt.param_groups[0]["lr"] = lrs[r] * factors[step]
             idx = next(orders)[0]  # (B,)
             loss = ((net(x[r, idx]) - y[r, idx]) ** 2).mean(0).sum()  # summed task MSEs
             opt.zero_grad()

@@ -187,6 +187,9 @@ SYNTHETIC_HELP = {
     "models": "Comma-separated models (default shared_bottom,omoe,mmoe).",
     "lr": "Comma-separated learning-rate grid, chosen on validation data.",
     "lr_runs": "Pilot runs per (lr, correlation) for choosing the lr.",
+    "lr_schedule": ("Learning rate over the steps: constant (default), or cosine (linear "
+                    "warm-up over --warmup of the steps, then cosine decay to zero)."),
+    "warmup": "Share of the steps spent warming up (cosine only).",
     "batch_size": "Rows per step.",
     "n_train": "Training rows per run.",
     "d": "Input dimension (default 100).",
@@ -211,6 +214,8 @@ def reproduce_synthetic_cmd(
     models: Annotated[str | None, opt(SYNTHETIC_HELP, "models")] = None,
     lr: Annotated[str | None, opt(SYNTHETIC_HELP, "lr")] = None,
     lr_runs: Annotated[int | None, opt(SYNTHETIC_HELP, "lr_runs")] = None,
+    lr_schedule: Annotated[str | None, opt(SYNTHETIC_HELP, "lr_schedule")] = None,
+    warmup: Annotated[float | None, opt(SYNTHETIC_HELP, "warmup")] = None,
     batch_size: Annotated[int | None, opt(SYNTHETIC_HELP, "batch_size")] = None,
     n_train: Annotated[int | None, opt(SYNTHETIC_HELP, "n_train")] = None,
     d: Annotated[int | None, opt(SYNTHETIC_HELP, "d")] = None,
@@ -232,6 +237,7 @@ def reproduce_synthetic_cmd(
     writable_dir(out)
     native()
     given = {"runs": runs, "steps": steps, "lr_runs": lr_runs, "batch_size": batch_size,
+             "lr_schedule": lr_schedule, "warmup": warmup,
              "n_train": n_train, "d": d, "c": c, "m": m, "sigma": sigma,
              "alpha_std": alpha_std,
              "correlations": correlations and _floats(correlations, "--correlations"),

@@ -179,9 +179,15 @@ def lr_factor(config: TrainConfig, step: int, total: int) -> float:
         >>> lr_factor(TrainConfig(lr_schedule="constant"), 50, 100)
         1.0
     """
-    if config.lr_schedule == "constant" or total <= 0:
+    return schedule_factor(config.lr_schedule, config.warmup, step, total)
+
+
+def schedule_factor(schedule: str, warmup: float, step: int, total: int) -> float:
+    """:func:`lr_factor` for a schedule given by name (``constant`` or ``cosine``) and its
+    warm-up share."""
+    if schedule == "constant" or total <= 0:
         return 1.0
-    warm = int(config.warmup * total)
+    warm = int(warmup * total)
     if step < warm:
         return (step + 1) / warm
     span = max(1, total - 1 - warm)

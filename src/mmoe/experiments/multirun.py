@@ -20,6 +20,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from .. import _checks
+from ..config.training import schedule_factor
 
 
 def batch_orders(seeds: Sequence[int], n: int, batch_size: int) -> Iterator[torch.Tensor]:
@@ -117,8 +118,9 @@ class StackedAdam:
         self.v = [torch.zeros_like(p) for p in self.params]
 
     @torch.no_grad()
-    def step(self) -> None:
-        """One Adam step of every run from the gradients in ``p.grad``."""
+    def step(self, scale: float = 1.0) -> None:
+        """One Adam step of every run from the gradients in ``p.grad``, at ``scale`` times
+        the learning rates (a schedule's factor)."""
         b1, b2 = self.betas
         self.t += 1
         bc1, bc2_sqrt = 1 - b1 ** self.t, math.sqrt(1 - b2 ** self.t)
@@ -127,7 +129,7 @@ class StackedAdam:
             m.lerp_(g, 1 - b1)  # m = b1·m + (1 - b1)·g
             v.mul_(b2).addcmul_(g, g, value=1 - b2)  # v = b2·v + (1 - b2)·g²
             denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
-            step = (self.lr / bc1).view(-1, *([1] * (p.dim() - 1)))  # (R, 1, ...)
+            step = (self.lr * scale / bc1).view(-1, *([1] * (p.dim() - 1)))  # (R, 1, ...)
             p.sub_(step * m / denom)
 
     def zero_grad(self) -> None:
@@ -141,7 +143,8 @@ def train_runs(build: Callable[[int], nn.Module], seeds: Sequence[int],
                eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]], *, steps: int,
                batch_size: int, lr: float | Sequence[float], eval_every: int = 0,
                final_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
-               progress: Callable[[int], None] | None = None) -> RunsResult:
+               progress: Callable[[int], None] | None = None,
+               lr_schedule: str = "constant", warmup: float = 0.0) -> RunsResult:
     """Train R runs of one regression model as one batched computation.
 
     Run r's model is ``build(seeds[r])`` (which seeds its own initialisation), shuffles its
@@ -162,6 +165,9 @@ def train_runs(build: Callable[[int], nn.Module], seeds: Sequence[int],
         eval_every: measure the held-out curves every this many steps (0: only at the end).
         final_sets: held-out splits measured only at the end.
         progress: called with the number of steps just done.
+        lr_schedule, warmup: the learning rate over the steps, as
+            :class:`~mmoe.config.TrainConfig`'s (``cosine``: linear warm-up over the first
+            ``warmup`` share, then a cosine decay to zero at the last step).
 
     Returns:
         A :class:`RunsResult`.
@@ -202,7 +208,7 @@ def train_runs(build: Callable[[int], nn.Module], seeds: Sequence[int],
         loss = (err * err).mean(1).sum()
         opt.zero_grad()
         loss.backward()
-        opt.step()
+        opt.step(schedule_factor(lr_schedule, warmup, step - 1, steps))
         if (eval_every and step % eval_every == 0) or step == steps:
             t0 = time.perf_counter()
             measure(step)

@@ -11,6 +11,7 @@ import torch
 
 from ... import _checks
 from ...config import InputSpec, TaskSpec
+from ...config.training import LR_SCHEDULES
 from ...data.datasets.synthetic import SyntheticSpec
 from ...models import MultiTaskModel, build_model
 
@@ -66,6 +67,9 @@ class SyntheticConfig:
             validation loss (own seeds, never test data).
         n_train, n_val, n_test: rows per run in each split (not reported by the paper).
         eval_every: steps between points of the loss curves.
+        lr_schedule, warmup: the learning rate over the steps (``constant``, or ``cosine``: a
+            linear warm-up over the ``warmup`` share of the steps, then a cosine decay to
+            zero), for the pilot and the main runs alike.
         d, c, m, sigma, alpha_std: generator options (see
             :class:`mmoe.data.datasets.synthetic.SyntheticSpec`).
         seed: run r uses seed :func:`run_seed` for its data and its initialisation; the R runs
@@ -93,6 +97,8 @@ class SyntheticConfig:
     n_val: int = 2_000
     n_test: int = 2_000
     eval_every: int = 100
+    lr_schedule: str = "constant"
+    warmup: float = 0.0
     d: int = 100  # paper §5
     c: float = 1.0  # PLE paper
     m: int = 10  # PLE paper
@@ -115,6 +121,9 @@ class SyntheticConfig:
                           f"overlap), got {getattr(self, name)}")
         _checks.check(isinstance(self.eval_every, int) and self.eval_every >= 0,
                       f"eval_every must be an integer >= 0, got {self.eval_every!r}")
+        _checks.one_of(self.lr_schedule, LR_SCHEDULES, "lr_schedule")
+        _checks.check(isinstance(self.warmup, int | float) and 0 <= self.warmup < 1,
+                      f"warmup must be a share of the steps in [0, 1), got {self.warmup!r}")
         object.__setattr__(self, "correlations", tuple(float(p) for p in self.correlations))
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "lr_grid", tuple(float(v) for v in self.lr_grid))

@@ -116,7 +116,10 @@ def render_report(results: dict[str, Any]) -> str:
            f"independent across correlations (run r at the i-th correlation: seed "
            f"{cfg['seed']} + 10000·i + r), shared by the three models, ")
         + f"{cfg['steps']} steps of batch {cfg['batch_size']} (paper: ~10M steps; batch not "
-        "reported).",
+        "reported), "
+        + ("a constant learning rate." if cfg.get("lr_schedule", "constant") == "constant" else
+           f"the learning rate warmed up linearly over the first {cfg['warmup']:.0%} of the "
+           "steps, then decayed to zero along a cosine."),
         f"- learning rate chosen per model from {list(cfg['lr_grid'])} (paper's grid) on the "
         f"MEDIAN validation loss of {cfg['lr_runs']} pilot seed(s) at each correlation (their "
         "own seeds, never a main run's; the median so that one stuck pilot cannot decide): "

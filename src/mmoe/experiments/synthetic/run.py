@@ -59,7 +59,8 @@ def _pilot(config: SyntheticConfig, progress: Callable[[int], None] | None
             res = train_runs(partial(build_synthetic_model, model, config.d), seeds,
                              data["train"], {}, final_sets={"val": data["val"]},
                              steps=config.steps, batch_size=config.batch_size,
-                             lr=[lr for lr, _, _ in part], progress=progress)
+                             lr=[lr for lr, _, _ in part], progress=progress,
+                             lr_schedule=config.lr_schedule, warmup=config.warmup)
             val[model].append(res.losses["val"])
     rows, chosen = [], {}
     lrs = torch.tensor([lr for lr, _, _ in members], dtype=torch.float64)
@@ -130,7 +131,8 @@ def run_synthetic(config: SyntheticConfig, out: str | Path,
                                  data["train"], {"test": data["test"]},
                                  final_sets={"val": data["val"]}, steps=config.steps,
                                  batch_size=config.batch_size, lr=lrs[model],
-                                 eval_every=config.eval_every, progress=progress)
+                                 eval_every=config.eval_every, progress=progress,
+                                 lr_schedule=config.lr_schedule, warmup=config.warmup)
                 speed[model].append(res.run_steps_per_second)
                 curve_steps = res.curve_steps
                 for i, (p, s) in enumerate(part):
