@@ -2,13 +2,15 @@
 benchmarks/recsys_throughput.py, in the peers' own environment (never mmoe's): torch-rechub's
 ``MMOE`` through its ``MTLTrainer``, or DeepCTR-Torch's ``MMOE`` through its ``fit``.
 
-    PEERS_PYTHON benchmarks/peers/recsys_peer.py rechub ENCODED.npz OUT.json
+    PEERS_PYTHON benchmarks/peers/recsys_peer.py rechub ENCODED.npz OUT.json [step]
 
 Both get the same table rows (mmoe's hashing), the same widths, experts, towers, batch, lr
 and epochs as mmoe (read from the npz's config), no weight decay or L2 (mmoe has none), and
 their own default initialisation. Training time is each library's own training call (its
 data loader included, as its users run it); ``step_only`` times the model's forward,
-backward and Adam step alone on the same batches, without the library's loader.
+backward and Adam step alone on the same batches, without the library's loader. With
+``step``, only that is measured (no training, no predictions): for tables where a peer's
+full epoch would take hours.
 Writes the test predictions (N, 2) and the timings to OUT.json / OUT.npy.
 """
 
@@ -62,7 +64,7 @@ def _step_only(model, forward, x_all, y_all, batch, steps, lr):
     return float(np.median(times[5:]))
 
 
-def rechub(data, config):
+def rechub(data, config, train=True):
     from torch_rechub.basic.features import DenseFeature, SequenceFeature, SparseFeature
     from torch_rechub.models.multi_task import MMOE
     from torch_rechub.trainers import MTLTrainer
@@ -88,6 +90,9 @@ def rechub(data, config):
                                             y_val=data["valid_labels"],
                                             x_test=x_test, y_test=data["test_labels"],
                                             batch_size=config["batch"], num_workers=0)
+    if not train:
+        return None, None, _step_only(model, model, x_train, y_train, config["batch"], 40,
+                                      config["lr"])
     trainer = MTLTrainer(model, ["classification", "classification"],
                          optimizer_params={"lr": config["lr"], "weight_decay": 0.0},
                          n_epoch=config["epochs"], earlystop_patience=10**6, device="cpu",
@@ -104,7 +109,7 @@ def rechub(data, config):
     return np.concatenate(preds), seconds, step
 
 
-def deepctr(data, config):
+def deepctr(data, config, train=True):
     from deepctr_torch.inputs import DenseFeat, SparseFeat, VarLenSparseFeat
     from deepctr_torch.models import MMOE
 
@@ -126,31 +131,37 @@ def deepctr(data, config):
     names = [c.name for c in columns]
     x_train = {k: v for k, v in _inputs(data, "train", config).items()}
     x_test = _inputs(data, "test", config)
+
+    def forward(xb):
+        return model(torch.cat([xb[k].reshape(len(xb[k]), -1).float() for k in names], 1))
+
+    if not train:
+        return None, None, _step_only(model, forward, x_train, data["train_labels"],
+                                      config["batch"], 40, config["lr"])
     start = time.perf_counter()
     model.fit({k: x_train[k] for k in names}, data["train_labels"].astype(np.float32),
               batch_size=config["batch"], epochs=config["epochs"], verbose=0)
     seconds = time.perf_counter() - start
     preds = model.predict({k: x_test[k] for k in names}, batch_size=16384)
-
-    def forward(xb):
-        return model(torch.cat([xb[k].reshape(len(xb[k]), -1).float() for k in names], 1))
-
     step = _step_only(model, forward, x_train, data["train_labels"], config["batch"], 40,
                       config["lr"])
     return np.asarray(preds), seconds, step
 
 
-def main(which: str, encoded: str, out: str) -> None:
+def main(which: str, encoded: str, out: str, mode: str = "full") -> None:
     data, config = _load(encoded)
     torch.set_num_threads(config["threads"])
-    preds, seconds, step = {"rechub": rechub, "deepctr": deepctr}[which](data, config)
+    preds, seconds, step = {"rechub": rechub, "deepctr": deepctr}[which](
+        data, config, train=mode != "step")
     rows = len(data["train_labels"]) * config["epochs"]
-    np.save(out.replace(".json", ".npy"), preds.astype(np.float64))
+    if preds is not None:
+        np.save(out.replace(".json", ".npy"), preds.astype(np.float64))
     with open(out, "w") as f:
-        json.dump({"library": which, "train_seconds": seconds, "samples_per_s": rows / seconds,
+        json.dump({"library": which, "train_seconds": seconds,
+                   "samples_per_s": None if seconds is None else rows / seconds,
                    "step_seconds": step, "step_samples_per_s": config["batch"] / step,
                    "torch": torch.__version__}, f)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

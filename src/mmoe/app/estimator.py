@@ -30,6 +30,7 @@ from ..config import FeatureSpec, ModelConfig, TaskSpec
 from ..metrics import combined_score
 from ..train import FitResult, Trainer
 from ..train.model_dir import load_model_dir
+from .ensemble import fit_members
 from .estimator_data import (
     WEIGHT_COLUMN,
     as_frame,
@@ -64,9 +65,10 @@ class MultiTaskEstimator(BaseEstimator):
         num_experts, expert_units, tower_units, embedding_dim, dropout, batch_norm, options:
             model shape (``options``: model-specific settings, see ``mmoe models``).
         epochs, batch_size, lr, lr_schedule, warmup, weight_decay, monitor, patience,
-            precision, seed, threads: training, as :class:`~mmoe.config.TrainConfig`
-            (``None`` epochs or batch size: chosen from the number of rows, as `mmoe train`
-            does).
+            precision, seed, threads, ensemble: training, as
+            :class:`~mmoe.config.TrainConfig` (``None`` epochs or batch size: chosen from the
+            number of rows, as `mmoe train` does; ``ensemble`` K: K models from seeds
+            seed..seed+K-1, predicting with the mean of their logits).
         device: ``auto`` (a CUDA GPU when one is visible), ``cpu`` or ``cuda``.
         valid_fraction: share of the rows held out for early stopping and the choice of the
             best epoch (when ``fit`` gets no ``valid``).
@@ -116,7 +118,8 @@ class MultiTaskEstimator(BaseEstimator):
                  monitor: str | None = DEFAULT_TRAINING.monitor,
                  patience: int | None = DEFAULT_TRAINING.patience,
                  precision: str = DEFAULT_TRAINING.precision, device: str = "auto",
-                 seed: int = 0, threads: int | None = None, valid_fraction: float = 0.1,
+                 seed: int = 0, threads: int | None = None,
+                 ensemble: int = DEFAULT_TRAINING.ensemble, valid_fraction: float = 0.1,
                  numeric: Sequence[str] | None = None, categorical: Sequence[str] | None = None,
                  numeric_encoding: str = "auto", features: Sequence[FeatureSpec | str] = (),
                  group_by: str | None = None, id_columns: Sequence[str] = (),
@@ -143,6 +146,7 @@ class MultiTaskEstimator(BaseEstimator):
         self.device = device
         self.seed = seed
         self.threads = threads
+        self.ensemble = ensemble
         self.valid_fraction = valid_fraction
         self.numeric = numeric
         self.categorical = categorical
@@ -172,7 +176,7 @@ class MultiTaskEstimator(BaseEstimator):
                            lr=self.lr, lr_schedule=self.lr_schedule, warmup=self.warmup,
                            weight_decay=self.weight_decay, monitor=self.monitor,
                            patience=self.patience, precision=self.precision, seed=self.seed,
-                           threads=self.threads)
+                           threads=self.threads, ensemble=self.ensemble)
         return RunSpec(train="<DataFrame>", tasks=tuple(tasks),
                        valid_fraction=self.valid_fraction, id_columns=tuple(self.id_columns),
                        exclude=tuple(self.exclude), weight_column=weight_column,
@@ -247,9 +251,14 @@ class MultiTaskEstimator(BaseEstimator):
         check_columns(spec, list(frame.columns))  # a misspelt column name is an error
         encoder = make_encoder(spec).fit(train_df)
         valid_table = with_groups(encoder.transform(valid_df), valid_df, spec.group_by)
-        model = build_for(spec, encoder)
-        result = Trainer(model, spec.training, progress=self.verbose, device=self.device).fit(
-            encoder.transform(train_df), valid_table)
+        train_table = encoder.transform(train_df)
+
+        def fit_one(member: RunSpec, _: Any) -> tuple[Any, FitResult]:
+            model = build_for(member, encoder)
+            return model, Trainer(model, member.training, progress=self.verbose,
+                                  device=self.device).fit(train_table, valid_table)
+
+        model, result = fit_members(spec, fit_one)
         self._spec_, self._result = spec, result
         self._set_fitted(model.eval(), encoder, list(inputs.columns), str_columns(X), frame)
         self.metrics_, self._gates = run_metrics(model, encoder, result, valid_table)
@@ -384,7 +393,7 @@ class MultiTaskEstimator(BaseEstimator):
                   options=dict(m.options) or None, epochs=t.epochs, batch_size=t.batch_size,
                   lr=t.lr, lr_schedule=t.lr_schedule, warmup=t.warmup,
                   weight_decay=t.weight_decay, monitor=t.monitor, patience=t.patience,
-                  precision=t.precision,
+                  precision=t.precision, ensemble=t.ensemble,
                   seed=t.seed, threads=t.threads, valid_fraction=cols.valid_fraction,
                   numeric=cols.numeric, categorical=cols.categorical,
                   numeric_encoding=cols.numeric_encoding, features=list(cols.features),

@@ -42,6 +42,7 @@ from ..train import FitResult, StreamEpochs, Trainer, shuffle_batches
 from ..train.checkpoint import load_checkpoint
 from ..train.distributed import env_rank, env_world
 from ..train.model_dir import check_output_dir, save_model_dir
+from .ensemble import fit_members
 from .predict import evaluate_table
 from .schema import schema, schema_text
 from .spec import RunSpec
@@ -98,10 +99,15 @@ def train_in_memory(spec: RunSpec, progress: bool | None = None, *,
     encoder, train, valid = read_run_tables(spec)
     if announce is not None:
         announce(schema_text(encoder, spec.to_dict(), spec.embedding_dim))
-    model = build_for(spec, encoder)
-    extras = _resume_extras(spec, encoder, checkpoint, resume)
-    result = Trainer(model, spec.training, progress=progress, checkpoint=checkpoint,
-                     extras=extras, device=device).fit(train, valid, resume=resume)
+
+    def fit(member: RunSpec, checkpoint: Path | None) -> tuple[MultiTaskModel, FitResult]:
+        model = build_for(member, encoder)
+        extras = _resume_extras(member, encoder, checkpoint, resume)
+        return model, Trainer(model, member.training, progress=progress,
+                              checkpoint=checkpoint, extras=extras,
+                              device=device).fit(train, valid, resume=resume)
+
+    model, result = fit_members(spec, fit, checkpoint, resume)
     return model, encoder, result, valid
 
 
@@ -118,19 +124,26 @@ def train_streaming(spec: RunSpec, progress: bool | None = None, *,
     # batch 1024, 10 epochs and a schedule that moves by epoch
     total = parquet_rows(spec.train)
     rows = None if total is None else total - (0 if spec.valid else len(valid))
-    cfg = spec.training.for_rows(rows)
+    cfg = spec.training.for_rows(rows)  # the batch size, the same for every member
     steps = None
     if rows is not None:  # a last batch of one row is skipped under batch norm
         single = spec.model.batch_norm and rows % cfg.batch_size == 1
         steps = math.ceil(rows / cfg.batch_size) - int(single)
-    model = build_for(spec, encoder)
-    extras = _resume_extras(spec, encoder, checkpoint, resume)
-    trainer = Trainer(model, cfg, progress=progress, checkpoint=checkpoint, extras=extras,
-                      device=device)  # batches read, encoded and moved ahead (prefetched)
-    source = StreamEpochs(lambda epoch: shuffle_batches(chunks(), cfg.batch_size,
-                                                        spec.buffer_rows, cfg.seed, epoch),
-                          skip_single_rows=model.config.batch_norm, steps=steps)
-    return model, encoder, trainer.fit(source, valid, resume=resume), valid
+
+    def fit(member: RunSpec, checkpoint: Path | None) -> tuple[MultiTaskModel, FitResult]:
+        model = build_for(member, encoder)
+        extras = _resume_extras(member, encoder, checkpoint, resume)
+        seeded = member.training.for_rows(rows)
+        trainer = Trainer(model, seeded, progress=progress, checkpoint=checkpoint,
+                          extras=extras, device=device)  # batches prefetched off the CPU
+        source = StreamEpochs(lambda epoch: shuffle_batches(chunks(), seeded.batch_size,
+                                                            spec.buffer_rows, seeded.seed,
+                                                            epoch),
+                              skip_single_rows=model.config.batch_norm, steps=steps)
+        return model, trainer.fit(source, valid, resume=resume)
+
+    model, result = fit_members(spec, fit, checkpoint, resume)
+    return model, encoder, result, valid
 
 
 def partial_dir(out: str | os.PathLike) -> Path:
@@ -267,6 +280,8 @@ def run_metrics(model: MultiTaskModel, encoder: TableEncoder, result: FitResult,
                "epochs_run": len(result.history),
                "valid_rows": len(valid),
                "samples_per_s": float(np.mean(speeds)) if speeds else None}
+    if result.members:  # a seed ensemble: "valid" is the ensemble's, the history its first
+        metrics["members"] = result.members  # member's
     return metrics, gates
 
 
@@ -277,15 +292,18 @@ def write_run_dir(out: str | os.PathLike, spec: RunSpec, model: MultiTaskModel,
     """Write a trained run's model directory: the model, encoder, ``config.json`` (``spec``
     with the training settings as run, plus ``config``'s keys), ``metrics.json``,
     ``schema.json`` and the figures (learning curves; gate utilisation for gated models)."""
+    # a seed ensemble's curves and gates are its first member's
+    member = f" (member 1 of {len(result.members)})" if result.members else ""
+
     def extra(stage: Path) -> None:
         write_json(stage / "schema.json", schema(encoder, spec.to_dict()))
         learning_curves(metrics["history"], result.best_epoch,
                         stage / "learning_curves.png",
-                        f"{model.config.name}: kept epoch {result.best_epoch} "
+                        f"{model.config.name}{member}: kept epoch {result.best_epoch} "
                         f"(by {result.monitor})")
         if gates is not None:
             gate_heatmap(utilisation_frame(gates), stage / "gates.png",
-                         f"{model.config.name}: mean gate weight on validation rows")
+                         f"{model.config.name}{member}: mean gate weight on validation rows")
         if spec.tensorboard:
             write_tensorboard(stage / "tensorboard", metrics["history"])
 

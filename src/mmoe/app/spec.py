@@ -344,7 +344,8 @@ def build_run_spec(config_file: str | None = None, *, doc: dict[str, Any] | None
             ``gate_dropout``, ``gate_balance``, ``num_experts``, ``expert_units``,
             ``tower_units``, ``embedding_dim``, ``dropout``, ``batch_norm``, ``options`` (a
             table, merged over the config's), ``weight_decay``, ``lr_schedule``, ``warmup``,
-            ``monitor``, ``patience``, ``restore_best``, ``precision``, ``numeric_encoding``,
+            ``monitor``, ``patience``, ``restore_best``, ``precision``, ``ensemble``,
+            ``numeric_encoding``,
             ``features`` (``NAME:KIND[:KEY=VALUE,...]``
             strings, each replacing the config's spec of that column), ``group_by``; ``None``
             or empty means "not given".
@@ -390,7 +391,8 @@ def build_run_spec(config_file: str | None = None, *, doc: dict[str, Any] | None
             (training, ("epochs", "batch_size", "seed", "lr", "threads", "checkpoint_every",
                         "on_nonfinite", "compile", "precision", "loss_weighting",
                         "weight_decay",
-                        "lr_schedule", "warmup", "monitor", "patience", "restore_best"))]
+                        "lr_schedule", "warmup", "monitor", "patience", "restore_best",
+                        "ensemble"))]
     where_flags = {flag: (sec, flag) for sec, names in same for flag in names}
     where_flags |= {"id_columns": (cols, "id"), "weight_column": (cols, "weight"),
                     "model": (model, "name")}

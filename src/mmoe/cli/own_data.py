@@ -62,6 +62,8 @@ TRAIN_HELP = {
     "precision": ("fp32 (default), bf16 or fp16: the forward pass under autocast (loss and "
                   "metrics in float32; fp16 with a gradient scaler). For GPUs; on a CPU bf16 "
                   "is slower than fp32."),
+    "ensemble": ("Train K models from seeds SEED..SEED+K-1 and predict with the mean of their "
+                 "logits (K times the time; predict, export and serve take the ensemble)."),
     "loss_weighting": ("static (task weights), uncertainty (Kendall et al. 2018), gradnorm "
                        "(Chen et al. 2018) or pcgrad (Yu et al. 2020)."),
     "gate_dropout": ("Gated models: drop each expert's gate weight with this probability in "
@@ -168,6 +170,7 @@ def train_cmd(
     monitor: Annotated[str | None, opt(TRAIN_HELP, "monitor", panel=TRAINING)] = None,
     patience: Annotated[int | None, opt(TRAIN_HELP, "patience", panel=TRAINING)] = None,
     keep_last: Annotated[bool, opt(TRAIN_HELP, "keep_last", panel=TRAINING)] = False,
+    ensemble: Annotated[int | None, opt(TRAIN_HELP, "ensemble", panel=TRAINING)] = None,
 ) -> None:
     """Train a multi-task model on your own table and write a model directory."""
     from ..app.fit import train_model_dir
@@ -189,7 +192,7 @@ def train_cmd(
         tower_units=_units(tower_units, "--tower-units"), embedding_dim=embedding_dim,
         dropout=dropout, batch_norm=batch_norm or None, options=_options(option),
         weight_decay=weight_decay, lr_schedule=lr_schedule, warmup=warmup, monitor=monitor,
-        patience=patience, restore_best=False if keep_last else None)
+        patience=patience, restore_best=False if keep_last else None, ensemble=ensemble)
     native()
     quiet = not logging.getLogger("mmoe").isEnabledFor(logging.INFO)  # mmoe --quiet
     metrics = train_model_dir(spec, out, overwrite=overwrite, resume=resume, device=device,

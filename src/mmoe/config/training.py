@@ -71,6 +71,10 @@ class TrainConfig(_Serializable):
         stop_if_all_skipped: with ``on_nonfinite='skip'``, stop with ``NonFiniteError`` at
             the end of an epoch whose every step was skipped (the model learned nothing in
             it) instead of carrying on; ``mmoe train`` turns it on.
+        ensemble: train this many models of the same settings from seeds ``seed``,
+            ``seed + 1``, ... and predict with the mean of their logits
+            (:class:`mmoe.models.ensemble.SeedEnsemble`; ``mmoe train`` and the estimator);
+            K times the training and prediction time.
     """
 
     epochs: int | None = None
@@ -91,6 +95,7 @@ class TrainConfig(_Serializable):
     compile: bool = False
     precision: str = "fp32"
     stop_if_all_skipped: bool = False
+    ensemble: int = 1
 
     def __post_init__(self) -> None:
         if self.epochs is not None:
@@ -127,6 +132,10 @@ class TrainConfig(_Serializable):
         _checks.check(isinstance(self.precision, str), "precision must be one of "
                       f"{', '.join(PRECISIONS)}; got {self.precision!r}")
         _checks.one_of(self.precision, PRECISIONS, "precision")
+        object.__setattr__(self, "ensemble", _int_range(self.ensemble, "ensemble", 1, 64))
+        _checks.check(self.seed + self.ensemble - 1 <= MAX_SEED, f"the ensemble's seeds "
+                      f"{self.seed}..{self.seed + self.ensemble - 1} exceed {MAX_SEED}; "
+                      "choose a smaller seed")
         _checks.check(self.precision != "fp16" or self.loss_weighting == "static",
                       f"precision fp16 scales the summed loss, which only static loss "
                       f"weighting is; with loss_weighting '{self.loss_weighting}' use bf16 or "

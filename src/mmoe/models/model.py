@@ -323,7 +323,16 @@ def allocation_errors(where: Callable[[], str]) -> Iterator[None]:
 
 
 def model_from_description(desc: dict[str, Any]) -> MultiTaskModel:
-    """Rebuild an (untrained) model from :meth:`MultiTaskModel.describe`'s output."""
+    """Rebuild an (untrained) model from :meth:`MultiTaskModel.describe`'s output (or a
+    :class:`~mmoe.models.ensemble.SeedEnsemble`'s: the same with ``members``)."""
+    if "members" in desc:
+        from .ensemble import SeedEnsemble  # it builds on this module
+
+        k = desc["members"]
+        _checks.check(type(k) is int and k >= 2, f"an ensemble's members must be an integer "
+                      f">= 2, got {k!r}")
+        one = {key: v for key, v in desc.items() if key != "members"}
+        return SeedEnsemble([model_from_description(one) for _ in range(k)])
     return MultiTaskModel(ModelConfig.from_dict(desc["config"]),
                           InputSpec.from_dict(desc["inputs"]),
                           tuple(TaskSpec.from_dict(t) for t in desc["tasks"]))

@@ -60,6 +60,8 @@ class FitResult:
         monitor: ``"combined"`` or ``"task/metric"``, what was monitored.
         stopped_early: whether early stopping ended training.
         config: the training settings as run (epochs and batch size chosen for the rows).
+        members: a seed ensemble's members (seed, kept epoch, monitor, best score), whose
+            first member the rest describes; empty for one model.
     """
 
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -68,6 +70,7 @@ class FitResult:
     monitor: str = ""
     stopped_early: bool = False
     config: TrainConfig | None = None
+    members: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Trainer:

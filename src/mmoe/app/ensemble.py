@@ -1,0 +1,98 @@
+"""Training a seed ensemble (``mmoe train --ensemble K``): K models of the same settings from
+seeds ``seed``, ``seed + 1``, ..., trained one after another on the same tables, then
+predicting with the mean of their logits (:class:`mmoe.models.ensemble.SeedEnsemble`).
+
+Kill and resume: each finished member is written (atomically) to ``member-<k>.pt`` beside the
+run's checkpoint, with its training record; the member in training checkpoints like a single
+run. ``--resume`` reloads the finished members and resumes the one in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..config import TrainConfig
+from ..models import MultiTaskModel
+from ..models.ensemble import SeedEnsemble
+from ..train import FitResult
+from ..train.checkpoint import load_model, save_checkpoint
+from ..train.distributed import env_rank
+from .spec import RunSpec
+
+#: trains one member: (its spec, its checkpoint file or None) -> (model, fit result)
+MemberFit = Callable[[RunSpec, Path | None], tuple[MultiTaskModel, FitResult]]
+
+
+def member_spec(spec: RunSpec, k: int) -> RunSpec:
+    """Member ``k``'s spec: the run's, seeded ``seed + k``.
+
+    Example:
+        >>> from mmoe.app.spec import build_run_spec
+        >>> member_spec(build_run_spec(train="t.csv", tasks=["y"], seed=7), 2).training.seed
+        9
+    """
+    return dataclasses.replace(spec, training=dataclasses.replace(
+        spec.training, seed=spec.training.seed + k))
+
+
+def _record(result: FitResult) -> dict[str, Any]:
+    """A member's fit result as JSON-able data (kept with its weights)."""
+    return {"history": result.history, "best_epoch": result.best_epoch,
+            "best_score": None if math.isnan(result.best_score) else result.best_score,
+            "monitor": result.monitor, "stopped_early": result.stopped_early,
+            "config": None if result.config is None else result.config.to_dict()}
+
+
+def _result(record: dict[str, Any]) -> FitResult:
+    """The inverse of :func:`_record`."""
+    config = record.get("config")
+    score = record.get("best_score")
+    return FitResult(record["history"], record["best_epoch"],
+                     math.nan if score is None else score, record["monitor"],
+                     record["stopped_early"],
+                     None if config is None else TrainConfig.from_dict(config))
+
+
+def fit_members(spec: RunSpec, fit: MemberFit, checkpoint: Path | None = None,
+                resume: bool = False
+                ) -> tuple[MultiTaskModel | SeedEnsemble, FitResult]:
+    """Train ``spec.training.ensemble`` members through ``fit`` (one model when 1).
+
+    Args:
+        spec: the run.
+        fit: trains one member (see :data:`MemberFit`).
+        checkpoint: the run's checkpoint file; finished members go beside it.
+        resume: reload finished members and resume the one in training.
+
+    Returns:
+        ``(model, fit result)``: for K >= 2 a :class:`SeedEnsemble` and the first member's
+        fit result with every member's seed, kept epoch and score in ``members``.
+    """
+    k_total = spec.training.ensemble
+    if k_total == 1:
+        return fit(spec, checkpoint)
+    members, results = [], []
+    for k in range(k_total):
+        done = None if checkpoint is None else checkpoint.with_name(f"member-{k}.pt")
+        if resume and done is not None and done.is_file():
+            model, extras = load_model(done)
+            result = _result(extras["fit"])
+        else:
+            model, result = fit(member_spec(spec, k), checkpoint)
+            if done is not None and env_rank() == 0:
+                # the next member starts afresh; a kill between the two loses this member's
+                # training, never mixes two members' states
+                checkpoint.unlink(missing_ok=True)
+                save_checkpoint(done, model, extras={"fit": _record(result)},
+                                then="resume from it")
+        members.append(model)
+        results.append(result)
+    summary = [{"seed": spec.training.seed + k, "best_epoch": r.best_epoch,
+                "monitor": r.monitor,
+                "best_score": None if math.isnan(r.best_score) else r.best_score}
+               for k, r in enumerate(results)]
+    return SeedEnsemble(members).eval(), dataclasses.replace(results[0], members=summary)
