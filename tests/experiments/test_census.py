@@ -197,6 +197,13 @@ def test_tune_all_writes_every_model_with_its_study(census_dir, tmp_path, capsys
         # trial 0 is the committed setting, so the study never returns anything worse
         assert study["best_valid_auc"] >= study["trial0_valid_auc"]
     assert "every model tuned under one protocol" in out.read_text()
+    # a rerun of the same protocol keeps what is tuned (a stopped run goes on from there)
+    lines = []
+    again = tune_all(["shared_bottom", "cgc"], 2, trials=2, data_dir=census_dir, out=out,
+                     nrows=2000, sampler="tpe", max_epochs=2, max_units=128, log=lines.append)
+    assert lines == [f"{m}: kept from {out} (tuned by the same protocol)"
+                     for m in ("shared_bottom", "cgc")]
+    assert {m: r.spec for m, r in again.items()} == specs
     with pytest.raises(SystemExit) as bad:
         main(["tune", "--model", "all", "--timeout", "60", "--data-dir", str(census_dir)])
     assert bad.value.code == 2 and "unequal budgets" in capsys.readouterr().err

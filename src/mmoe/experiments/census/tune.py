@@ -242,10 +242,8 @@ def tune(model: str, group: int = 1, trials: int = 20, *, data_dir: str | Path |
     study = run_study(objective, sampler=chosen, trials=trials, timeout=timeout, first=start,
                       name=f"census_g{group}_{model}")
     best = study.best_trial
-    command = (f"mmoe tune --model {model} --group {group} --trials {trials} --seed {seed}"
-               f" --sampler {sampler} --max-epochs {max_epochs} --max-units {max_units}"
-               f"{f' --nrows {nrows}' if nrows else ''}"
-               f"{f' --timeout {timeout:g}' if timeout else ''}")
+    command = _command(model, group, trials, seed, sampler, max_epochs, max_units, nrows,
+                       timeout)
     record = {"trials": len(study.trials), "best_trial": best.number,
               "best_valid_auc": round(float(best.value), 6),
               "trial0_valid_auc": (None if study.trials[0].value is None
@@ -265,6 +263,15 @@ def tune(model: str, group: int = 1, trials: int = 20, *, data_dir: str | Path |
     return TuneResult(spec, float(best.value), len(study.trials), path, history)
 
 
+def _command(model: str, group: int, trials: int, seed: int, sampler: str, max_epochs: int,
+             max_units: int, nrows: int | None, timeout: float | None) -> str:
+    """The `mmoe tune` command of one model's study (recorded with its result)."""
+    return (f"mmoe tune --model {model} --group {group} --trials {trials} --seed {seed}"
+            f" --sampler {sampler} --max-epochs {max_epochs} --max-units {max_units}"
+            f"{f' --nrows {nrows}' if nrows else ''}"
+            f"{f' --timeout {timeout:g}' if timeout else ''}")
+
+
 def tune_all(models: Sequence[str] = ALL_MODELS, group: int = 1, trials: int = 16, *,
              data_dir: str | Path | None = None, out: str | Path | None = None,
              nrows: int | None = None, seed: int = 0, threads: int | None = 1,
@@ -280,7 +287,8 @@ def tune_all(models: Sequence[str] = ALL_MODELS, group: int = 1, trials: int = 1
         group, trials, data_dir, nrows, seed, threads, sampler, max_epochs, max_units,
         tables, log: as :func:`tune` (no timeout: every model gets the same trials).
         out: the config file to write (``None``: not written); rewritten after each model,
-            so a stopped run keeps the models already tuned.
+            so a stopped run keeps the models already tuned, and a rerun with the same
+            protocol skips them (their recorded command is this run's).
 
     Returns:
         model name -> :class:`TuneResult`.
@@ -294,8 +302,18 @@ def tune_all(models: Sequence[str] = ALL_MODELS, group: int = 1, trials: int = 1
     models = resolve_models(models)
     if tables is None:
         tables = prepare(group, data_dir, nrows=nrows)
+    done = read_config(out, group) if out is not None and Path(out).is_file() else {}
     results: dict[str, TuneResult] = {}
     for name in models:
+        command = _command(name, group, trials, seed, sampler, max_epochs, max_units, nrows,
+                           None)
+        kept = done.get(name)
+        if kept is not None and (kept.study or {}).get("command") == command:
+            results[name] = TuneResult(kept, kept.study["best_valid_auc"],
+                                       kept.study["trials"], Path(out), [])
+            if log is not None:
+                log(f"{name}: kept from {out} (tuned by the same protocol)")
+            continue
         results[name] = tune(name, group, trials, nrows=nrows, seed=seed, threads=threads,
                              sampler=sampler, max_epochs=max_epochs, max_units=max_units,
                              tables=tables, log=log)
