@@ -192,6 +192,45 @@ def test_optimizer_for_a_model_with_tables():
     assert opt.param_groups[0]["weight_decay"] == 0.001
 
 
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_tables_learn_at_their_own_rate(scale):
+    """table_lr_scale s: the tables follow SparseAdam at s x lr, the rest Adam at lr."""
+    table, dense = _params()
+    opt = MixedAdam(dense, [table], lr=0.01, table_lr_scale=scale)
+    ref_table, ref_dense = _params()
+    sparse_ref = torch.optim.SparseAdam([ref_table], lr=0.01 * scale)
+    dense_ref = torch.optim.Adam(ref_dense, lr=0.01, fused=True)
+    for i in range(4):
+        _train(opt, table, dense, 1, start=i)
+        for o in (sparse_ref, dense_ref):
+            o.zero_grad()
+        _backward(ref_table, ref_dense, i)
+        sparse_ref.step()
+        dense_ref.step()
+    assert torch.equal(table, ref_table) and all(
+        torch.equal(a, b) for a, b in zip(dense, ref_dense, strict=True))
+
+
+def test_the_trainer_schedules_the_tables_at_their_scale():
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=1e-2, warmup=0.2, table_lr_scale=4.0)
+    trainer = Trainer(_model(), cfg)
+    seen = []
+    original_step = trainer.optimizer.step
+
+    def step(*args, **kwargs):
+        seen.append([g["lr"] for g in trainer.optimizer.param_groups])
+        original_step(*args, **kwargs)
+
+    trainer.optimizer.step = step
+    trainer.fit(_data())
+    assert len(seen) == 10
+    for dense, table in ((g[0], g[-1]) for g in seen):
+        assert table == pytest.approx(4.0 * dense, abs=1e-15) and 0 <= dense <= 1e-2
+    assert seen[1][0] == pytest.approx(1e-2)  # warm-up over 2 of 10 steps: at the peak
+    assert seen[-1][0] == 0.0 and seen[4][-1] > 1e-2  # cosine to zero; tables above lr
+    assert [len(g) for g in seen] == [len(seen[0])] * 10
+
+
 def test_trainer_with_lookups_resumes_a_mid_epoch_checkpoint_exactly(tmp_path):
     train = _data()
     cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-2, seed=3, restore_best=False,

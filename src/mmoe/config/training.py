@@ -71,6 +71,13 @@ class TrainConfig(_Serializable):
         stop_if_all_skipped: with ``on_nonfinite='skip'``, stop with ``NonFiniteError`` at
             the end of an epoch whose every step was skipped (the model learned nothing in
             it) instead of carrying on; ``mmoe train`` turns it on.
+        table_lr_scale: the lookup tables' learning rate (hashed ids, sequences: the rows
+            updated sparsely) as a multiple of ``lr``. Lazy Adam moves a row only on the
+            steps whose batch uses it, while dense Adam keeps moving it along its decaying
+            momentum, about 1/(1 - β1) = 10 times as far in all; a rare id, seen a few
+            times, is learnt too slowly at ``lr``. 10 was chosen on the generated funnel's
+            validation split (1M impressions: purchase GAUC +0.005, click AUC +0.004 over 1,
+            3 in between; docs/recsys.md).
         ensemble: train this many models of the same settings from seeds ``seed``,
             ``seed + 1``, ... and predict with the mean of their logits
             (:class:`mmoe.models.ensemble.SeedEnsemble`; ``mmoe train`` and the estimator);
@@ -95,6 +102,7 @@ class TrainConfig(_Serializable):
     compile: bool = False
     precision: str = "fp32"
     stop_if_all_skipped: bool = False
+    table_lr_scale: float = 10.0
     ensemble: int = 1
 
     def __post_init__(self) -> None:
@@ -132,6 +140,7 @@ class TrainConfig(_Serializable):
         _checks.check(isinstance(self.precision, str), "precision must be one of "
                       f"{', '.join(PRECISIONS)}; got {self.precision!r}")
         _checks.one_of(self.precision, PRECISIONS, "precision")
+        _number(self.table_lr_scale, "table_lr_scale", low_open=True)
         object.__setattr__(self, "ensemble", _int_range(self.ensemble, "ensemble", 1, 64))
         _checks.check(self.seed + self.ensemble - 1 <= MAX_SEED, f"the ensemble's seeds "
                       f"{self.seed}..{self.seed + self.ensemble - 1} exceed {MAX_SEED}; "

@@ -176,8 +176,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
 
 
 # ---- training checkpoints: the trainer's save and its checked restore ----------------------
-#: what a checkpoint written before the learning-rate schedules existed trained with
-BEFORE_SCHEDULES = {"lr_schedule": "constant", "warmup": 0.0}
+#: what a checkpoint written before the learning-rate schedules and the tables' own learning
+#: rate existed trained with
+BEFORE_SCHEDULES = {"lr_schedule": "constant", "warmup": 0.0, "table_lr_scale": 1.0}
 
 
 def fresh_state(num_tasks: int, config: TrainConfig) -> dict[str, Any]:

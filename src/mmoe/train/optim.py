@@ -186,8 +186,10 @@ class MixedAdam:
     Args:
         dense: the parameters with dense gradients.
         sparse: the tables.
-        lr: the learning rate of both.
+        lr: the learning rate of the dense parameters.
         weight_decay: the dense parameters' weight decay.
+        table_lr_scale: the tables' learning rate as a multiple of ``lr``
+            (:attr:`lr_scales`; see :class:`~mmoe.config.TrainConfig`).
 
     Example:
         >>> table = torch.nn.Parameter(torch.randn(100, 4))
@@ -203,14 +205,21 @@ class MixedAdam:
     """
 
     def __init__(self, dense: list[torch.nn.Parameter], sparse: list[torch.nn.Parameter],
-                 lr: float = 1e-3, weight_decay: float = 0.0):
+                 lr: float = 1e-3, weight_decay: float = 0.0, table_lr_scale: float = 1.0):
         self.dense = LeanAdam(dense, lr=lr, weight_decay=weight_decay)
-        self.sparse = RowAdam(sparse, lr=lr)
+        self.sparse = RowAdam(sparse, lr=lr * table_lr_scale)
+        self.table_lr_scale = table_lr_scale
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
         """The dense groups, then the tables' group."""
         return self.dense.param_groups + self.sparse.param_groups
+
+    @property
+    def lr_scales(self) -> list[float]:
+        """Each of :attr:`param_groups`' learning rate as a multiple of the run's."""
+        return ([1.0] * len(self.dense.param_groups)
+                + [self.table_lr_scale] * len(self.sparse.param_groups))
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop (or zero) every gradient."""
@@ -260,7 +269,7 @@ def optimizer_for(model: torch.nn.Module, weighting: torch.nn.Module,
     Args:
         model: a MultiTaskModel.
         weighting: the loss weighting (its learnt weights train too).
-        config: the TrainConfig (``lr``, ``weight_decay``).
+        config: the TrainConfig (``lr``, ``weight_decay``, ``table_lr_scale``).
 
     Returns:
         The optimizer.
@@ -277,4 +286,4 @@ def optimizer_for(model: torch.nn.Module, weighting: torch.nn.Module,
         return LeanAdam(params, lr=config.lr, weight_decay=config.weight_decay)
     sparse = {id(t) for t in tables}
     return MixedAdam([p for p in params if id(p) not in sparse], tables, lr=config.lr,
-                     weight_decay=config.weight_decay)
+                     weight_decay=config.weight_decay, table_lr_scale=config.table_lr_scale)

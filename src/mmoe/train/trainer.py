@@ -370,8 +370,10 @@ class Trainer:
             factor = lr_factor(cfg, st["global_step"], cfg.epochs * self._steps)
         else:
             factor = lr_factor(cfg, st["epoch"], cfg.epochs)
-        for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr * factor
+        groups = self.optimizer.param_groups
+        scales = getattr(self.optimizer, "lr_scales", [1.0] * len(groups))  # tables: their own
+        for group, scale in zip(groups, scales, strict=True):
+            group["lr"] = cfg.lr * factor * scale
 
     def _end_epoch(self, valid: TensorTable | None, done: int, seconds: float) -> None:
         st, names = self.state, [t.name for t in self.model.tasks]
