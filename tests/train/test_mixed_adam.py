@@ -64,11 +64,13 @@ def test_rows_the_batch_did_not_use_stay_bit_identical():
     assert torch.equal(table[20:], _params()[0][20:])  # never used: the initial values
 
 
-def test_tables_follow_sparse_adam_and_the_rest_fused_adam_exactly():
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_tables_follow_sparse_adam_and_the_rest_fused_adam_exactly(scale):
+    """table_lr_scale s: the tables follow SparseAdam at s x lr, the rest fused Adam at lr."""
     table, dense = _params()
-    opt = MixedAdam(dense, [table], lr=0.05, weight_decay=0.01)
+    opt = MixedAdam(dense, [table], lr=0.05, weight_decay=0.01, table_lr_scale=scale)
     ref_table, ref_dense = _params()
-    sparse_ref = torch.optim.SparseAdam([ref_table], lr=0.05)
+    sparse_ref = torch.optim.SparseAdam([ref_table], lr=0.05 * scale)
     dense_ref = torch.optim.Adam(ref_dense, lr=0.05, weight_decay=0.01, fused=True)
     for i in range(6):
         _train(opt, table, dense, 1, start=i)
@@ -190,25 +192,6 @@ def test_optimizer_for_a_model_with_tables():
     tables = {id(p) for p in model.sparse_parameters()}
     assert dense | tables == {id(p) for p in model.parameters()} and not dense & tables
     assert opt.param_groups[0]["weight_decay"] == 0.001
-
-
-@pytest.mark.parametrize("scale", [1.0, 10.0])
-def test_tables_learn_at_their_own_rate(scale):
-    """table_lr_scale s: the tables follow SparseAdam at s x lr, the rest Adam at lr."""
-    table, dense = _params()
-    opt = MixedAdam(dense, [table], lr=0.01, table_lr_scale=scale)
-    ref_table, ref_dense = _params()
-    sparse_ref = torch.optim.SparseAdam([ref_table], lr=0.01 * scale)
-    dense_ref = torch.optim.Adam(ref_dense, lr=0.01, fused=True)
-    for i in range(4):
-        _train(opt, table, dense, 1, start=i)
-        for o in (sparse_ref, dense_ref):
-            o.zero_grad()
-        _backward(ref_table, ref_dense, i)
-        sparse_ref.step()
-        dense_ref.step()
-    assert torch.equal(table, ref_table) and all(
-        torch.equal(a, b) for a, b in zip(dense, ref_dense, strict=True))
 
 
 def test_the_trainer_schedules_the_tables_at_their_scale():
