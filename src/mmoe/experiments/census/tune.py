@@ -22,6 +22,7 @@ input is ~260 wide), so models of the same cap have about the same number of par
 from __future__ import annotations
 
 import datetime
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -328,5 +329,6 @@ def tune_all(models: Sequence[str] = ALL_MODELS, group: int = 1, trials: int = 1
                        f"units summed over its networks <= {max_units} (matched parameter "
                        f"counts); objective: the best epoch's validation {main} AUC, never "
                        "test. Each model's [models.NAME.study] table records its study.")
-            write_config(out, group, {n: r.spec for n, r in results.items()}, comment)
+            write_config(out, group, {n: r.spec for n, r in results.items()},
+                         textwrap.fill(comment, 92))
     return results
