@@ -125,4 +125,4 @@ def test_estimator_ensemble_saves_and_loads(tmp_path):
 
 def test_ensemble_setting_is_checked():
     with pytest.raises(ValueError, match="ensemble must be an integer in \\[1, 64\\]"):
-        build_run_spec(train="t.csv", tasks=["y"], ensemble=0)
+        build_run_spec(train="t.csv", tasks=["y:binary"], ensemble=0)

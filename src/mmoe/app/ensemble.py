@@ -32,7 +32,7 @@ def member_spec(spec: RunSpec, k: int) -> RunSpec:
 
     Example:
         >>> from mmoe.app.spec import build_run_spec
-        >>> member_spec(build_run_spec(train="t.csv", tasks=["y"], seed=7), 2).training.seed
+        >>> member_spec(build_run_spec(train="t.csv", tasks=["y:binary"], seed=7), 2).training.seed
         9
     """
     return dataclasses.replace(spec, training=dataclasses.replace(
