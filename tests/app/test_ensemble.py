@@ -9,6 +9,7 @@ import torch
 
 from mmoe import MultiTaskEstimator, TaskSpec, build_model
 from mmoe.app import fit as fit_module
+from mmoe.app.export import export_model
 from mmoe.app.fit import partial_dir, train_model_dir
 from mmoe.app.predict import predict_frame
 from mmoe.app.spec import build_run_spec
@@ -64,6 +65,9 @@ def test_members_are_the_single_runs_of_their_seeds(data, tmp_path):
     p = torch.sigmoid(mean[:, md.model.task_slices[0]]).squeeze(1).numpy()
     np.testing.assert_allclose(got["buys"].to_numpy(), p, atol=1e-6)
     assert metrics["valid"]["buys"]["auc"] > 0.8
+    # exported from raw columns, the ensemble is one graph with `mmoe predict`'s outputs
+    pytest.importorskip("onnxruntime")
+    assert export_model(tmp_path / "ens", "onnx", tmp_path / "ens.onnx", raw=True) <= 1e-5
 
 
 def test_a_killed_ensemble_resumes_to_the_uninterrupted_result(data, tmp_path, monkeypatch):
