@@ -39,11 +39,16 @@ def member_spec(spec: RunSpec, k: int) -> RunSpec:
         spec.training, seed=spec.training.seed + k))
 
 
+def _summary(result: FitResult) -> dict[str, Any]:
+    """A member's kept epoch, monitor and best score (JSON: no NaN)."""
+    return {"best_epoch": result.best_epoch, "monitor": result.monitor,
+            "best_score": None if math.isnan(result.best_score) else result.best_score}
+
+
 def _record(result: FitResult) -> dict[str, Any]:
     """A member's fit result as JSON-able data (kept with its weights)."""
-    return {"history": result.history, "best_epoch": result.best_epoch,
-            "best_score": None if math.isnan(result.best_score) else result.best_score,
-            "monitor": result.monitor, "stopped_early": result.stopped_early,
+    return {**_summary(result), "history": result.history,
+            "stopped_early": result.stopped_early,
             "config": None if result.config is None else result.config.to_dict()}
 
 
@@ -91,8 +96,5 @@ def fit_members(spec: RunSpec, fit: MemberFit, checkpoint: Path | None = None,
                                 then="resume from it")
         members.append(model)
         results.append(result)
-    summary = [{"seed": spec.training.seed + k, "best_epoch": r.best_epoch,
-                "monitor": r.monitor,
-                "best_score": None if math.isnan(r.best_score) else r.best_score}
-               for k, r in enumerate(results)]
+    summary = [{"seed": spec.training.seed + k, **_summary(r)} for k, r in enumerate(results)]
     return SeedEnsemble(members).eval(), dataclasses.replace(results[0], members=summary)

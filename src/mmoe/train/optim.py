@@ -36,6 +36,12 @@ class LeanAdam(torch.optim.Adam):
                                list[torch.Tensor], list[torch.Tensor]]] | None = None
         self.register_load_state_dict_post_hook(LeanAdam._forget_plan)
 
+    @property
+    def lr_scales(self) -> list[float]:
+        """Each parameter group's learning rate as a multiple of the run's: all 1 (see
+        :attr:`MixedAdam.lr_scales`)."""
+        return [1.0] * len(self.param_groups)
+
     @staticmethod
     def _forget_plan(opt: LeanAdam) -> None:
         opt._plan = None  # the loaded state holds new tensors

@@ -370,9 +370,8 @@ class Trainer:
             factor = lr_factor(cfg, st["global_step"], cfg.epochs * self._steps)
         else:
             factor = lr_factor(cfg, st["epoch"], cfg.epochs)
-        groups = self.optimizer.param_groups
-        scales = getattr(self.optimizer, "lr_scales", [1.0] * len(groups))  # tables: their own
-        for group, scale in zip(groups, scales, strict=True):
+        for group, scale in zip(self.optimizer.param_groups, self.optimizer.lr_scales,
+                                strict=True):  # the tables at their own rate
             group["lr"] = cfg.lr * factor * scale
 
     def _end_epoch(self, valid: TensorTable | None, done: int, seconds: float) -> None:

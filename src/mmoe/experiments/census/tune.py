@@ -32,6 +32,7 @@ from ... import _checks
 from ...app.tune import optuna_module, run_study
 from ...config import ModelConfig, TrainConfig
 from .config import (
+    PAPER_MODELS,
     PROTOCOL,
     ModelSetup,
     default_config_path,
@@ -45,8 +46,7 @@ MAX_UNITS = 2048  # paper §6.2: at most 2048 hidden units per layer (MoE: exper
 MOE_MODELS = ("omoe", "mmoe", "cgc", "ple")
 PER_TASK_MODELS = ("single_task", "l2_constrained", "cross_stitch", "tensor_factorization")
 #: every model of the census tables (`mmoe tune --model all`): the paper's seven, CGC and PLE
-ALL_MODELS = ("single_task", "shared_bottom", "l2_constrained", "cross_stitch",
-              "tensor_factorization", "omoe", "mmoe", "cgc", "ple")
+ALL_MODELS = (*PAPER_MODELS, "cgc", "ple")
 BATCH_SIZES = [1024, 2048, 4096]
 EMBEDDING_DIMS = [4, 8, 16]
 TOWER_UNITS = [4, 8, 16, 32]
@@ -127,18 +127,16 @@ def suggest(trial: Any, model: str, base: ModelSetup, max_epochs: int = 10,
     if model in MOE_MODELS:
         experts = trial.suggest_int("num_experts", 2, 16)
         units = trial.suggest_int("units_per_expert", 4, 256, log=True)
-        networks = experts
         if model in ("cgc", "ple"):  # experts = the shared ones; each task owns task_experts
-            own = trial.suggest_int("task_experts", 0, 4)
-            networks = experts + num_tasks * own
-            fields["options"] = {"task_experts": own, "shared_experts": experts}
+            fields["options"] = {"task_experts": trial.suggest_int("task_experts", 0, 4),
+                                 "shared_experts": experts}
             if model == "ple":
                 fields["options"]["levels"] = trial.suggest_int("levels", 1, 3)
+        networks = _networks(model, experts, fields["options"], num_tasks)
         fields.update(num_experts=networks, expert_units=(max(1, min(units, cap // networks)),))
     else:
         hidden = trial.suggest_int("hidden_units", 16, 512, log=True)
-        networks = num_tasks if model in PER_TASK_MODELS else 1  # one network per task
-        hidden = max(1, min(hidden, cap // networks))
+        hidden = max(1, min(hidden, cap // _networks(model, 1, {}, num_tasks)))
         fields["expert_units"] = (hidden,)
         if model == "l2_constrained":
             fields["options"] = {"alpha": trial.suggest_float("alpha", 1e-6, 1e-1, log=True)}
@@ -167,12 +165,17 @@ def first_layer_units(spec: ModelSetup, num_tasks: int = 2) -> int:
         128
     """
     m = spec.model
-    if m.name in MOE_MODELS:
-        opts = dict(m.options or {})
-        experts = (opts["shared_experts"] + num_tasks * opts["task_experts"]
-                   if "task_experts" in opts else m.num_experts)
-        return experts * m.expert_units[0]
-    return m.expert_units[0] * (num_tasks if m.name in PER_TASK_MODELS else 1)
+    return m.expert_units[0] * _networks(m.name, m.num_experts, dict(m.options or {}),
+                                         num_tasks)
+
+
+def _networks(model: str, experts: int, options: dict[str, Any], num_tasks: int) -> int:
+    """How many networks read the input: a MoE's experts (CGC/PLE: the shared ones plus each
+    task's own), one per task for the per-task models, one shared bottom."""
+    if model in MOE_MODELS:
+        return (options["shared_experts"] + num_tasks * options["task_experts"]
+                if "task_experts" in options else experts)
+    return num_tasks if model in PER_TASK_MODELS else 1
 
 
 def tune(model: str, group: int = 1, trials: int = 20, *, data_dir: str | Path | None = None,
