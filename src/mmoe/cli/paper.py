@@ -187,9 +187,9 @@ SYNTHETIC_HELP = {
     "models": "Comma-separated models (default shared_bottom,omoe,mmoe).",
     "lr": "Comma-separated learning-rate grid, chosen on validation data.",
     "lr_runs": "Pilot runs per (lr, correlation) for choosing the lr.",
-    "lr_schedule": ("Learning rate over the steps: constant (default), or cosine (linear "
-                    "warm-up over --warmup of the steps, then cosine decay to zero)."),
-    "warmup": "Share of the steps spent warming up (cosine only).",
+    "lr_schedule": ("Learning rate over the steps: cosine (default: linear warm-up over "
+                    "--warmup of the steps, then cosine decay to zero), or constant."),
+    "warmup": "Share of the steps spent warming up (cosine only; default 0.05).",
     "batch_size": "Rows per step.",
     "n_train": "Training rows per run.",
     "d": "Input dimension (default 100).",
