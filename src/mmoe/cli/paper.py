@@ -18,8 +18,8 @@ def _model_list(models: str | None) -> list[str] | None:
 # `mmoe reproduce census`'s options
 CENSUS_HELP = {
     "group": "1 = (income; marital), 2 = (education; marital).",
-    "models": "Comma-separated models (default: the paper's seven; cgc, ple also accepted).",
-    "runs": "Runs per model from random init.",
+    "models": "Comma-separated models (default: the paper's seven, then cgc and ple).",
+    "runs": "Runs per model from random init (default 10).",
     "data_dir": "Census-Income files (default: $MMOE_DATA_DIR, else the user cache dir).",
     "out": "Output directory (default: results/census_g<group>).",
     "config": ("Config file (e.g. from mmoe tune) overriding the committed settings of the models "
@@ -37,7 +37,7 @@ CENSUS_HELP = {
 def reproduce_census_cmd(
     group: Annotated[int, opt(CENSUS_HELP, "group")] = 1,
     models: Annotated[str | None, opt(CENSUS_HELP, "models")] = None,
-    runs: Annotated[int, opt(CENSUS_HELP, "runs")] = 3,
+    runs: Annotated[int | None, opt(CENSUS_HELP, "runs")] = None,
     data_dir: Annotated[str | None, opt(CENSUS_HELP, "data_dir")] = None,
     out: Annotated[str | None, opt(CENSUS_HELP, "out")] = None,
     config: Annotated[str | None, opt(CENSUS_HELP, "config")] = None,
@@ -53,10 +53,12 @@ def reproduce_census_cmd(
     trains data-parallel over the ranks and rank 0 writes the outputs.
     """
     from ..experiments.census import run_census
+    from ..experiments.census.config import DEFAULT_RUNS
 
     writable_dir(out or f"results/census_g{group}")  # fail now, not after the runs
     native()
-    res = run_census(group, models=_model_list(models), runs=runs, data_dir=data_dir,
+    res = run_census(group, models=_model_list(models),
+                     runs=DEFAULT_RUNS if runs is None else runs, data_dir=data_dir,
                      out=out or f"results/census_g{group}", config=config, seed=seed,
                      threads=threads, epochs=epochs, nrows=nrows, jobs=jobs, log=typer.echo)
     if res.files:  # under torchrun only rank 0 writes

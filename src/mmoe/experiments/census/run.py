@@ -172,7 +172,7 @@ def run_census(group: int = 1, *, models: Sequence[str] | None = None,
 
     Args:
         group: 1 = (income; marital), 2 = (education; marital).
-        models: registered model names (default: the paper's seven).
+        models: registered model names (default: the paper's seven, CGC and PLE).
         runs: R runs per model from random initialisation (seeds ``seed .. seed + R - 1``).
         data_dir: the Census-Income files (``None``: ``$MMOE_DATA_DIR``, else the user cache).
         out: output directory for ``results.json``, ``report.md`` and the figure

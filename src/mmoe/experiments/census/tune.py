@@ -32,7 +32,7 @@ from ... import _checks
 from ...app.tune import optuna_module, run_study
 from ...config import ModelConfig, TrainConfig
 from .config import (
-    PAPER_MODELS,
+    ALL_MODELS,
     PROTOCOL,
     ModelSetup,
     default_config_path,
@@ -45,8 +45,6 @@ from .run import CensusTables, prepare, train_one
 MAX_UNITS = 2048  # paper §6.2: at most 2048 hidden units per layer (MoE: experts x units)
 MOE_MODELS = ("omoe", "mmoe", "cgc", "ple")
 PER_TASK_MODELS = ("single_task", "l2_constrained", "cross_stitch", "tensor_factorization")
-#: every model of the census tables (`mmoe tune --model all`): the paper's seven, CGC and PLE
-ALL_MODELS = (*PAPER_MODELS, "cgc", "ple")
 BATCH_SIZES = [1024, 2048, 4096]
 EMBEDDING_DIMS = [4, 8, 16]
 TOWER_UNITS = [4, 8, 16, 32]
