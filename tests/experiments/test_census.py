@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,8 +14,15 @@ import pytest
 from mmoe.cli import main
 from mmoe.config import TrainConfig
 from mmoe.experiments.census import prepare, read_config, run_census, train_one
-from mmoe.experiments.census.config import PAPER, PAPER_MODELS, default_config_path, format_config
+from mmoe.experiments.census.config import (
+    ALL_MODELS,
+    PAPER,
+    PAPER_MODELS,
+    default_config_path,
+    format_config,
+)
 from mmoe.experiments.census.report import summarize
+from mmoe.experiments.census.tune import first_layer_units
 
 SUMMARY_FIELDS = {"model", "main_auc_best", "main_auc_mean", "main_auc_std", "aux_auc_at_best",
                   "aux_auc_mean", "runs"}
@@ -26,16 +34,22 @@ def tables(census_dir):
 
 
 @pytest.mark.parametrize("group", [1, 2])
-def test_committed_configs_cover_the_paper_models(group):
+def test_committed_configs_are_every_model_tuned_under_one_protocol(group):
     specs = read_config(default_config_path(group), group)
-    assert set(PAPER_MODELS) <= set(specs)
-    assert {"cgc", "ple"} <= set(specs)  # beyond the paper: beside MMoE in both groups
-    assert specs["ple"].model.options["levels"] == 2
+    assert tuple(specs) == ALL_MODELS  # the paper's seven, then CGC and PLE beside MMoE
+    protocols = set()
     for name, spec in specs.items():
         assert spec.model.name == name
         assert spec.model.batch_norm
-        if name in ("omoe", "mmoe"):  # paper §6.2: experts x units <= 2048
-            assert spec.model.num_experts * spec.model.expert_units[0] <= 2048
+        study = spec.study
+        assert study is not None, f"{name}: no study recorded"
+        protocols.add((study["trials"], study["sampler"], study["seed"], study["train_rows"],
+                       re.sub(r"--model \S+ ", "", study["command"])))
+        assert f"--model {name} --group {group} " in study["command"]
+        max_units = int(re.search(r"--max-units (\d+)", study["command"]).group(1))
+        assert first_layer_units(spec) <= max_units <= 2048  # paper §6.2's cap, matched
+        assert study["best_valid_auc"] >= study["trial0_valid_auc"]  # trial 0 = the old one
+    assert len(protocols) == 1, protocols  # same trials, sampler, seed, rows and options
 
 
 def test_config_round_trips_through_toml(tmp_path):
@@ -145,7 +159,7 @@ def test_tune_writes_a_config_reproduce_reads(census_dir, tmp_path):
                                    "cross_stitch", "tensor_factorization", "mmoe", "cgc", "ple"])
 def test_width_rule_caps_the_first_layer_summed_over_its_networks(model):
     optuna = pytest.importorskip("optuna")
-    from mmoe.experiments.census.tune import first_layer_units, suggest
+    from mmoe.experiments.census.tune import suggest
 
     base = read_config(default_config_path(1), 1)[model]
     wide = {"lr": 1e-3, "epochs": 3, "batch_size": 1024, "embedding_dim": 8, "tower_units": 8,
@@ -170,10 +184,12 @@ def test_study_records_round_trip_and_are_checked(tmp_path):
     record = {"trials": 3, "best_valid_auc": 0.94, "date": "2026-12-06",
               "command": "mmoe tune --model all"}
     specs["mmoe"] = replace(specs["mmoe"], study=record)
+    specs["omoe"] = replace(specs["omoe"], study=None)  # a hand-picked setting
     path = tmp_path / "c.toml"
     path.write_text(format_config(1, specs))
     back = read_config(path, 1)
     assert back == specs and back["mmoe"].study == record and back["omoe"].study is None
+    assert "[models.omoe.study]" not in path.read_text()
     path.write_text("group = 1\n[models.mmoe.study.nested]\nx = 1\n")
     with pytest.raises(ValueError, match=r"\[models.mmoe.study\] must be a table of plain"):
         read_config(path)

@@ -159,8 +159,8 @@ def first_layer_units(spec: ModelSetup, num_tasks: int = 2) -> int:
     quantity the width rule caps).
 
     Example:
-        >>> first_layer_units(read_config(default_config_path(1))["single_task"])
-        128
+        >>> first_layer_units(read_config(default_config_path(1))["single_task"])  # 2 x 256
+        512
     """
     m = spec.model
     return m.expert_units[0] * _networks(m.name, m.num_experts, dict(m.options or {}),
