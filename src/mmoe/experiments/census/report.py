@@ -218,6 +218,36 @@ def _paired_lines(results: dict[str, Any], main: str) -> list[str]:
     return lines
 
 
+def setting(model: str, config: dict[str, Any]) -> str:
+    """A model's setting in a few words (a config's ``[models.NAME]`` table as a dict).
+
+    Example:
+        >>> setting("cgc", {"embedding_dim": 4, "train": {"lr": 0.005, "batch_size": 1024,
+        ...     "epochs": 7}, "model": {"expert_units": [18], "num_experts": 5,
+        ...     "tower_units": [32], "options": {"shared_experts": 5, "task_experts": 0}}})
+        '5 shared + 0 per task experts x 18, towers 32; emb 4, lr 0.005, batch 1024, 7 epochs'
+    """
+    m, t = config["model"], config["train"]
+    units = "x".join(str(u) for u in m["expert_units"])
+    opts = dict(m.get("options") or {})
+    if model in ("omoe", "mmoe"):
+        body = f"{m['num_experts']} experts x {units}"
+    elif model in ("cgc", "ple"):
+        body = (f"{opts.get('shared_experts')} shared + {opts.get('task_experts')} per task "
+                f"experts x {units}")
+        if model == "ple":
+            body += f", {opts.get('levels')} level(s)"
+    elif model == "shared_bottom":
+        body = f"bottom {units}"
+    else:
+        body = f"per task {units}" + "".join(
+            f", {k} {v:.3g}" if isinstance(v, float) else f", {k} {v}"
+            for k, v in opts.items())
+    towers = "x".join(str(u) for u in m["tower_units"])
+    return (f"{body}, towers {towers}; emb {config['embedding_dim']}, lr {t['lr']:.2g}, "
+            f"batch {t['batch_size']}, {t['epochs']} epochs")
+
+
 def _study_lines(results: dict[str, Any], main: str) -> list[str]:
     """The report's table of tuning studies (from the configs' [models.NAME.study])."""
     studies = {m: c["study"] for m, c in results.get("config", {}).items()
@@ -228,10 +258,11 @@ def _study_lines(results: dict[str, Any], main: str) -> list[str]:
              f"Tuning studies recorded in the config (objective: the best epoch's validation "
              f"{main} AUC on the study's training rows; trial 0 is the previously committed "
              "setting). Models missing here keep a hand-picked setting.", "",
-             f"| model | trials | best trial | best valid {main} AUC | trial 0 | sampler | "
-             "training rows | date |", "|---|---:|---:|---:|---:|---|---:|---|"]
+             f"| model | setting | trials | best trial | best valid {main} AUC | trial 0 | "
+             "sampler | training rows | date |", "|---|---|---:|---:|---:|---:|---|---:|---|"]
     for model, st in studies.items():
-        lines.append(f"| {LABELS.get(model, model)} | {st.get('trials', '—')} | "
+        lines.append(f"| {LABELS.get(model, model)} | {setting(model, results['config'][model])} | "
+                     f"{st.get('trials', '—')} | "
                      f"{st.get('best_trial', '—')} | {_f(st.get('best_valid_auc'))} | "
                      f"{_f(st.get('trial0_valid_auc'))} | {st.get('sampler', '—')} | "
                      f"{st.get('train_rows', '—')} | {st.get('date', '—')} |")
