@@ -3,7 +3,7 @@ the difference it rests on, per run (e.g. the 16-run default beside the paper's 
 
 Usage::
 
-    python -m mmoe.experiments.synthetic.compare results/synthetic results/synthetic200
+    python -m mmoe.experiments.synthetic.compare [--brief] results/synthetic results/synthetic200
 """
 
 from __future__ import annotations
@@ -21,21 +21,23 @@ def _label(results: Mapping[str, Any]) -> str:
             f"{cfg.get('lr_schedule', 'constant')}")
 
 
-def _verdict(claim: Mapping[str, Any]) -> str:
+def _verdict(claim: Mapping[str, Any], intervals: bool) -> str:
     holds = "holds" if claim["holds"] else "**does not hold**"
     if not claim.get("ci"):
         return holds
     settled = all(lo > 0 or hi < 0 for _, lo, hi in claim["ci"].values())
-    intervals = "; ".join(f"{name} {mean:+.4f} [{lo:+.4f}, {hi:+.4f}]"
-                          for name, (mean, lo, hi) in claim["ci"].items())
-    return f"{holds}, {'settled' if settled else 'open'}: {intervals}"
+    if not intervals:
+        return f"{holds}, {'settled' if settled else 'open'}"
+    shown = "; ".join(f"{name} {mean:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+                      for name, (mean, lo, hi) in claim["ci"].items())
+    return f"{holds}, {'settled' if settled else 'open'}: {shown}"
 
 
-def compare(runs: Mapping[str, Mapping[str, Any]]) -> str:
+def compare(runs: Mapping[str, Mapping[str, Any]], intervals: bool = True) -> str:
     """A Markdown table: one row per claim, one column per run (name -> results.json content).
 
     A claim is *settled* when every bootstrap interval it rests on excludes 0 (as in the
-    report).
+    report); ``intervals=False`` leaves the intervals out (the verdicts only).
 
     Example:
         >>> res = {"config": {"runs": 2, "steps": 5, "lr_schedule": "cosine"},
@@ -46,6 +48,8 @@ def compare(runs: Mapping[str, Mapping[str, Any]]) -> str:
         |---|---|
         | a < b | holds, settled: b - a +0.2000 [+0.1000, +0.3000] |
         | wall time | 61 s |
+        >>> print(compare({"small": res}, intervals=False).splitlines()[2])
+        | a < b | holds, settled |
     """
     names = list(runs)
     lines = ["| claim | " + " | ".join(f"{n} ({_label(runs[n])})" for n in names) + " |",
@@ -53,7 +57,7 @@ def compare(runs: Mapping[str, Mapping[str, Any]]) -> str:
     by_claim: dict[str, dict[str, str]] = {}
     for n in names:
         for claim in runs[n]["claims"]:
-            by_claim.setdefault(claim["claim"], {})[n] = _verdict(claim)
+            by_claim.setdefault(claim["claim"], {})[n] = _verdict(claim, intervals)
     for claim, cells in by_claim.items():
         lines.append(f"| {claim} | " + " | ".join(cells.get(n, "") for n in names) + " |")
     lines.append("| wall time | " + " | ".join(
@@ -62,9 +66,11 @@ def compare(runs: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """Print :func:`compare` of the ``results.json`` in each directory of ``argv``."""
-    runs = {Path(d).name: json.loads((Path(d) / "results.json").read_text()) for d in argv}
-    print(compare(runs))
+    """Print :func:`compare` of the ``results.json`` in each directory of ``argv`` (named by
+    the directory; ``--brief``: verdicts only)."""
+    dirs = [a for a in argv if a != "--brief"]
+    runs = {Path(d).name: json.loads((Path(d) / "results.json").read_text()) for d in dirs}
+    print(compare(runs, intervals="--brief" not in argv))
 
 
 if __name__ == "__main__":  # pragma: no cover
