@@ -145,6 +145,7 @@ def report_markdown(results: dict[str, Any], figure: str | None = "main_auc.png"
             f"{_f(row['main_auc_std'])} | {_f(pm)} | {delta} | {_f(row['aux_auc_at_best'])} / "
             f"{_f(p.get('aux_auc_at_best'))} | {_f(row['aux_auc_mean'])} / "
             f"{_f(p.get('aux_auc_mean'))} |")
+    lines += _chance_lines(results.get("runs", {}), main)
     lines += ["", "## Targets", ""]
     for name, t in results["targets"].items():
         if t is None:
@@ -246,6 +247,32 @@ def setting(model: str, config: dict[str, Any]) -> str:
     towers = "x".join(str(u) for u in m["tower_units"])
     return (f"{body}, towers {towers}; emb {config['embedding_dim']}, lr {t['lr']:.2g}, "
             f"batch {t['batch_size']}, {t['epochs']} epochs")
+
+
+CHANCE = 0.01  # a run whose test main-task AUC is within this of 0.5 predicts at chance
+
+
+def _chance_lines(runs: dict[str, list[dict[str, Any]]], main: str) -> list[str]:
+    """The runs that ended at chance on the main task (a dead tower: a constant prediction),
+    and each such model's mean without them; nothing when there are none.
+
+    Example:
+        >>> runs = {"m": [{"seed": 0, "test": {"a": 0.94}}, {"seed": 1, "test": {"a": 0.5}}]}
+        >>> print(_chance_lines(runs, "a")[-1])
+        - m: 1 of 2 runs (seeds 1); mean of the others 0.9400
+    """
+    found = {m: [r for r in rs if abs(r["test"][main] - 0.5) < CHANCE] for m, rs in runs.items()}
+    found = {m: dead for m, dead in found.items() if dead}
+    if not found:
+        return []
+    lines = ["", f"Runs that ended at chance on {main} (test AUC 0.5: the task's tower died and "
+             "predicts a constant), counted in the mean and std above:", ""]
+    for model, dead in found.items():
+        rest = [r["test"][main] for r in runs[model] if r not in dead]
+        lines.append(f"- {LABELS.get(model, model)}: {len(dead)} of {len(runs[model])} runs "
+                     f"(seeds {', '.join(str(r['seed']) for r in dead)}); mean of the others "
+                     f"{_f(float(np.mean(rest)) if rest else None)}")
+    return lines
 
 
 def _study_lines(results: dict[str, Any], main: str) -> list[str]:
