@@ -59,6 +59,9 @@ def test_config_round_trips_through_toml(tmp_path):
     assert read_config(path, 1) == specs
     with pytest.raises(ValueError, match="is for group 1, not group 2"):
         read_config(path, 2)
+    path.write_text('group = "\\n"\n[models.mmoe]\n')  # a value that prints on two lines
+    with pytest.raises(ValueError, match=r"is for group '\\n', not group 1$"):
+        read_config(path, 1)
 
 
 def test_config_errors_name_the_model(tmp_path):

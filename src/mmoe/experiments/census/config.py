@@ -144,7 +144,7 @@ def read_config(path: str | Path, group: int | None = None) -> dict[str, ModelSe
         raise ValueError(f"config file '{path}' is not valid TOML: {err}") from err
     if group is not None and "group" in data:
         _checks.check(data["group"] == group, f"config file '{path}' is for group "
-                      f"{data['group']}, not group {group}")
+                      f"{data['group']!r}, not group {group}")  # repr: one line always
     models = data.get("models", {})
     _checks.check(isinstance(models, dict) and models,
                   f"config file '{path}' has no [models.NAME] tables")
