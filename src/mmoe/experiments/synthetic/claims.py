@@ -201,3 +201,30 @@ def _intervals(claim: str, runs: list[dict[str, Any]], corrs: list[float]
         return {name: bootstrap(runs, f) for name, f in diffs.items()} or None
     except (KeyError, ValueError):  # a model or correlation not run
         return None
+
+
+def verdict(claim: dict[str, Any]) -> str:
+    """A checked claim's verdict in words (``holds`` None: the models needed were not run)."""
+    return {True: "holds", False: "**does not hold**", None: "not checked"}[claim["holds"]]
+
+
+def settled(claim: dict[str, Any]) -> bool | None:
+    """Whether every bootstrap interval a claim rests on excludes 0 (``None``: no intervals).
+
+    Example:
+        >>> settled({"ci": {"a - b": [0.2, 0.1, 0.3], "b - c": [0.1, -0.1, 0.2]}})
+        False
+    """
+    ci = claim.get("ci")
+    return None if not ci else all(lo > 0 or hi < 0 for _, lo, hi in ci.values())
+
+
+def intervals_text(claim: dict[str, Any], sep: str = ": ") -> str:
+    """A claim's differences with their intervals, e.g. ``a - b: +0.2000 [+0.1000, +0.3000]``.
+
+    Example:
+        >>> intervals_text({"ci": {"a - b": [0.2, 0.1, 0.3]}})
+        'a - b: +0.2000 [+0.1000, +0.3000]'
+    """
+    return "; ".join(f"{name}{sep}{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+                     for name, (mean, lo, hi) in (claim.get("ci") or {}).items())

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .claims import intervals_text, settled, verdict
+
 
 def _label(results: Mapping[str, Any]) -> str:
     cfg = results["config"]
@@ -21,16 +23,12 @@ def _label(results: Mapping[str, Any]) -> str:
             f"{cfg.get('lr_schedule', 'constant')}")
 
 
-def _verdict(claim: Mapping[str, Any], intervals: bool) -> str:
-    holds = "holds" if claim["holds"] else "**does not hold**"
-    if not claim.get("ci"):
-        return holds
-    settled = all(lo > 0 or hi < 0 for _, lo, hi in claim["ci"].values())
-    if not intervals:
-        return f"{holds}, {'settled' if settled else 'open'}"
-    shown = "; ".join(f"{name} {mean:+.4f} [{lo:+.4f}, {hi:+.4f}]"
-                      for name, (mean, lo, hi) in claim["ci"].items())
-    return f"{holds}, {'settled' if settled else 'open'}: {shown}"
+def _cell(claim: Mapping[str, Any], intervals: bool) -> str:
+    done = settled(claim)
+    if done is None:
+        return verdict(claim)
+    cell = f"{verdict(claim)}, {'settled' if done else 'open'}"
+    return f"{cell}: {intervals_text(claim, sep=' ')}" if intervals else cell
 
 
 def compare(runs: Mapping[str, Mapping[str, Any]], intervals: bool = True) -> str:
@@ -57,7 +55,7 @@ def compare(runs: Mapping[str, Mapping[str, Any]], intervals: bool = True) -> st
     by_claim: dict[str, dict[str, str]] = {}
     for n in names:
         for claim in runs[n]["claims"]:
-            by_claim.setdefault(claim["claim"], {})[n] = _verdict(claim, intervals)
+            by_claim.setdefault(claim["claim"], {})[n] = _cell(claim, intervals)
     for claim, cells in by_claim.items():
         lines.append(f"| {claim} | " + " | ".join(cells.get(n, "") for n in names) + " |")
     lines.append("| wall time | " + " | ".join(

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..._fileio import write_figure
-from .claims import STUCK_FACTOR
+from .claims import STUCK_FACTOR, intervals_text, settled, verdict
 from .config import PAPER_FIG4
 
 #: how the defaults were chosen: investigations and their measurements, quoted in the report
@@ -157,12 +157,9 @@ def render_report(results: dict[str, Any]) -> str:
               "| claim | holds | measured | 95% CI of the differences | settled |",
               "|---|---|---|---|---|"]
     for c in results["claims"]:
-        verdict = {True: "holds", False: "**does not hold**", None: "not checked"}[c["holds"]]
-        ci = c.get("ci") or {}
-        shown = "; ".join(f"{k}: {v[0]:+.4f} [{v[1]:+.4f}, {v[2]:+.4f}]" for k, v in ci.items())
-        settled = ("" if not ci else "yes" if all(v[1] > 0 or v[2] < 0 for v in ci.values())
-                   else "open")
-        lines.append(f"| {c['claim']} | {verdict} | {c['evidence']} | {shown} | {settled} |")
+        done = {None: "", True: "yes", False: "open"}[settled(c)]
+        lines.append(f"| {c['claim']} | {verdict(c)} | {c['evidence']} | {intervals_text(c)} | "
+                     f"{done} |")
     if results["lr_selection"]:
         lines += ["", "## Learning-rate selection (validation loss of the pilot runs)", "",
                   "| model | lr | median val loss (chooses) | mean val loss | by correlation |",
