@@ -25,6 +25,10 @@ PAPER_MODELS: tuple[str, ...] = ("single_task", "shared_bottom", "l2_constrained
 #: every model of the census tables (the default of `mmoe reproduce census` and of
 #: `mmoe tune --model all`): the paper's seven, then CGC and PLE beside MMoE
 ALL_MODELS: tuple[str, ...] = (*PAPER_MODELS, "cgc", "ple")
+#: the models whose input layer is a bank of experts, and those with one network per task
+MOE_MODELS: tuple[str, ...] = ("omoe", "mmoe", "cgc", "ple")
+PER_TASK_MODELS: tuple[str, ...] = ("single_task", "l2_constrained", "cross_stitch",
+                                    "tensor_factorization")
 #: runs per model: 10 gives a mean, a std and paired comparisons that the spread can judge
 DEFAULT_RUNS = 10
 LABELS = {"single_task": "Single-Task", "shared_bottom": "Shared-Bottom",

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..._fileio import write_figure, write_json, write_text
-from .config import LABELS, PAPER, PAPER_MODELS, REFERENCE_MMOE
+from .config import LABELS, MOE_MODELS, PAPER, PAPER_MODELS, PER_TASK_MODELS, REFERENCE_MMOE
 
 
 def _std(values: np.ndarray) -> float:
@@ -231,14 +231,13 @@ def setting(model: str, config: dict[str, Any]) -> str:
     m, t = config["model"], config["train"]
     units = "x".join(str(u) for u in m["expert_units"])
     opts = dict(m.get("options") or {})
-    if model in ("omoe", "mmoe"):
+    if "task_experts" in opts:  # CGC, PLE
+        body = (f"{opts['shared_experts']} shared + {opts['task_experts']} per task "
+                f"experts x {units}") + (f", {opts['levels']} level(s)" if "levels" in opts
+                                         else "")
+    elif model in MOE_MODELS:
         body = f"{m['num_experts']} experts x {units}"
-    elif model in ("cgc", "ple"):
-        body = (f"{opts.get('shared_experts')} shared + {opts.get('task_experts')} per task "
-                f"experts x {units}")
-        if model == "ple":
-            body += f", {opts.get('levels')} level(s)"
-    elif model == "shared_bottom":
+    elif model not in PER_TASK_MODELS:
         body = f"bottom {units}"
     else:
         body = f"per task {units}" + "".join(

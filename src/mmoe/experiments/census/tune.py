@@ -33,6 +33,8 @@ from ...app.tune import optuna_module, run_study
 from ...config import ModelConfig, TrainConfig
 from .config import (
     ALL_MODELS,
+    MOE_MODELS,
+    PER_TASK_MODELS,
     PROTOCOL,
     ModelSetup,
     default_config_path,
@@ -43,8 +45,6 @@ from .config import (
 from .run import CensusTables, prepare, train_one
 
 MAX_UNITS = 2048  # paper §6.2: at most 2048 hidden units per layer (MoE: experts x units)
-MOE_MODELS = ("omoe", "mmoe", "cgc", "ple")
-PER_TASK_MODELS = ("single_task", "l2_constrained", "cross_stitch", "tensor_factorization")
 BATCH_SIZES = [1024, 2048, 4096]
 EMBEDDING_DIMS = [4, 8, 16]
 TOWER_UNITS = [4, 8, 16, 32]
