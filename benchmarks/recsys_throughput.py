@@ -14,7 +14,9 @@ column, the numeric columns standardised, MMoE with ``--experts`` experts of
 ``--expert-units``, towers of ``--tower-units``, batch ``--batch``, Adam lr ``--lr``, no
 weight decay, ``--epochs`` epochs, ``--threads`` intra-op threads. Each library trains
 through its own training call, its data loading included (``samples_per_s``);
-``step_samples_per_s`` times the model's forward, backward and Adam step alone.
+``step_samples_per_s`` times the model's forward, backward and Adam step alone. The row
+``mmoe+wide+cross`` is mmoe's MMoE with the ids' wide terms and products
+(``ModelConfig.wide``, ``.cross``): the same columns, a model the peers' MMoE does not offer.
 
 ``--out X.json`` also writes ``X.md``, the table docs/recsys.md shows.
 """
@@ -33,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy.special import logit
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 
 from mmoe import TaskSpec, TrainConfig, build_model
 from mmoe.app.oracle import oracle_metrics
@@ -101,11 +103,13 @@ def metrics_of(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> dic
 
 
 def run_mmoe(name, args, enc, tables, groups):
-    """mmoe's model ``name``, trained through its Trainer on the encoded tables."""
+    """mmoe's model ``name``, trained through its Trainer on the encoded tables; a name like
+    ``mmoe+wide+cross`` turns on those settings of the model."""
     torch.manual_seed(args.seed)
-    model = build_model(name, enc.input_spec(args.dim), enc.tasks, num_experts=args.experts,
+    base, *extras = name.split("+")
+    model = build_model(base, enc.input_spec(args.dim), enc.tasks, num_experts=args.experts,
                         expert_units=tuple(args.expert_units),
-                        tower_units=tuple(args.tower_units))
+                        tower_units=tuple(args.tower_units), **dict.fromkeys(extras, True))
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, seed=args.seed,
                       threads=args.threads, restore_best=False)
     start = time.perf_counter()
@@ -156,7 +160,17 @@ def _one_hot(arrays, split, config):
     return sp.hstack(blocks, format="csr")
 
 
-def run_logistic(arrays, config, groups, cs=(0.01, 0.1, 1.0)):
+def _logistic(c: float, rows: int, solver: str):
+    """liblinear (exact; hours on 10M rows and millions of columns) or averaged stochastic
+    gradient descent on the same objective, L2 weight alpha = 1 / (C · rows) (on the 1M
+    funnel: within 0.0015 AUC of liblinear's, docs/recsys.md)."""
+    if solver == "liblinear":
+        return LogisticRegression(C=c, solver="liblinear", max_iter=200)
+    return SGDClassifier(loss="log_loss", alpha=1.0 / (c * rows), average=True, max_iter=50,
+                         tol=1e-5, random_state=0)
+
+
+def run_logistic(arrays, config, groups, cs=(0.01, 0.1, 1.0), solver="liblinear"):
     """A logistic regression per task over :func:`_one_hot`; C chosen on the valid AUC."""
     x = {s: _one_hot(arrays, s, config) for s in ("train", "valid", "test")}
     start = time.perf_counter()
@@ -164,7 +178,7 @@ def run_logistic(arrays, config, groups, cs=(0.01, 0.1, 1.0)):
     for t in range(2):
         best = None
         for c in cs:
-            lr = LogisticRegression(C=c, solver="liblinear", max_iter=200)
+            lr = _logistic(c, x["train"].shape[0], solver)
             lr.fit(x["train"], arrays["train_labels"][:, t])
             p = lr.predict_proba(x["valid"])[:, 1]
             valid = np.zeros((len(p), 2))
@@ -175,7 +189,8 @@ def run_logistic(arrays, config, groups, cs=(0.01, 0.1, 1.0)):
                 best = (auc, c, lr)
         chosen.append(best[1])
         probs.append(best[2].predict_proba(x["test"])[:, 1])
-    return {"library": "logistic regression (sparse, C on valid)", "C": chosen,
+    name = "" if solver == "liblinear" else f", {solver}"
+    return {"library": f"logistic regression (sparse{name}, C on valid)", "C": chosen,
             "wall_seconds": time.perf_counter() - start,
             "test": metrics_of(np.stack(probs, 1), arrays["test_labels"], groups["test"])}
 
@@ -219,10 +234,15 @@ def main() -> None:
     ap.add_argument("--peer-mode", choices=["full", "step"], default="full",
                     help="step: time the peers' training step only (no epoch, no AUC), for "
                     "tables where their full epoch takes hours")
-    ap.add_argument("--models", nargs="*", default=["mmoe", "shared_bottom"])
+    ap.add_argument("--models", nargs="*", default=["mmoe", "shared_bottom", "mmoe+wide+cross"],
+                    help="mmoe's models; NAME+wide+cross turns on the ids' wide terms and "
+                    "products (ModelConfig.wide, .cross)")
     ap.add_argument("--lr-cs", type=float, nargs="*", default=[0.01, 0.1, 1.0],
                     help="the logistic regression's C values tried (chosen on valid AUC); "
                     "none: no logistic regression")
+    ap.add_argument("--lr-solver", choices=["liblinear", "sgd"], default="liblinear",
+                    help="sgd: stochastic gradient descent on the same objective, for tables "
+                    "where liblinear takes hours")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -245,7 +265,8 @@ def main() -> None:
             rows.append(run_peer(which, args, work, tables, groups))
             print(markdown({"rows": rows[-1:]}), flush=True)
         if args.lr_cs:  # last: on 10M rows liblinear takes longest of all
-            rows.insert(1, run_logistic(arrays, config, groups, tuple(args.lr_cs)))
+            rows.insert(1, run_logistic(arrays, config, groups, tuple(args.lr_cs),
+                                        args.lr_solver))
             print(markdown({"rows": rows[1:2]}), flush=True)
     result = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "train_rows": len(tables["train"]), "test_rows": len(tables["test"]),

@@ -251,3 +251,24 @@ def test_a_purchase_without_a_click_is_one_line(run, tmp_path, capsys):
     one_line_error(["train", "--train", tmp_path / "bad.parquet", "--task", "click:binary:1",
                     "--task", "purchase:binary:1:after=click", "--out", tmp_path / "m", *FAST],
                    capsys, "'purchase' follows 'click'", "bad.parquet")
+
+
+def test_the_generated_config_trains_wide_and_cross_terms_that_export(run, tmp_path):
+    """The generator's mmoe.toml turns on the ids' wide terms and products: the model
+    directory holds them, they were trained (the rows the data used moved from zero), and
+    the ONNX graph answers as the model does."""
+    pytest.importorskip("onnxruntime")
+    from mmoe.app.export import export_model
+    from mmoe.train.model_dir import load_model_dir
+
+    md = load_model_dir(run["model"])
+    assert md.model.config.wide and md.model.config.cross
+    crossed = sum(md.model.encoder.tables[t].shape[1] for t, *_ in
+                  [md.model.encoder.lookups[i] for i, _ in md.model.encoder.cross])
+    assert len(md.model.encoder.cross) == 3 and crossed == 3 * 32  # user, item, history
+    moved = [int(t.detach().abs().sum(1).gt(0).sum()) for t in md.model.wide.tables]
+    assert all(m > 100 for m in moved)
+    code, _, err = _captured(["export", run["model"], "--format", "onnx", "--out",
+                              tmp_path / "m.onnx"])
+    assert code == 0, err
+    assert export_model(run["model"], "onnx", tmp_path / "again.onnx") <= 1e-5

@@ -85,7 +85,10 @@ def tasks_text(info: dict[str, Any]) -> str:
 
 def schema_text(encoder: TableEncoder, config: dict[str, Any], embedding_dim: int) -> str:
     """The inputs' table and the tasks' table."""
-    return feature_table(encoder, embedding_dim) + "\n" + tasks_text(schema(encoder, config))
+    model = config.get("model") or {}
+    return (feature_table(encoder, embedding_dim, bool(model.get("wide")),
+                          bool(model.get("cross")))
+            + "\n" + tasks_text(schema(encoder, config)))
 
 
 def describe_model_dir(path: str | os.PathLike) -> str:

@@ -26,6 +26,7 @@ from ..data.ids import group_codes
 from ..data.readers import iter_table, read_table
 from ..data.table import RowError, TensorTable
 from ..models import MultiTaskModel
+from ..nn.encoder import cross_pairs
 from .spec import RunSpec
 
 
@@ -114,9 +115,11 @@ def with_groups(table: TensorTable, df: pd.DataFrame, column: str | None) -> Ten
     return dataclasses.replace(table, groups=torch.from_numpy(group_codes(df[column])))
 
 
-def feature_table(encoder: TableEncoder, embedding_dim: int = 8) -> str:
+def feature_table(encoder: TableEncoder, embedding_dim: int = 8, wide: bool = False,
+                  cross: bool = False) -> str:
     """The fitted input columns as `mmoe train` prints them: kind, width in x, and the
-    numeric encoding or the embedding table.
+    numeric encoding or the embedding table; with the model's ``wide`` and ``cross``
+    settings, the products' width in x and the wide weights' memory.
 
     Example:
         >>> from mmoe.config import FeatureSpec, TaskSpec
@@ -156,12 +159,18 @@ def feature_table(encoder: TableEncoder, embedding_dim: int = 8) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
              for r in [header, ["-" * w for w in widths], *rows]]
-    return "\n".join([*lines, f"x is {spec.width} wide; {_table_memory(spec)}"])
+    dims = [lk.dim for lk in spec.lookups]
+    crossed = sum(dims[i] for i, _ in cross_pairs(dims)) if cross else 0
+    products = f" ({crossed} of them the ids' products)" if crossed else ""
+    outputs = sum(t.out_dim for t in encoder.tasks) if wide else 0
+    return "\n".join([*lines, f"x is {spec.width + crossed} wide{products}; "
+                               f"{_table_memory(spec, outputs)}"])
 
 
-def _table_memory(spec: InputSpec) -> str:
-    """The embedding tables' memory: weights, and Adam's two moments in training."""
-    tables = {lk.table: lk.rows * lk.dim for lk in spec.lookups}
+def _table_memory(spec: InputSpec, wide_outputs: int = 0) -> str:
+    """The embedding tables' memory (with the wide weights, ``wide_outputs`` per table row):
+    weights, and Adam's two moments in training."""
+    tables = {lk.table: lk.rows * (lk.dim + wide_outputs) for lk in spec.lookups}
     cells = sum(tables.values()) + sum(c for _, c in spec.categorical) * spec.embedding_dim
     mb = cells * 4 / 2**20
     return (f"embedding tables {mb:,.1f} MB, {3 * mb:,.1f} MB with Adam's moments in "

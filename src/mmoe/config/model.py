@@ -28,6 +28,11 @@ class ModelConfig(_Serializable):
             probability and renormalise (Zhao et al. 2019).
         gate_balance: gated models: coefficient of a load-balancing penalty, the squared
             coefficient of variation of each gate's batch-mean expert weights.
+        wide: the lookup columns (hashed ids, sequences) also get a learnt bias per table row
+            and per task, added to the task's logit (Wide & Deep's wide part;
+            :class:`mmoe.nn.WideTerms`).
+        cross: the input also holds the element-wise product of every two lookup columns of
+            one width (a user's history times the candidate item; :class:`mmoe.nn.FeatureEncoder`).
     """
 
     name: str = "mmoe"
@@ -40,6 +45,8 @@ class ModelConfig(_Serializable):
     options: dict[str, Any] = field(default_factory=dict)
     gate_dropout: float = 0.0
     gate_balance: float = 0.0
+    wide: bool = False
+    cross: bool = False
 
     def __post_init__(self) -> None:
         _text(self.name, "name")
@@ -55,3 +62,5 @@ class ModelConfig(_Serializable):
         object.__setattr__(self, "options", dict(self.options))
         _number(self.gate_dropout, "gate_dropout", high=1.0, high_open=True)
         _number(self.gate_balance, "gate_balance")
+        _flag(self.wide, "wide")
+        _flag(self.cross, "cross")

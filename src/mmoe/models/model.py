@@ -17,7 +17,8 @@ from torch import nn
 from .. import _checks
 from ..config import InputSpec, ModelConfig, TaskSpec
 from ..config.inputs import PERIODIC_DIM, PERIODIC_FREQUENCIES, PERIODIC_SIGMA
-from ..nn import FeatureEncoder, PeriodicEmbedding, Towers, load_balance
+from ..nn import FeatureEncoder, PeriodicEmbedding, Towers, WideTerms, load_balance
+from ..nn.encoder import cross_pairs
 from .funnel import FunnelHead, OutputView, joint_name, output_view, split_head
 from .protocol import BackboneOut, LinearInputBackbone
 from .registry import get_entry, mlp_parameters
@@ -68,6 +69,7 @@ class MultiTaskModel(nn.Module):
         names = [t.name for t in tasks]
         _checks.check(len(set(names)) == len(names), f"task names must be unique, got {names}")
         entry = get_entry(config.name)
+        _check_interactions(config, inputs)
         check_memory(config, inputs, tasks)  # before anything is allocated
         super().__init__()
         self.config, self.inputs, self.tasks = config, inputs, tasks
@@ -76,7 +78,7 @@ class MultiTaskModel(nn.Module):
             PERIODIC_FREQUENCIES, PERIODIC_DIM, PERIODIC_SIGMA) if inputs.periodic else None
         self.encoder = FeatureEncoder(inputs.numeric_width,
                                       tuple(c for _, c in inputs.categorical),
-                                      inputs.embedding_dim, inputs.lookups)
+                                      inputs.embedding_dim, inputs.lookups, config.cross)
         width = self.encoder.out_features
         self.norm = nn.BatchNorm1d(width) if config.batch_norm else nn.Identity()
         extra = {"inputs": inputs} if entry.takes_inputs else {}
@@ -94,6 +96,9 @@ class MultiTaskModel(nn.Module):
         head, _, calibration = split_head(config)
         self.funnel = FunnelHead(head, tasks, self.towers.slices, self.backbone.out_features,
                                  calibration)
+        # last, so that the other parameters draw the same initial values with or without
+        self.wide = WideTerms([t.shape[0] for t in self.encoder.tables], self.encoder.lookups,
+                              self.towers.slices[-1].stop) if config.wide else None
         clash = {joint_name(tasks, t) for t, _ in self.funnel.pairs} & set(names)
         _checks.check(not clash, f"task name(s) {sorted(clash)} clash with the funnel's joint "
                       "outputs (<earlier>_and_<later>); rename the task")
@@ -107,7 +112,10 @@ class MultiTaskModel(nn.Module):
                 ids: torch.Tensor | None = None, *, parts: bool = False
                 ) -> torch.Tensor | ModelOutput:
         out = self._backbone(numeric, categorical, ids)  # h (T, B, k), gates (G, B, E) | None
-        logits = self.funnel.combine(self.towers(self.funnel.transfer(out.h)))  # (B, O)
+        logits = self.towers(self.funnel.transfer(out.h))  # (B, O)
+        if self.wide is not None:
+            logits = logits + self.wide(ids)  # Wide & Deep: the ids' own biases
+        logits = self.funnel.combine(logits)
         if not parts:
             return logits
         terms = [out.aux_loss]
@@ -151,8 +159,10 @@ class MultiTaskModel(nn.Module):
 
     def sparse_parameters(self) -> list[nn.Parameter]:
         """The lookup tables: their gradients are sparse (the rows a batch used), so they need
-        an optimizer that takes sparse gradients (the Trainer gives them ``SparseAdam``)."""
-        return self.encoder.sparse_parameters()
+        an optimizer that takes sparse gradients (the Trainer gives them ``SparseAdam``), with
+        the wide part's weights when the model has one."""
+        wide = list(self.wide.tables) if self.wide is not None else []
+        return self.encoder.sparse_parameters() + wide
 
     def last_shared_layer(self) -> list[nn.Parameter]:
         """The backbone's last shared layer (GradNorm's W), as the backbone declares it."""
@@ -186,6 +196,19 @@ def compiled(net: nn.Module) -> nn.Module:
     return torch.compile(net, dynamic=False)
 
 
+def _check_interactions(config: ModelConfig, inputs: InputSpec) -> None:
+    """``wide`` needs lookup columns; ``cross`` two of one width."""
+    hint = "(hashed ids, sequences: --feature COLUMN:hashed)"
+    _checks.check(not config.wide or inputs.lookups,
+                  f"wide applies to lookup columns {hint}; this input has none: declare one or "
+                  "set wide = false")
+    widths = [lk.dim for lk in inputs.lookups]
+    _checks.check(not config.cross or cross_pairs(widths),
+                  f"cross multiplies two lookup columns of one width {hint}; this input has "
+                  f"{len(widths)} (widths {widths}): give two the same embedding_dim or set "
+                  "cross = false")
+
+
 def estimate_parameters(config: ModelConfig, inputs: InputSpec,
                         tasks: Sequence[TaskSpec]) -> int:
     """A lower bound of the parameter count of ``MultiTaskModel(config, inputs, tasks)``, from
@@ -204,15 +227,17 @@ def estimate_parameters(config: ModelConfig, inputs: InputSpec,
         >>> estimate_parameters(ModelConfig("mmoe", num_experts=4), InputSpec.dense(10), tasks)
         1074
     """
-    d = inputs.width
+    dims = [lk.dim for lk in inputs.lookups]
+    d = inputs.width + (sum(dims[i] for i, _ in cross_pairs(dims)) if config.cross else 0)
+    tables = {lk.table: (lk.rows, lk.dim) for lk in inputs.lookups}.values()
     embeddings = sum(c for _, c in inputs.categorical) * inputs.embedding_dim
-    embeddings += sum(rows * dim for rows, dim in {lk.table: (lk.rows, lk.dim)
-                                                   for lk in inputs.lookups}.values())
+    embeddings += sum(rows * dim for rows, dim in tables)
     backbone, k = get_entry(config.name).size(config, d, len(tasks))
     widest = max(t.out_dim if t.kind != "multiclass" or t.classes else 2 for t in tasks)
     last = config.tower_units[-1] if config.tower_units else k
     towers = mlp_parameters(k, config.tower_units, len(tasks)) + len(tasks) * (last + 1) * widest
-    return embeddings + backbone + towers + (2 * d if config.batch_norm else 0)
+    wide = sum(rows for rows, _ in tables) * len(tasks) if config.wide else 0  # >= 1 each
+    return embeddings + wide + backbone + towers + (2 * d if config.batch_norm else 0)
 
 
 def available_memory() -> int | None:

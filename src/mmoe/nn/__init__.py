@@ -8,7 +8,8 @@ from .gates import Gates, mix_experts
 from .periodic import PeriodicEmbedding
 from .stacked import StackedLinear, StackedMLP, shared_input_linear
 from .towers import Towers
+from .wide import WideTerms
 
 __all__ = ["CrossExperts", "FMExperts", "FeatureEncoder", "Gates", "InputMaskedMLP",
-           "PeriodicEmbedding", "StackedLinear", "StackedMLP", "Towers", "gate_dropout",
-           "load_balance", "mix_experts", "shared_input_linear"]
+           "PeriodicEmbedding", "StackedLinear", "StackedMLP", "Towers", "WideTerms",
+           "gate_dropout", "load_balance", "mix_experts", "shared_input_linear"]

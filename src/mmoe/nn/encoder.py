@@ -1,8 +1,11 @@
 """Feature encoder: numeric columns, categorical embeddings and pooled table lookups (hashed ids,
-sequences) into one dense vector x, and the same encoding folded into a first linear layer (x
-never materialised) when it holds no lookups."""
+sequences) into one dense vector x, optionally with the lookups' pairwise products, and the same
+encoding folded into a first linear layer (x never materialised) when it holds no lookups."""
 
 from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -16,6 +19,17 @@ from ..ops import reference
 #: rows, benchmarks/recsys_throughput.py); near zero, a rare id adds little until it is
 #: learnt. torch-rechub and DeepCTR start at 1e-4.
 TABLE_INIT_STD = 0.01
+
+
+def cross_pairs(dims: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """The lookups crossed by ``cross=True``: every two of one width (indices into ``dims``).
+
+    Example:
+        >>> cross_pairs([16, 16, 8, 16])
+        ((0, 1), (0, 3), (1, 3))
+    """
+    return tuple((i, j) for i, j in itertools.combinations(range(len(dims)), 2)
+                 if dims[i] == dims[j])
 
 
 class FeatureEncoder(nn.Module):
@@ -34,16 +48,26 @@ class FeatureEncoder(nn.Module):
     categorical embedding at N(0, 1). Tables get sparse gradients (the rows a batch used):
     :meth:`sparse_parameters` lists them for an optimizer that takes sparse gradients.
 
+    With ``cross``, x also holds the element-wise product e_i ⊙ e_j of every two pooled lookups
+    of one width (:func:`cross_pairs`): the pairwise interactions of a factorisation machine,
+    <e_i, e_j> = sum_k (e_i ⊙ e_j)_k, kept per dimension (NCF's generalised matrix
+    factorisation, He et al. 2017), so each task's layers can weigh the dimensions their own
+    way. A network over concatenated embeddings learns such dot products poorly (Rendle et
+    al., RecSys 2020); a user's history times the candidate item is the click signal of
+    a recommender log.
+
     Args:
         num_numeric: number of numeric columns.
         cardinalities: codes per categorical column (including the OOV code 0).
         embedding_dim: width of every categorical embedding.
         lookups: the table columns (``mmoe.config.Lookup``: name, table, rows, dim, slots,
             pooling), in the order of their slots.
+        cross: append the products of the lookups of one width.
 
     Shapes:
         numeric (B, num_numeric) float, categorical (B, len(cardinalities)) long, ids (B, S)
-        long -> (B, num_numeric + len(cardinalities) * embedding_dim + sum of lookup dims).
+        long -> (B, num_numeric + len(cardinalities) * embedding_dim + sum of lookup dims
+        [+ the crossed pairs' dims]).
 
     Example:
         >>> enc = FeatureEncoder(3, (5, 2), embedding_dim=4)
@@ -52,7 +76,7 @@ class FeatureEncoder(nn.Module):
     """
 
     def __init__(self, num_numeric: int, cardinalities: tuple[int, ...] = (),
-                 embedding_dim: int = 8, lookups: tuple = ()):
+                 embedding_dim: int = 8, lookups: tuple = (), cross: bool = False):
         super().__init__()
         self.num_numeric = num_numeric
         self.num_categorical = len(cardinalities)
@@ -74,8 +98,10 @@ class FeatureEncoder(nn.Module):
         starts = [sum(lk.slots for lk in lookups[:j]) for j in range(len(lookups))]
         self.lookups = tuple((index[lk.table], start, start + lk.slots, lk.pooling)
                              for lk, start in zip(lookups, starts, strict=True))
+        dims = [lk.dim for lk in lookups]
+        self.cross = cross_pairs(dims) if cross else ()
         self.out_features = (num_numeric + len(cardinalities) * embedding_dim
-                             + sum(lk.dim for lk in lookups))
+                             + sum(dims) + sum(dims[i] for i, _ in self.cross))
 
     def forward(self, numeric: torch.Tensor | None, categorical: torch.Tensor | None = None,
                 ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -85,8 +111,9 @@ class FeatureEncoder(nn.Module):
                                           self.offsets, self.embedding.weight))  # (B, d)
         elif self.num_numeric:
             parts.append(reference.encode(numeric, None, None, None))  # (B, n_num)
-        parts += [ops.pooled_lookup(ids[:, start:stop], self.tables[t], pooling, sparse=True)
+        pooled = [ops.pooled_lookup(ids[:, start:stop], self.tables[t], pooling, sparse=True)
                   for t, start, stop, pooling in self.lookups]  # (B, dim) each
+        parts += pooled + [pooled[i] * pooled[j] for i, j in self.cross]  # e_i ⊙ e_j (B, dim)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def sparse_parameters(self) -> list[nn.Parameter]:
