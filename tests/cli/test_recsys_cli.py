@@ -253,22 +253,30 @@ def test_a_purchase_without_a_click_is_one_line(run, tmp_path, capsys):
                    capsys, "'purchase' follows 'click'", "bad.parquet")
 
 
-def test_the_generated_config_trains_wide_and_cross_terms_that_export(run, tmp_path):
-    """The generator's mmoe.toml turns on the ids' wide terms and products: the model
-    directory holds them, they were trained (the rows the data used moved from zero), and
-    the ONNX graph answers as the model does."""
+def test_wide_and_cross_train_predict_and_export(run, tmp_path):
+    """`--wide --cross`: the model directory holds the ids' wide terms and products, they
+    were trained (the rows the data used moved from zero), the feature table counts the
+    products, and the ONNX graph answers as the model does."""
     pytest.importorskip("onnxruntime")
     from mmoe.app.export import export_model
     from mmoe.train.model_dir import load_model_dir
 
-    md = load_model_dir(run["model"])
+    code, out, err = _captured(["train", "--config", run["data"] / "mmoe.toml", "--wide",
+                                "--cross", "--out", tmp_path / "m", *FAST])
+    assert code == 0, err
+    assert "(96 of them the ids' products)" in out
+    md = load_model_dir(tmp_path / "m")
     assert md.model.config.wide and md.model.config.cross
     crossed = sum(md.model.encoder.tables[t].shape[1] for t, *_ in
                   [md.model.encoder.lookups[i] for i, _ in md.model.encoder.cross])
     assert len(md.model.encoder.cross) == 3 and crossed == 3 * 32  # user, item, history
     moved = [int(t.detach().abs().sum(1).gt(0).sum()) for t in md.model.wide.tables]
     assert all(m > 100 for m in moved)
-    code, _, err = _captured(["export", run["model"], "--format", "onnx", "--out",
+    code, _, err = _captured(["export", tmp_path / "m", "--format", "onnx", "--out",
                               tmp_path / "m.onnx"])
     assert code == 0, err
-    assert export_model(run["model"], "onnx", tmp_path / "again.onnx") <= 1e-5
+    assert export_model(tmp_path / "m", "onnx", tmp_path / "again.onnx") <= 1e-5
+    code, _, err = _captured(["predict", tmp_path / "m", run["data"] / "test", "--out",
+                              tmp_path / "p.parquet"])
+    assert code == 0, err
+    assert len(pd.read_parquet(tmp_path / "p.parquet")) == len(read_table(run["data"] / "test"))

@@ -320,8 +320,8 @@ def config_text(spec: FunnelSpec) -> str:
     """``mmoe.toml``, a config for `mmoe train --config` on the generated data: the tasks,
     the true probabilities and the row index kept out of the inputs, metrics per user, the
     id columns stated exactly (buckets from the generator's counts, not from the rows the
-    encoder is fitted on), the ids' wide terms and products on; the other columns' specs are
-    inferred.
+    encoder is fitted on), early stopping two epochs past the best; the other columns' specs
+    are inferred.
 
     Example:
         >>> import tomllib
@@ -352,9 +352,8 @@ kind = "sequence"
 share = "item_id"
 max_len = {spec.history_len}
 
-[model]
-wide = true    # a learnt bias per id and task, added to the logits (Wide & Deep)
-cross = true   # the products of the id columns: history x item, user x item, user x history
+[training]
+patience = 2   # the ids overfit after an epoch or two: stop two epochs past the best one
 """
 
 
