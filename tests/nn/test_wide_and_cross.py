@@ -7,9 +7,9 @@ import torch
 
 from mmoe import TaskSpec, TrainConfig, build_model
 from mmoe.config import InputSpec, Lookup
+from mmoe.config.inputs import cross_pairs
 from mmoe.data.table import TensorTable
 from mmoe.nn import FeatureEncoder
-from mmoe.nn.encoder import cross_pairs
 from mmoe.ops import reference
 from mmoe.train import Trainer
 
@@ -42,7 +42,8 @@ def test_cross_pairs_are_the_lookups_of_one_width():
 
 def test_cross_appends_each_pair_product_with_dense_values_and_gradients():
     torch.manual_seed(0)
-    enc = FeatureEncoder(0, (), lookups=LOOKUPS, cross=True)
+    enc = FeatureEncoder(0, (), lookups=LOOKUPS,
+                         cross=cross_pairs([lk.dim for lk in LOOKUPS]))
     # the lookups, then the products (item, hist), (item, user), (hist, user): city has none
     assert enc.out_features == 3 * D + 2 + 3 * D
     out = enc(None, None, IDS)

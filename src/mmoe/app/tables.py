@@ -20,13 +20,13 @@ import torch
 
 from .. import _checks
 from ..config import InputSpec
+from ..config.inputs import cross_pairs
 from ..data.encoders import TableEncoder
 from ..data.files import where_in_file
 from ..data.ids import group_codes
 from ..data.readers import iter_table, read_table
 from ..data.table import RowError, TensorTable
 from ..models import MultiTaskModel
-from ..nn.encoder import cross_pairs
 from .spec import RunSpec
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .. import _checks
@@ -49,6 +51,18 @@ class Lookup(_Serializable):
         _int_range(self.dim, f"lookup '{shown(self.name)}': dim", 1, 4096)
         _int_range(self.slots, f"lookup '{shown(self.name)}': slots", 1, 4096)
         _checks.one_of(self.pooling, POOLINGS, f"lookup '{shown(self.name)}': pooling")
+
+
+def cross_pairs(dims: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """The lookups ``ModelConfig.cross`` multiplies: every two of one width (indices into
+    ``dims``, the lookups' widths).
+
+    Example:
+        >>> cross_pairs([16, 16, 8, 16])
+        ((0, 1), (0, 3), (1, 3))
+    """
+    return tuple((i, j) for i, j in itertools.combinations(range(len(dims)), 2)
+                 if dims[i] == dims[j])
 
 
 @dataclass(frozen=True)

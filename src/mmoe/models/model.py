@@ -16,9 +16,8 @@ from torch import nn
 
 from .. import _checks
 from ..config import InputSpec, ModelConfig, TaskSpec
-from ..config.inputs import PERIODIC_DIM, PERIODIC_FREQUENCIES, PERIODIC_SIGMA
+from ..config.inputs import PERIODIC_DIM, PERIODIC_FREQUENCIES, PERIODIC_SIGMA, cross_pairs
 from ..nn import FeatureEncoder, PeriodicEmbedding, Towers, WideTerms, load_balance
-from ..nn.encoder import cross_pairs
 from .funnel import FunnelHead, OutputView, joint_name, output_view, split_head
 from .protocol import BackboneOut, LinearInputBackbone
 from .registry import get_entry, mlp_parameters
@@ -78,7 +77,9 @@ class MultiTaskModel(nn.Module):
             PERIODIC_FREQUENCIES, PERIODIC_DIM, PERIODIC_SIGMA) if inputs.periodic else None
         self.encoder = FeatureEncoder(inputs.numeric_width,
                                       tuple(c for _, c in inputs.categorical),
-                                      inputs.embedding_dim, inputs.lookups, config.cross)
+                                      inputs.embedding_dim, inputs.lookups,
+                                      cross_pairs([lk.dim for lk in inputs.lookups])
+                                      if config.cross else ())
         width = self.encoder.out_features
         self.norm = nn.BatchNorm1d(width) if config.batch_norm else nn.Identity()
         extra = {"inputs": inputs} if entry.takes_inputs else {}

@@ -4,7 +4,6 @@ encoding folded into a first linear layer (x never materialised) when it holds n
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import torch
@@ -19,17 +18,6 @@ from ..ops import reference
 #: rows, benchmarks/recsys_throughput.py); near zero, a rare id adds little until it is
 #: learnt. torch-rechub and DeepCTR start at 1e-4.
 TABLE_INIT_STD = 0.01
-
-
-def cross_pairs(dims: Sequence[int]) -> tuple[tuple[int, int], ...]:
-    """The lookups crossed by ``cross=True``: every two of one width (indices into ``dims``).
-
-    Example:
-        >>> cross_pairs([16, 16, 8, 16])
-        ((0, 1), (0, 3), (1, 3))
-    """
-    return tuple((i, j) for i, j in itertools.combinations(range(len(dims)), 2)
-                 if dims[i] == dims[j])
 
 
 class FeatureEncoder(nn.Module):
@@ -48,13 +36,13 @@ class FeatureEncoder(nn.Module):
     categorical embedding at N(0, 1). Tables get sparse gradients (the rows a batch used):
     :meth:`sparse_parameters` lists them for an optimizer that takes sparse gradients.
 
-    With ``cross``, x also holds the element-wise product e_i ⊙ e_j of every two pooled lookups
-    of one width (:func:`cross_pairs`): the pairwise interactions of a factorisation machine,
-    <e_i, e_j> = sum_k (e_i ⊙ e_j)_k, kept per dimension (NCF's generalised matrix
-    factorisation, He et al. 2017), so each task's layers can weigh the dimensions their own
-    way. A network over concatenated embeddings learns such dot products poorly (Rendle et
-    al., RecSys 2020); a user's history times the candidate item is the click signal of
-    a recommender log.
+    With ``cross``, x also holds the element-wise product e_i ⊙ e_j of the pooled lookups i
+    and j of each pair (``ModelConfig.cross``: every two of one width): the pairwise
+    interactions of a factorisation machine, <e_i, e_j> = sum_k (e_i ⊙ e_j)_k, kept per
+    dimension (NCF's generalised matrix factorisation, He et al. 2017), so each task's layers
+    can weigh the dimensions their own way. A network over concatenated embeddings learns such
+    dot products poorly (Rendle et al., RecSys 2020); a user's history times the candidate
+    item is the click signal of a recommender log.
 
     Args:
         num_numeric: number of numeric columns.
@@ -62,7 +50,7 @@ class FeatureEncoder(nn.Module):
         embedding_dim: width of every categorical embedding.
         lookups: the table columns (``mmoe.config.Lookup``: name, table, rows, dim, slots,
             pooling), in the order of their slots.
-        cross: append the products of the lookups of one width.
+        cross: ``(i, j)`` pairs of lookups of one width whose product x also holds.
 
     Shapes:
         numeric (B, num_numeric) float, categorical (B, len(cardinalities)) long, ids (B, S)
@@ -76,7 +64,8 @@ class FeatureEncoder(nn.Module):
     """
 
     def __init__(self, num_numeric: int, cardinalities: tuple[int, ...] = (),
-                 embedding_dim: int = 8, lookups: tuple = (), cross: bool = False):
+                 embedding_dim: int = 8, lookups: tuple = (),
+                 cross: Sequence[tuple[int, int]] = ()):
         super().__init__()
         self.num_numeric = num_numeric
         self.num_categorical = len(cardinalities)
@@ -99,7 +88,7 @@ class FeatureEncoder(nn.Module):
         self.lookups = tuple((index[lk.table], start, start + lk.slots, lk.pooling)
                              for lk, start in zip(lookups, starts, strict=True))
         dims = [lk.dim for lk in lookups]
-        self.cross = cross_pairs(dims) if cross else ()
+        self.cross = tuple((int(i), int(j)) for i, j in cross)
         self.out_features = (num_numeric + len(cardinalities) * embedding_dim
                              + sum(dims) + sum(dims[i] for i, _ in self.cross))
 
