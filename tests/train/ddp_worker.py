@@ -1,5 +1,6 @@
 """Trains a small model (numeric columns and id lookups: a user table, an item table shared
-by a 3-slot history, so sparse gradients cross ranks; validation grouped by user for GAUC);
+by a 3-slot history, with their wide weights and products, so sparse gradients cross ranks;
+validation grouped by user for GAUC);
 run alone or under torchrun. Rank 0 saves weights and metrics.
 
     python ddp_worker.py OUT.pt
@@ -34,7 +35,8 @@ def main(out: str) -> None:
         Lookup("user", "user", 41, 4), Lookup("item", "item", 31, 4),
         Lookup("history", "item", 31, 4, slots=3)))
     model = build_model("mmoe", inputs, (TaskSpec("a"), TaskSpec("b", "regression")),
-                        num_experts=3, expert_units=(8,), tower_units=(4,))
+                        num_experts=3, expert_units=(8,), tower_units=(4,), wide=True,
+                        cross=True)  # the wide weights are sparse too
     cfg = TrainConfig(epochs=2, batch_size=64, lr=1e-2, seed=5)
     trainer = Trainer(model, cfg, progress=False, device="cpu")
     result = trainer.fit(train, valid)
