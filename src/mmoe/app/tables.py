@@ -20,7 +20,7 @@ import torch
 
 from .. import _checks
 from ..config import InputSpec
-from ..config.inputs import cross_pairs
+from ..config.inputs import cross_width
 from ..data.encoders import TableEncoder
 from ..data.files import where_in_file
 from ..data.ids import group_codes
@@ -159,8 +159,7 @@ def feature_table(encoder: TableEncoder, embedding_dim: int = 8, wide: bool = Fa
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
              for r in [header, ["-" * w for w in widths], *rows]]
-    dims = [lk.dim for lk in spec.lookups]
-    crossed = sum(dims[i] for i, _ in cross_pairs(dims)) if cross else 0
+    crossed = cross_width([lk.dim for lk in spec.lookups]) if cross else 0
     products = f" ({crossed} of them the ids' products)" if crossed else ""
     outputs = sum(t.out_dim for t in encoder.tasks) if wide else 0
     return "\n".join([*lines, f"x is {spec.width + crossed} wide{products}; "

@@ -65,6 +65,16 @@ def cross_pairs(dims: Sequence[int]) -> tuple[tuple[int, int], ...]:
                  if dims[i] == dims[j])
 
 
+def cross_width(dims: Sequence[int]) -> int:
+    """The inputs :func:`cross_pairs` adds to x: each product is as wide as its two lookups.
+
+    Example:
+        >>> cross_width([16, 16, 8, 16])
+        48
+    """
+    return sum(dims[i] for i, _ in cross_pairs(dims))
+
+
 @dataclass(frozen=True)
 class InputSpec(_Serializable):
     """The model's input columns, as sizes (models never see DataFrames).

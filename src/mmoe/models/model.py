@@ -16,7 +16,13 @@ from torch import nn
 
 from .. import _checks
 from ..config import InputSpec, ModelConfig, TaskSpec
-from ..config.inputs import PERIODIC_DIM, PERIODIC_FREQUENCIES, PERIODIC_SIGMA, cross_pairs
+from ..config.inputs import (
+    PERIODIC_DIM,
+    PERIODIC_FREQUENCIES,
+    PERIODIC_SIGMA,
+    cross_pairs,
+    cross_width,
+)
 from ..nn import FeatureEncoder, PeriodicEmbedding, Towers, WideTerms, load_balance
 from .funnel import FunnelHead, OutputView, joint_name, output_view, split_head
 from .protocol import BackboneOut, LinearInputBackbone
@@ -228,8 +234,7 @@ def estimate_parameters(config: ModelConfig, inputs: InputSpec,
         >>> estimate_parameters(ModelConfig("mmoe", num_experts=4), InputSpec.dense(10), tasks)
         1074
     """
-    dims = [lk.dim for lk in inputs.lookups]
-    d = inputs.width + (sum(dims[i] for i, _ in cross_pairs(dims)) if config.cross else 0)
+    d = inputs.width + (cross_width([lk.dim for lk in inputs.lookups]) if config.cross else 0)
     tables = {lk.table: (lk.rows, lk.dim) for lk in inputs.lookups}.values()
     embeddings = sum(c for _, c in inputs.categorical) * inputs.embedding_dim
     embeddings += sum(rows * dim for rows, dim in tables)

@@ -20,6 +20,14 @@ from ..ops import reference
 TABLE_INIT_STD = 0.01
 
 
+def pool_lookups(ids: torch.Tensor, tables: Sequence[torch.Tensor],
+                 layout: Sequence[tuple[int, int, int, str]]) -> list[torch.Tensor]:
+    """Each lookup ``(table, start, stop, pooling)`` of ``layout``: its slots of ``ids`` (B, S)
+    pooled in ``tables[table]`` (V, D) -> (B, D), with sparse gradients."""
+    return [ops.pooled_lookup(ids[:, start:stop], tables[t], pooling, sparse=True)
+            for t, start, stop, pooling in layout]
+
+
 class FeatureEncoder(nn.Module):
     """Concatenate numeric inputs, one embedding per categorical column and one pooled
     lookup per table column.
@@ -100,8 +108,7 @@ class FeatureEncoder(nn.Module):
                                           self.offsets, self.embedding.weight))  # (B, d)
         elif self.num_numeric:
             parts.append(reference.encode(numeric, None, None, None))  # (B, n_num)
-        pooled = [ops.pooled_lookup(ids[:, start:stop], self.tables[t], pooling, sparse=True)
-                  for t, start, stop, pooling in self.lookups]  # (B, dim) each
+        pooled = pool_lookups(ids, self.tables, self.lookups)  # (B, dim) each
         parts += pooled + [pooled[i] * pooled[j] for i, j in self.cross]  # e_i ⊙ e_j (B, dim)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 

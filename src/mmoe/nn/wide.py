@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .. import ops
+from .encoder import pool_lookups
 
 
 class WideTerms(nn.Module):
@@ -45,6 +45,4 @@ class WideTerms(nn.Module):
         self.layout = tuple(layout)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        terms = [ops.pooled_lookup(ids[:, start:stop], self.tables[t], pooling, sparse=True)
-                 for t, start, stop, pooling in self.layout]  # (B, O) each
-        return torch.stack(terms).sum(0)
+        return torch.stack(pool_lookups(ids, self.tables, self.layout)).sum(0)  # (B, O)
