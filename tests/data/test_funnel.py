@@ -24,6 +24,7 @@ from mmoe.data.datasets import funnel
 from mmoe.data.datasets.funnel import (
     FunnelSpec,
     funnel_blocks,
+    funnel_world,
     generate_funnel,
     read_generator_info,
     split_rows,
@@ -136,6 +137,31 @@ def test_labels_are_draws_of_the_true_probabilities_at_the_documented_rates():
                                rtol=1e-6)
     assert set(df["device"]) == {"ios", "android", "web"}
     assert df["position"].between(1, 8).all()
+
+
+def test_the_world_is_the_one_the_rows_were_drawn_from():
+    """funnel_world(spec) gives the latents and item facts the rows' true probabilities were
+    computed from: the documented equations over them give p_click and p_buy_given_click."""
+    spec = FunnelSpec(rows=4000, users=80, items=60, seed=5)
+    df = _rows(spec).to_pandas()
+    world = funnel_world(spec)
+    a, b = world.user_latent[df["user_id"]], world.item_latent[df["item_id"]]
+    r_c = (a[:, :5] * b[:, :5]).sum(1) / math.sqrt(5)  # S_c: the first 5 of k = 8
+    r_p = (a[:, 3:] * b[:, 3:]).sum(1) / math.sqrt(5)  # S_p: the last 5
+    assert (spec.click_latents, spec.purchase_latents) == (slice(0, 5), slice(3, 8))
+    z = lambda v: (v - v.mean()) / v.std()  # noqa: E731
+    z_pop = z(np.log(world.item_popularity))[df["item_id"]]
+    z_price = z(world.log_price)[df["item_id"]]
+    device = df["device"].map({"ios": 0, "android": 1, "web": 2}).to_numpy()
+    hour = df["hour"].str[1:].astype(int).to_numpy()
+    click = (-5.5 + 1.5 * r_c + 0.3 * z_pop - 0.15 * (df["position"] - 1)
+             + funnel.DEVICE_CLICK[device] + 0.3 * np.sin(2 * np.pi * hour / 24))
+    buy = (-3.0 + 1.5 * r_p - 0.5 * z_price
+           + world.category_effect[world.item_category[df["item_id"]]] + funnel.DEVICE_BUY[device])
+    np.testing.assert_allclose(df["p_click"], 1 / (1 + np.exp(-click)), rtol=1e-5)
+    np.testing.assert_allclose(df["p_buy_given_click"], 1 / (1 + np.exp(-buy)), rtol=1e-5)
+    assert (df["item_category"] == "c" + pd.Series(world.item_category[df["item_id"]]).astype(
+        str)).all()
 
 
 # ---- the oracle ---------------------------------------------------------------------------

@@ -123,9 +123,21 @@ class FunnelSpec:
         """k = |S_c| + |S_p| - overlap."""
         return self.click_dims + self.purchase_dims - self.shared_dims
 
+    @property
+    def click_latents(self) -> slice:
+        """S_c: the first ``click_dims`` latent coordinates."""
+        return slice(0, self.click_dims)
+
+    @property
+    def purchase_latents(self) -> slice:
+        """S_p: the last ``purchase_dims`` latent coordinates."""
+        return slice(self.latent_dim - self.purchase_dims, self.latent_dim)
+
 
 @dataclass(frozen=True)
-class _World:
+class FunnelWorld:
+    """The users and items a funnel's impressions are drawn from (what the oracle knows)."""
+
     user_latent: np.ndarray  # (U, k)
     user_activity: np.ndarray  # (U,) sampling probabilities
     item_latent: np.ndarray  # (I, k)
@@ -135,12 +147,27 @@ class _World:
     category_effect: np.ndarray  # (C,)
 
 
-def _world(spec: FunnelSpec, rng: np.random.Generator) -> _World:
+def _seeds(spec: FunnelSpec) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
+    """The world's seed and the blocks' seed of ``spec``."""
+    world_seed, block_seeds = np.random.SeedSequence(spec.seed).spawn(2)
+    return world_seed, block_seeds
+
+
+def funnel_world(spec: FunnelSpec) -> FunnelWorld:
+    """The world of ``spec`` (drawn from its seed, before any impression): every user's and
+    item's latent vector, the activities, popularities, categories and prices.
+
+    Example:
+        >>> world = funnel_world(FunnelSpec(rows=100, users=40, items=30, seed=1))
+        >>> world.user_latent.shape, world.item_latent.shape
+        ((40, 8), (30, 8))
+    """
+    rng = np.random.default_rng(_seeds(spec)[0])
     k = spec.latent_dim
     activity = rng.lognormal(0.0, 1.0, spec.users)
     rank = rng.permutation(spec.items) + 1
     popularity = rank.astype(np.float64) ** -spec.zipf
-    return _World(rng.standard_normal((spec.users, k)), activity / activity.sum(),
+    return FunnelWorld(rng.standard_normal((spec.users, k)), activity / activity.sum(),
                   rng.standard_normal((spec.items, k)), popularity / popularity.sum(),
                   rng.integers(0, spec.categories, spec.items),
                   rng.normal(3.0, 0.8, spec.items), rng.normal(0.0, 0.5, spec.categories))
@@ -192,13 +219,12 @@ class _Histories:
         return histories, (histories >= 0).sum(1)
 
 
-def _block(spec: FunnelSpec, world: _World, rng: np.random.Generator, first: int, n: int,
+def _block(spec: FunnelSpec, world: FunnelWorld, rng: np.random.Generator, first: int, n: int,
            histories: _Histories) -> pa.Table:
     """Impressions ``first .. first + n - 1`` as an Arrow table. Every draw is a whole
     block's (``BLOCK`` rows) cut to the first ``n``, so a row's values do not depend on how
     many rows its block holds: the first N impressions do not depend on ``rows``."""
-    sc = slice(0, spec.click_dims)
-    sp = slice(spec.latent_dim - spec.purchase_dims, spec.latent_dim)
+    sc, sp = spec.click_latents, spec.purchase_latents
     user = rng.choice(spec.users, BLOCK, p=world.user_activity)[:n]
     cand = rng.choice(spec.items, (BLOCK, spec.candidates),
                       p=world.item_popularity)[:n]  # (n, M)
@@ -245,9 +271,7 @@ def funnel_blocks(spec: FunnelSpec) -> Iterator[pa.Table]:
         >>> tables[0].num_rows, tables[0].column_names[:3]
         (500, ['row', 'user_id', 'item_id'])
     """
-    seeds = np.random.SeedSequence(spec.seed)
-    world_seed, block_seeds = seeds.spawn(2)
-    world = _world(spec, np.random.default_rng(world_seed))
+    world, block_seeds = funnel_world(spec), _seeds(spec)[1]
     histories = _Histories(spec.users, spec.history_len)
     for b in range(math.ceil(spec.rows / BLOCK)):
         rng = np.random.default_rng(np.random.SeedSequence(block_seeds.entropy, spawn_key=(b,)))
