@@ -44,8 +44,8 @@ VARIANTS = {"ids": (False, False, True), "ids + a_u": (True, False, True),
 
 def with_latents(data: Path, out: Path) -> list[str]:
     """Copy generated funnel ``data`` to ``out`` with each row's user and item latent vectors
-    as columns ``user_latent_j`` and ``item_latent_j``; returns the latent dimension's names
-    suffixes (``0 .. k-1``)."""
+    as columns ``user_latent_j`` and ``item_latent_j``; returns the suffixes j
+    (``"0" .. "k-1"``)."""
     world = funnel_world(FunnelSpec(**read_generator_info(data)["spec"]))
     k = world.user_latent.shape[1]
     for split in SPLITS:

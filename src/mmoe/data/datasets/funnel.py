@@ -168,9 +168,9 @@ def funnel_world(spec: FunnelSpec) -> FunnelWorld:
     rank = rng.permutation(spec.items) + 1
     popularity = rank.astype(np.float64) ** -spec.zipf
     return FunnelWorld(rng.standard_normal((spec.users, k)), activity / activity.sum(),
-                  rng.standard_normal((spec.items, k)), popularity / popularity.sum(),
-                  rng.integers(0, spec.categories, spec.items),
-                  rng.normal(3.0, 0.8, spec.items), rng.normal(0.0, 0.5, spec.categories))
+                       rng.standard_normal((spec.items, k)), popularity / popularity.sum(),
+                       rng.integers(0, spec.categories, spec.items),
+                       rng.normal(3.0, 0.8, spec.items), rng.normal(0.0, 0.5, spec.categories))
 
 
 def _standardised(values: np.ndarray) -> np.ndarray:
