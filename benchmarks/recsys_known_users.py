@@ -33,7 +33,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmoe.data.datasets.funnel import FunnelSpec, funnel_world, read_generator_info
+from mmoe.data.datasets.funnel import FunnelSpec, funnel_world, read_generator_info, split_rows
 
 SPLITS = ("train", "valid", "test")
 IDS = ("user_id", "item_id", "history")
@@ -116,9 +116,9 @@ def main() -> None:
         spec = read_generator_info(data)["spec"]
         copy = args.work / f"{i}-data"
         dims = with_latents(data, copy)
-        train_rows = spec["rows"] * (1 - spec["valid_fraction"] - spec["test_fraction"])
+        start, stop = split_rows(FunnelSpec(**spec))["train"]
         row = {"data": data.name, "rows": spec["rows"], "users": spec["users"],
-               "items": spec["items"], "per_user": train_rows / spec["users"],
+               "items": spec["items"], "per_user": (stop - start) / spec["users"],
                "oracle": json.loads((data / "oracle.json").read_text())["test"],
                "variants": {}}
         for variant in VARIANTS:

@@ -110,9 +110,9 @@ def run_mmoe(name, args, enc, tables, groups):
     model = build_model(base, enc.input_spec(args.dim), enc.tasks, num_experts=args.experts,
                         expert_units=tuple(args.expert_units),
                         tower_units=tuple(args.tower_units), **dict.fromkeys(extras, True))
-    scale = {} if args.table_lr_scale is None else {"table_lr_scale": args.table_lr_scale}
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, seed=args.seed,
-                      threads=args.threads, restore_best=False, **scale)
+                      threads=args.threads, restore_best=False,
+                      table_lr_scale=args.table_lr_scale)
     start = time.perf_counter()
     result = Trainer(model, cfg, progress=False).fit(tables["train"], None)
     seconds = time.perf_counter() - start
@@ -232,8 +232,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--table-lr-scale", type=float, default=None,
-                    help="mmoe's tables' learning rate over lr (default: TrainConfig's)")
+    ap.add_argument("--table-lr-scale", type=float, default=TrainConfig.table_lr_scale,
+                    help="mmoe's tables' learning rate over lr")
     ap.add_argument("--peers-python", help="python of the peers' environment")
     ap.add_argument("--peers", nargs="*", default=["rechub", "deepctr"])
     ap.add_argument("--peer-mode", choices=["full", "step"], default="full",

@@ -149,8 +149,8 @@ class FunnelWorld:
 
 def _seeds(spec: FunnelSpec) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
     """The world's seed and the blocks' seed of ``spec``."""
-    world_seed, block_seeds = np.random.SeedSequence(spec.seed).spawn(2)
-    return world_seed, block_seeds
+    world, blocks = np.random.SeedSequence(spec.seed).spawn(2)
+    return world, blocks
 
 
 def funnel_world(spec: FunnelSpec) -> FunnelWorld:
