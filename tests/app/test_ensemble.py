@@ -2,6 +2,7 @@
 predicts their mean logits everywhere a model is used, and a killed run resumes exactly."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,12 +10,13 @@ import torch
 
 from mmoe import MultiTaskEstimator, TaskSpec, build_model
 from mmoe.app import fit as fit_module
+from mmoe.app.ensemble import fit_members
 from mmoe.app.export import export_model
 from mmoe.app.fit import partial_dir, train_model_dir
 from mmoe.app.predict import predict_frame
 from mmoe.app.spec import build_run_spec
 from mmoe.models.ensemble import SeedEnsemble
-from mmoe.train import Trainer
+from mmoe.train import FitResult, Trainer
 from mmoe.train.checkpoint import load_model, save_checkpoint
 from mmoe.train.model_dir import load_model_dir
 
@@ -49,7 +51,8 @@ def test_members_are_the_single_runs_of_their_seeds(data, tmp_path):
     assert json.loads((tmp_path / "ens" / "metrics.json").read_text())["members"] \
         == metrics["members"]
     for k in range(3):
-        train_model_dir(_spec(data, seed=5 + k), tmp_path / f"one{k}", progress=False)
+        train_model_dir(_spec(data, seed=5 + k, ensemble=1), tmp_path / f"one{k}",
+                        progress=False)
         single = load_model_dir(tmp_path / f"one{k}").model
         member = md.model.members[k]
         for name, w in single.state_dict().items():
@@ -125,6 +128,37 @@ def test_estimator_ensemble_saves_and_loads(tmp_path):
     test = make_table(40, 3)
     np.testing.assert_allclose(back.predict_proba(test)["buys"].to_numpy(),
                                est.predict_proba(test)["buys"].to_numpy(), atol=1e-7)
+
+
+def test_small_tables_get_five_seeds_by_default(data, tmp_path):
+    """Left unset, the ensemble is sized from the training rows: five models up to 10,000
+    rows, one above or when the rows are unknown (a CSV stream); a set value is kept."""
+    calls = []
+
+    def fit(member, _):
+        calls.append(member.training.seed)
+        return build_model("mmoe", 4, [TaskSpec("y", "binary")]), FitResult([], 1, 0.5, "y")
+
+    spec = build_run_spec(train="t.csv", tasks=["y:binary"], seed=3)
+    for rows, seeds in ((10_000, [3, 4, 5, 6, 7]), (10_001, [3]), (None, [3])):
+        calls.clear()
+        model, result = fit_members(spec, fit, rows)
+        assert calls == seeds and isinstance(model, SeedEnsemble) == (len(seeds) > 1)
+        assert [m["seed"] for m in result.members or []] == (seeds if len(seeds) > 1 else [])
+    calls.clear()
+    lines = []
+    fit_members(replace(spec, training=replace(spec.training, ensemble=2)), fit, 10_001,
+                announce=lines.append)
+    assert calls == [3, 4] and lines == ["a seed ensemble of 2 models, seeds 3..4 (--ensemble)",
+                                         "model 1 of 2 (seed 3)", "model 2 of 2 (seed 4)"]
+    lines.clear()
+    fit_members(spec, fit, 500, announce=lines.append)
+    assert lines[:2] == ["a seed ensemble of 5 models, seeds 3..7 (the default for at most "
+                         "10,000 training rows; --ensemble 1 trains one)", "model 1 of 5 (seed 3)"]
+    # end to end: the 300-row table's default run is five members, its config says so
+    metrics = train_model_dir(_spec(data, seed=0), tmp_path / "auto", progress=False)
+    assert [m["seed"] for m in metrics["members"]] == [0, 1, 2, 3, 4]
+    assert len(load_model_dir(tmp_path / "auto").model.members) == 5
 
 
 def test_ensemble_setting_is_checked():

@@ -2,6 +2,7 @@
 reproducing the best trial's validation score."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,10 @@ def test_tune_writes_a_config_whose_training_reproduces_the_best_trial(tmp_path)
     assert text.startswith("# mmoe tune, ") and "best combined validation score" in text
     spec = build_run_spec(str(res.path))
     assert spec == res.spec  # the file states the best run whole
-    metrics = train_model_dir(spec, tmp_path / "model")
+    # a trial is one model; on this small table the config's training is five by default
+    assert "trains 5 (a seed ensemble; ensemble = 1 in [training] for one)" in text
+    one = replace(spec, training=replace(spec.training, ensemble=1))
+    metrics = train_model_dir(one, tmp_path / "model")
     # the same weights; R² in the label's units vs the standardised scale: float32 rounding
     score = combined_score(metrics["valid"], list(spec.tasks))
     assert score == pytest.approx(res.value, abs=1e-6)
@@ -59,7 +63,8 @@ def test_tune_writes_a_config_whose_training_reproduces_the_best_trial(tmp_path)
 def test_trial_zero_is_the_run_as_given(tmp_path):
     base = _base(tmp_path)
     res = tune_table(base, 600, trials=1)
-    defaults = train_model_dir(base, tmp_path / "m")
+    defaults = train_model_dir(replace(base, training=replace(base.training, ensemble=1)),
+                               tmp_path / "m")
     assert res.value == pytest.approx(combined_score(defaults["valid"], list(base.tasks)),
                                       abs=1e-6)
     assert res.spec.model.name == base.model.name and res.spec.training.lr == base.training.lr

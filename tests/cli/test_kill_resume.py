@@ -75,7 +75,7 @@ def test_sigkill_at_several_moments_then_resume_equals_uninterrupted(ctx, tmp_pa
     data = tmp_path / "rows.csv"
     make_table(200, seed=3).to_csv(data, index=False)
     args = ["train", "--train", data, *TASK_FLAGS, "--epochs", "3", "--batch-size", "8",
-            "--checkpoint-every", "4", "--threads", "1", "--seed", "11"]
+            "--checkpoint-every", "4", "--threads", "1", "--seed", "11", "--ensemble", "1"]
     log = tmp_path / "log.txt"
 
     straight = tmp_path / "straight"
@@ -133,7 +133,7 @@ def test_resume_without_a_checkpoint_starts_fresh_and_leftovers_are_refused(ctx,
     data = tmp_path / "rows.csv"
     make_table(120, seed=1).to_csv(data, index=False)
     args = ["train", "--train", data, "--task", "buys:binary:yes", "--epochs", "2",
-            "--batch-size", "16", "--threads", "1"]
+            "--batch-size", "16", "--threads", "1", "--ensemble", "1"]
     out = tmp_path / "m"
     # an interrupted run's checkpoint without --resume: refused, the checkpoint kept
     partial_dir(out).mkdir()
@@ -167,7 +167,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys, monkeypatch):
     make_table(120, seed=1).to_csv(data, index=False)
     out = tmp_path / "m"
     args = ["train", "--train", data, "--task", "buys:binary:yes", "--epochs", "2",
-            "--batch-size", "16", "--threads", "1", "--out", out]
+            "--batch-size", "16", "--threads", "1", "--ensemble", "1", "--out", out]
 
     def dies(*a, **k):
         raise OSError(28, "No space left on device")  # e.g. the disk filled up at the end

@@ -24,7 +24,7 @@ def _csv(path, n=200, seed=0):
 
 def _train(tmp_path, capsys, *before):
     args = ["--train", _csv(tmp_path / "t.csv"), "--valid", _csv(tmp_path / "v.csv", 80, 1),
-            "--task", "y:binary", "--task", "v:regression", "--epochs", "3",
+            "--task", "y:binary", "--task", "v:regression", "--epochs", "3", "--ensemble", "1",
             "--out", str(tmp_path / "m"), "--overwrite"]
     with pytest.raises(SystemExit) as exit_:
         main([*before, "train", *args])

@@ -268,7 +268,7 @@ def test_cli_resume_from_a_tampered_checkpoint_is_one_line_exit_2(tmp_path, caps
     out = tmp_path / "m"
     argv = ["train", "--train", str(tmp_path / "rows.csv"), "--task", "y:binary", "--out",
             str(out), "--epochs", "2", "--batch-size", "16", "--threads", "1", "--model",
-            "mmoe"]
+            "mmoe", "--ensemble", "1"]
 
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")  # the run ends before its model dir

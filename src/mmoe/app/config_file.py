@@ -104,7 +104,8 @@ KEY_HELP: dict[str, dict[str, str]] = {
         "precision": "fp32, bf16 or fp16 (autocast; loss and metrics in float32)",
         "stop_if_all_skipped": "stop when every step of an epoch was skipped",
         "table_lr_scale": "lookup tables' (hashed ids, sequences) learning rate / lr",
-        "ensemble": "train K models from seeds seed..seed+K-1, predict with their mean logits",
+        "ensemble": "train K models from seeds seed..seed+K-1, predict with their mean logits "
+                    "(default: 5 for at most 10,000 training rows, else 1)",
     },
 }
 

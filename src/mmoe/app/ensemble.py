@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
+from ..config.training import ENSEMBLE_ROWS
 from ..models import MultiTaskModel
 from ..models.ensemble import SeedEnsemble
 from ..train import FitResult
@@ -62,24 +63,34 @@ def _result(record: dict[str, Any]) -> FitResult:
                      None if config is None else TrainConfig.from_dict(config))
 
 
-def fit_members(spec: RunSpec, fit: MemberFit, checkpoint: Path | None = None,
-                resume: bool = False
+def fit_members(spec: RunSpec, fit: MemberFit, rows: int | None,
+                checkpoint: Path | None = None, resume: bool = False,
+                announce: Callable[[str], None] | None = None
                 ) -> tuple[MultiTaskModel | SeedEnsemble, FitResult]:
-    """Train ``spec.training.ensemble`` members through ``fit`` (one model when 1).
+    """Train the run's members through ``fit`` (one model when one).
 
     Args:
         spec: the run.
         fit: trains one member (see :data:`MemberFit`).
+        rows: the training rows (``None``: unknown), which size an ensemble left to the
+            default (:meth:`~mmoe.config.TrainConfig.members`).
         checkpoint: the run's checkpoint file; finished members go beside it.
         resume: reload finished members and resume the one in training.
+        announce: told, before training, how many models from which seeds an ensemble has.
 
     Returns:
         ``(model, fit result)``: for K >= 2 a :class:`SeedEnsemble` and the first member's
         fit result with every member's seed, kept epoch and score in ``members``.
     """
-    k_total = spec.training.ensemble
+    k_total = spec.training.members(rows)
     if k_total == 1:
         return fit(spec, checkpoint)
+    if announce is not None:
+        first = spec.training.seed
+        why = "--ensemble" if spec.training.ensemble else \
+            f"the default for at most {ENSEMBLE_ROWS:,} training rows; --ensemble 1 trains one"
+        announce(f"a seed ensemble of {k_total} models, seeds {first}..{first + k_total - 1} "
+                 f"({why})")
     members, results = [], []
     for k in range(k_total):
         done = None if checkpoint is None else checkpoint.with_name(f"member-{k}.pt")
@@ -87,6 +98,8 @@ def fit_members(spec: RunSpec, fit: MemberFit, checkpoint: Path | None = None,
             model, extras = load_model(done)
             result = _result(extras["fit"])
         else:
+            if announce is not None:
+                announce(f"model {k + 1} of {k_total} (seed {spec.training.seed + k})")
             model, result = fit(member_spec(spec, k), checkpoint)
             if done is not None and env_rank() == 0:
                 # the next member starts afresh; a kill between the two loses this member's

@@ -70,7 +70,8 @@ class MultiTaskEstimator(BaseEstimator):
             precision, seed, threads, ensemble: training, as
             :class:`~mmoe.config.TrainConfig` (``None`` epochs or batch size: chosen from the
             number of rows, as `mmoe train` does; ``ensemble`` K: K models from seeds
-            seed..seed+K-1, predicting with the mean of their logits).
+            seed..seed+K-1, predicting with the mean of their logits; ``None``: five for at
+            most 10,000 training rows, else one).
         device: ``auto`` (a CUDA GPU when one is visible), ``cpu`` or ``cuda``.
         valid_fraction: share of the rows held out for early stopping and the choice of the
             best epoch (when ``fit`` gets no ``valid``).
@@ -122,7 +123,7 @@ class MultiTaskEstimator(BaseEstimator):
                  patience: int | None = DEFAULT_TRAINING.patience,
                  precision: str = DEFAULT_TRAINING.precision, device: str = "auto",
                  seed: int = 0, threads: int | None = None,
-                 ensemble: int = DEFAULT_TRAINING.ensemble, valid_fraction: float = 0.1,
+                 ensemble: int | None = DEFAULT_TRAINING.ensemble, valid_fraction: float = 0.1,
                  numeric: Sequence[str] | None = None, categorical: Sequence[str] | None = None,
                  numeric_encoding: str = "auto", features: Sequence[FeatureSpec | str] = (),
                  group_by: str | None = None, id_columns: Sequence[str] = (),
@@ -263,7 +264,7 @@ class MultiTaskEstimator(BaseEstimator):
             return model, Trainer(model, member.training, progress=self.verbose,
                                   device=self.device).fit(train_table, valid_table)
 
-        model, result = fit_members(spec, fit_one)
+        model, result = fit_members(spec, fit_one, len(train_table))
         self._spec_, self._result = spec, result
         self._set_fitted(model.eval(), encoder, list(inputs.columns), str_columns(X), frame)
         self.metrics_, self._gates = run_metrics(model, encoder, result, valid_table)

@@ -107,7 +107,7 @@ def train_in_memory(spec: RunSpec, progress: bool | None = None, *,
                               checkpoint=checkpoint, extras=extras,
                               device=device).fit(train, valid, resume=resume)
 
-    model, result = fit_members(spec, fit, checkpoint, resume)
+    model, result = fit_members(spec, fit, len(train), checkpoint, resume, announce)
     return model, encoder, result, valid
 
 
@@ -142,7 +142,7 @@ def train_streaming(spec: RunSpec, progress: bool | None = None, *,
                               skip_single_rows=model.config.batch_norm, steps=steps)
         return model, trainer.fit(source, valid, resume=resume)
 
-    model, result = fit_members(spec, fit, checkpoint, resume)
+    model, result = fit_members(spec, fit, rows, checkpoint, resume, announce)
     return model, encoder, result, valid
 
 

@@ -194,9 +194,12 @@ def tune_table(base: RunSpec, budget: float, *, trials: int | None = None, seed:
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
     path = None
     if out is not None:
+        members = spec.training.members(len(frames[0]))
         header = (f"mmoe tune, {date.today().isoformat()}: best combined validation score "
                   f"{best.value:.4f} (trial {best.number} of {len(study.trials)}, {pruned} "
                   f"pruned; Optuna TPE seed {seed}, median pruning, budget {budget:.0f} s)\n"
-                  f"{command}".rstrip())
+                  + (f"each trial is one model; mmoe train --config trains {members} (a seed "
+                     "ensemble; ensemble = 1 in [training] for one)\n" if members > 1 else "")
+                  + command).rstrip()
         path = write_text(out, config_text(spec, header))
     return TuneResult(best.value, len(study.trials), pruned, spec, path)

@@ -63,7 +63,8 @@ TRAIN_HELP = {
                   "metrics in float32; fp16 with a gradient scaler). For GPUs; on a CPU bf16 "
                   "is slower than fp32."),
     "ensemble": ("Train K models from seeds SEED..SEED+K-1 and predict with the mean of their "
-                 "logits (K times the time; predict, export and serve take the ensemble)."),
+                 "logits (K times the time; predict, export and serve take the ensemble). "
+                 "Default: 5 for at most 10,000 training rows, else 1."),
     "loss_weighting": ("static (task weights), uncertainty (Kendall et al. 2018), gradnorm "
                        "(Chen et al. 2018) or pcgrad (Yu et al. 2020)."),
     "gate_dropout": ("Gated models: drop each expert's gate weight with this probability in "

@@ -5,8 +5,8 @@
   transform: heavy tails and outliers land on a normal scale), one input;
 - ``ple``: piecewise-linear encoding (Gorishniy et al., NeurIPS 2022, "On Embeddings for
   Numerical Features in Tabular Deep Learning", eq. 1): bin edges b_0 < ... < b_T from
-  training quantiles (or, for a column with at most T + 1 distinct values, those values),
-  and T inputs
+  training quantiles (or, for a column with at most T + 1 distinct values, or whole numbers
+  with at most :data:`CODES` of them, those values), and T inputs
 
       e_t(x) = clip((x − b_{t−1}) / (b_t − b_{t−1}), 0, 1),   t = 1..T,
 
@@ -35,6 +35,11 @@ from .columns import mean_std
 
 #: reference points of the quantile transform, and the default number of PLE bins
 QUANTILES, PLE_BINS = 1000, 64
+#: whole numbers with at most this many distinct values (codes: a school, a county) get
+#: an edge per value whatever the number of bins, so no two codes share a bin: on the
+#: tabular suite's validation splits, `Star`'s school id (79 codes) took its three tasks'
+#: mean gap to boosting from -0.015 to -0.009 (three splits; docs/tabular.md)
+CODES = 128
 _CLIP = 1e-7  # the quantile transform's ranks stay inside (0, 1)
 
 
@@ -49,13 +54,15 @@ class NumericEncoding:
             ``ple``: the bin edges (strictly increasing).
 
     Example:
-        >>> enc = fit_numeric(np.array([0.0, 1, 2, 3, 4, 5, 6, 7]), "ple", bins=4)
+        >>> enc = fit_numeric(np.arange(8) / 2, "ple", bins=4)
         >>> enc.points, enc.width
-        ((0.0, 1.75, 3.5, 5.25, 7.0), 4)
-        >>> enc.transform(np.array([2.625, np.nan])).tolist()
+        ((0.0, 0.875, 1.75, 2.625, 3.5), 4)
+        >>> enc.transform(np.array([1.3125, np.nan])).tolist()
         [[1.0, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
-        >>> fit_numeric(np.array([0.0, 1.0, 1.0, 3.0]), "ple").points  # few values: their own
-        (0.0, 1.0, 3.0)
+        >>> fit_numeric(np.array([0.0, 1.0, 1.0, 3.5]), "ple").points  # few values: their own
+        (0.0, 1.0, 3.5)
+        >>> fit_numeric(np.arange(100.0), "ple", bins=4).width  # 100 codes: an edge each
+        99
     """
 
     kind: str
@@ -133,8 +140,9 @@ def fit_numeric(values: np.ndarray, kind: str, bins: int | None = None) -> Numer
         return NumericEncoding("quantile", mean, std, tuple(map(float, points)))
     bins = _checks.positive_int(PLE_BINS if bins is None else bins, "PLE bins")
     distinct = np.unique(finite)
-    # few distinct values (a flag, a count, a year): each value is an edge of its own
-    edges = distinct if len(distinct) <= bins + 1 else \
+    # few distinct values (a flag, a count, a year, a code): each value is an edge of its own
+    own = bins + 1 if np.any(np.mod(distinct, 1.0)) else max(bins + 1, CODES)
+    edges = distinct if len(distinct) <= own else \
         np.unique(np.quantile(finite, np.linspace(0.0, 1.0, bins + 1)))
     return NumericEncoding("ple", mean, std, tuple(map(float, edges)))
 

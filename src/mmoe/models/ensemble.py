@@ -91,10 +91,11 @@ class SeedEnsemble(nn.Module):
                 ids: torch.Tensor | None = None, *, parts: bool = False
                 ) -> torch.Tensor | ModelOutput:
         outs = [m(numeric, categorical, ids, parts=parts) for m in self.members]
-        if not parts:
-            return torch.stack(outs).mean(0)  # (K, B, O) -> (B, O)
-        logits = torch.stack([o.logits for o in outs]).mean(0)  # (B, O)
-        return ModelOutput(logits, outs[0].gates, None)
+        logits = [o if not parts else o.logits for o in outs]  # K of (B, O)
+        # added one by one: a row's mean does not depend on its place in the batch (a
+        # reduction over a stacked (K, B, O) does, in its last bits)
+        mean = sum(logits[1:], logits[0]) / len(logits)
+        return mean if not parts else ModelOutput(mean, outs[0].gates, None)
 
     def describe(self) -> dict[str, Any]:
         """JSON description: the members' common one and their number."""
