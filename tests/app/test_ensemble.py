@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from mmoe import MultiTaskEstimator, TaskSpec, build_model
+from mmoe import MultiTaskEstimator, TaskSpec, TrainConfig, build_model
 from mmoe.app import fit as fit_module
 from mmoe.app.ensemble import fit_members
 from mmoe.app.export import export_model
 from mmoe.app.fit import partial_dir, train_model_dir
 from mmoe.app.predict import predict_frame
 from mmoe.app.spec import build_run_spec
+from mmoe.config._fields import MAX_SEED
 from mmoe.models.ensemble import SeedEnsemble
 from mmoe.train import FitResult, Trainer
 from mmoe.train.checkpoint import load_model, save_checkpoint
@@ -149,13 +150,17 @@ def test_small_tables_get_five_seeds_by_default(data, tmp_path):
     lines = []
     fit_members(replace(spec, training=replace(spec.training, ensemble=2)), fit, 10_001,
                 announce=lines.append)
-    assert calls == [3, 4] and lines == ["a seed ensemble of 2 models, seeds 3..4 (--ensemble)",
+    assert calls == [3, 4] and lines == ["a seed ensemble of 2 models, seeds 3..4 (as set)",
                                          "model 1 of 2 (seed 3)", "model 2 of 2 (seed 4)"]
     lines.clear()
     fit_members(spec, fit, 500, announce=lines.append)
     assert lines[:2] == ["a seed ensemble of 5 models, seeds 3..7 (the default for at most "
                          "10,000 training rows; --ensemble 1 trains one)", "model 1 of 5 (seed 3)"]
-    # end to end: the 300-row table's default run is five members, its config says so
+    # the default's seeds stop at the largest seed; a set ensemble past it is an error
+    assert [TrainConfig(seed=MAX_SEED - k).members(500) for k in (0, 1, 4)] == [1, 2, 5]
+    with pytest.raises(ValueError, match="exceed"):
+        TrainConfig(seed=MAX_SEED, ensemble=2)
+    # end to end: the 300-row table's default run is five members
     metrics = train_model_dir(_spec(data, seed=0), tmp_path / "auto", progress=False)
     assert [m["seed"] for m in metrics["members"]] == [0, 1, 2, 3, 4]
     assert len(load_model_dir(tmp_path / "auto").model.members) == 5

@@ -87,7 +87,7 @@ def fit_members(spec: RunSpec, fit: MemberFit, rows: int | None,
         return fit(spec, checkpoint)
     if announce is not None:
         first = spec.training.seed
-        why = "--ensemble" if spec.training.ensemble else \
+        why = "as set" if spec.training.ensemble else \
             f"the default for at most {ENSEMBLE_ROWS:,} training rows; --ensemble 1 trains one"
         announce(f"a seed ensemble of {k_total} models, seeds {first}..{first + k_total - 1} "
                  f"({why})")

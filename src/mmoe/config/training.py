@@ -144,9 +144,9 @@ class TrainConfig(_Serializable):
         _number(self.table_lr_scale, "table_lr_scale", low_open=True)
         if self.ensemble is not None:
             object.__setattr__(self, "ensemble", _int_range(self.ensemble, "ensemble", 1, 64))
-        last = self.seed + (AUTO_ENSEMBLE if self.ensemble is None else self.ensemble) - 1
-        _checks.check(last <= MAX_SEED, f"the ensemble's seeds {self.seed}..{last} exceed "
-                      f"{MAX_SEED}; choose a smaller seed")
+            last = self.seed + self.ensemble - 1
+            _checks.check(last <= MAX_SEED, f"the ensemble's seeds {self.seed}..{last} exceed "
+                          f"{MAX_SEED}; choose a smaller seed")
         _checks.check(self.precision != "fp16" or self.loss_weighting == "static",
                       f"precision fp16 scales the summed loss, which only static loss "
                       f"weighting is; with loss_weighting '{self.loss_weighting}' use bf16 or "
@@ -156,13 +156,14 @@ class TrainConfig(_Serializable):
     def members(self, rows: int | None) -> int:
         """The seed ensemble's size for ``rows`` training rows (``None``: unknown, as for a CSV
         stream): ``ensemble`` when set, else :data:`AUTO_ENSEMBLE` for a table of at most
-        :data:`ENSEMBLE_ROWS` rows and one model for a larger one.
+        :data:`ENSEMBLE_ROWS` rows (fewer when the seeds would pass ``MAX_SEED``) and one model
+        for a larger one.
 
-        On a small table one network's seed moves a test score by a few hundredths and five
-        networks train in seconds; on the tabular suite's validation splits five seeds put
-        two more tasks within the margin of gradient boosting and lifted the mean gap from
-        -0.004 to +0.001 (docs/tabular.md). A large table gains little for five times the
-        time.
+        On a small table one network's seed moves a test score by a few hundredths, and five
+        networks train in under two minutes on two cores: on the tabular suite's three
+        validation splits five seeds put two to five more tasks within the margin of gradient
+        boosting and lifted the mean gap from about -0.004 to +0.002 (docs/tabular.md). A
+        larger table gains less for five times a longer time.
 
         Example:
             >>> [TrainConfig().members(r) for r in (500, 10_000, 10_001, None)]
@@ -172,7 +173,8 @@ class TrainConfig(_Serializable):
         """
         if self.ensemble is not None:
             return self.ensemble
-        return AUTO_ENSEMBLE if rows is not None and rows <= ENSEMBLE_ROWS else 1
+        small = rows is not None and rows <= ENSEMBLE_ROWS
+        return min(AUTO_ENSEMBLE, MAX_SEED - self.seed + 1) if small else 1
 
     def for_rows(self, rows: int | None) -> TrainConfig:
         """This config with the ``None`` epochs, batch size and ensemble chosen for ``rows``
