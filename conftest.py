@@ -9,6 +9,8 @@ intra-op thread, and may use:
 - ``model_dir`` and ``model_data``: a trained model directory (built once per session) and
   the CSV file it was trained on;
 - ``census_dir``: the shared Census-Income files (examples using it are skipped without them).
+
+It also sizes the default seed ensemble for the tests (see :func:`pytest_runtest_setup`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ import pandas as pd
 import pytest
 import torch
 from _pytest.doctest import DoctestItem
+
+from mmoe.config import training
+
+#: the library's default: tables of at most this many training rows get a seed ensemble
+ENSEMBLE_ROWS = training.ENSEMBLE_ROWS
 
 CENSUS_DIR = Path(os.environ.get("MMOE_TEST_CENSUS_DIR")
                   or Path(__file__).resolve().parent.parent / "shared" / "data" / "census-income")
@@ -91,3 +98,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests train one model where the default would train a seed ensemble (tables of at most
+    ``ENSEMBLE_ROWS`` rows), unless marked ``default_ensemble``; docstring examples keep the
+    library's default. Set before the item's fixtures, so module fixtures that train follow
+    the first test that uses them. The tests' tables are small: with the ensemble every
+    training in the suite would be five, and the tests' subject is one model; the default itself
+    is tested end to end by the marked tests. (Subprocess runs of ``mmoe`` keep the default.)"""
+    library_default = isinstance(item, DoctestItem) or item.get_closest_marker("default_ensemble")
+    training.ENSEMBLE_ROWS = ENSEMBLE_ROWS if library_default else 0

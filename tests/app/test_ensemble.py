@@ -131,6 +131,7 @@ def test_estimator_ensemble_saves_and_loads(tmp_path):
                                est.predict_proba(test)["buys"].to_numpy(), atol=1e-7)
 
 
+@pytest.mark.default_ensemble
 def test_small_tables_get_five_seeds_by_default(data, tmp_path):
     """Left unset, the ensemble is sized from the training rows: five models up to 10,000
     rows, one above or when the rows are unknown (a CSV stream); a set value is kept."""

@@ -42,6 +42,7 @@ def test_budget_parsing():
             parse_budget(bad)
 
 
+@pytest.mark.default_ensemble
 def test_tune_writes_a_config_whose_training_reproduces_the_best_trial(tmp_path):
     base = _base(tmp_path)
     res = tune_table(base, 600, trials=3, families=("mmoe", "shared_bottom"),
