@@ -307,6 +307,10 @@ def main() -> None:
                          "training.lr=0.003 (a TOML value)")
     ap.add_argument("--out", help="JSON file (a .md table beside it)")
     ap.add_argument("--report", metavar="JSON", help="only rewrite the .md of a results file")
+    ap.add_argument("--update", metavar="JSON",
+                    help="rerun --tables with --methods and replace those results in this "
+                         "results file (its other tables and methods kept), then rewrite it "
+                         "and its .md")
     args = ap.parse_args()
     if args.report:
         results = json.loads(Path(args.report).read_text())
@@ -317,10 +321,25 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     methods = args.methods.split(",")
     results = {"config": vars(args), "torch": torch.__version__, "tables": {}}
+    if args.update:
+        results = json.loads(Path(args.update).read_text())
+        if results["config"]["seed"] != args.seed:
+            ap.error(f"{args.update} holds split {results['config']['seed']}; pass --seed "
+                     f"{results['config']['seed']}")
+        results.setdefault("updates", []).append({"config": vars(args),
+                                                  "torch": torch.__version__})
+        args.out = args.update
     for name in args.tables.split(","):
         start = time.perf_counter()
-        results["tables"][name] = run_table(name, SUITE[name], methods, args.seed,
-                                            _overrides(args.set), args.tune_budget)
+        fresh = run_table(name, SUITE[name], methods, args.seed, _overrides(args.set),
+                          args.tune_budget)
+        kept = results["tables"].get(name) if args.update else None
+        if kept:  # the methods not rerun stay as they were
+            for task, row in fresh["tasks"].items():
+                kept["tasks"][task].update({m: v for m, v in row.items() if m in methods})
+            kept.update({k: v for k, v in fresh.items() if k.endswith("_seconds")})
+            fresh = kept
+        results["tables"][name] = fresh
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
         for task, row in results["tables"][name]["tasks"].items():
             print("   ", task, {m: round(v["test"], 4) for m, v in row.items()

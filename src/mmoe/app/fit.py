@@ -139,7 +139,8 @@ def train_streaming(spec: RunSpec, progress: bool | None = None, *,
         source = StreamEpochs(lambda epoch: shuffle_batches(chunks(), seeded.batch_size,
                                                             spec.buffer_rows, seeded.seed,
                                                             epoch),
-                              skip_single_rows=model.config.batch_norm, steps=steps)
+                              skip_single_rows=model.config.batch_norm, steps=steps,
+                              rows=rows)
         return model, trainer.fit(source, valid, resume=resume)
 
     model, result = fit_members(spec, fit, rows, checkpoint, resume, announce)

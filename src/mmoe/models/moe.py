@@ -64,6 +64,8 @@ class SingleTask(_TaskNetworks):
         [torch.Size([3, 10, 16]), torch.Size([3, 16])]
     """
 
+    shares_layers = False
+
     def __init__(self, in_features: int, units: tuple[int, ...], num_tasks: int,
                  dropout: float = 0.0):
         super().__init__(num_tasks)

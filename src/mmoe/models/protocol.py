@@ -50,6 +50,9 @@ class Backbone(nn.Module):
     gate_mask: torch.Tensor | None = None
     #: one name per expert (gate-health reports); ``None``: ``e0, e1, ...``
     expert_names: list[str] | None = None
+    #: the tasks share layers of the backbone (False: a network per task, as Single-Task;
+    #: the default loss weighting is then static, :meth:`TrainConfig.weighting_for`)
+    shares_layers: bool = True
 
     def named_experts(self, tasks: list[str]) -> list[str] | None:
         """One name per expert for reports and figures, knowing the tasks' names (a

@@ -254,7 +254,9 @@ class WeightedModel(Protocol):
 
 
 def make_weighting(config: TrainConfig, model: WeightedModel) -> StaticWeighting:
-    """The weighting ``config.loss_weighting`` names, for ``model`` (a MultiTaskModel).
+    """The weighting ``config.loss_weighting`` names, for ``model`` (a MultiTaskModel);
+    static for ``None`` (the default, which the Trainer resolves from the training rows:
+    :meth:`TrainConfig.weighting_for`).
 
     Example:
         >>> from mmoe import build_model

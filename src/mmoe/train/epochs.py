@@ -41,6 +41,9 @@ class EpochSource(Protocol):
 
     #: steps per epoch, or ``None`` when unknown in advance (a stream)
     steps: int | None
+    #: training rows per epoch, or ``None`` when unknown in advance (a CSV stream); the
+    #: run's defaults that depend on the table's size are chosen from it
+    rows: int | None
     #: whether training may checkpoint (and resume) in the middle of an epoch
     resumable_mid_epoch: bool
     #: whether every process of a data-parallel run can take its share of each batch
@@ -86,7 +89,7 @@ class InMemoryEpochs:
         _checks.check(table.labels is not None, "training data needs labels")
         _checks.check(len(table) > 0, "the training data has no rows")
         self.table, self.batch_size, self.seed = table, batch_size, seed
-        n = len(table)
+        self.rows = n = len(table)
         self.steps = math.ceil(n / batch_size)
         if drop_single_row and n > 1 and n % batch_size == 1:
             self.steps -= 1  # a last batch of one row: dropped
@@ -110,6 +113,7 @@ class StreamEpochs:
         skip_single_rows: skip batches of one row (batch norm cannot train on them).
         steps: the batches of an epoch when known in advance (a Parquet file's rows are):
             the learning-rate schedule then moves by step, as in memory; ``None``: by epoch.
+        rows: the rows of an epoch when known in advance (a Parquet file's).
 
     Example:
         >>> chunks = [TensorTable.from_arrays(torch.randn(5, 2), torch.zeros(5))] * 2
@@ -119,13 +123,15 @@ class StreamEpochs:
     """
 
     steps = None
+    rows = None
     resumable_mid_epoch = False
     distributable = False
 
     def __init__(self, epoch_batches: Callable[[int], Iterable[TensorTable]],
-                 skip_single_rows: bool = False, steps: int | None = None):
+                 skip_single_rows: bool = False, steps: int | None = None,
+                 rows: int | None = None):
         self.epoch_batches, self.skip_single_rows = epoch_batches, skip_single_rows
-        self.steps = steps
+        self.steps, self.rows = steps, rows
 
     def batches(self, epoch: int, start: int, ctx: DistContext) -> Iterator[Batch]:
         _checks.check(start == 0, "a stream resumes at epoch boundaries only")

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,9 @@ class Trainer:
         self.progress = self.ctx.is_main and (sys.stderr.isatty() if progress is None
                                               else progress)
         self.loss_fn = MultiTaskLoss(model.tasks, model.task_slices, model.funnel.joint)
-        self.weighting = make_weighting(config, model)  # static, uncertainty, gradnorm, pcgrad
+        # static, uncertainty, gradnorm, pcgrad; the default (None) is chosen from the rows at
+        # fit (static until then)
+        self.weighting = make_weighting(config, model)
         self.optimizer = optimizer_for(model, self.weighting, config)
         self.precision = Precision(config.precision, self.ctx.device)  # autocast, fp16 scaler
         names = [t.name for t in model.tasks]
@@ -211,6 +213,11 @@ class Trainer:
         # a stream's batches are cut by its maker: from config.for_rows(None) (batch 1024)
         self.config = cfg = self.config.for_rows(len(train) if isinstance(train, TensorTable)
                                                  else None)
+        rows = len(train) if isinstance(train, TensorTable) else train.rows
+        if cfg.loss_weighting is None:  # the default, from the rows: pcgrad or static
+            self.config = cfg = replace(cfg, loss_weighting=cfg.weighting_for(
+                rows, len(tasks), self.ctx.world > 1, self.model.backbone.shares_layers))
+            self.weighting = make_weighting(cfg, self.model)  # neither has state to optimise
         if isinstance(train, TensorTable):
             _checks.check(train.labels is not None, "training data needs labels")
             _checks.check(train.labels.shape[1] == len(tasks),

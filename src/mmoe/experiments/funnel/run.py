@@ -162,7 +162,8 @@ def run_funnel(cfg: FunnelConfig, out: str | os.PathLike,
                                 encoder.tasks)
             train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                                     seed=seed, threads=cfg.threads, restore_best=True,
-                                    lr_schedule="constant", monitor=encoder.tasks[0].name)
+                                    lr_schedule="constant", monitor=encoder.tasks[0].name,
+                                    loss_weighting="static")  # the summed loss, at any size
             start = time.perf_counter()
             Trainer(model, train_cfg, progress=False).fit(train, valid)
             seconds = time.perf_counter() - start
