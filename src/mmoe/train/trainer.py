@@ -210,15 +210,15 @@ class Trainer:
     def _source(self, train: TensorTable | EpochSource) -> EpochSource:
         """The epoch source of ``train``, checked against the model and the settings."""
         tasks = self.model.tasks
+        in_memory = isinstance(train, TensorTable)
+        rows = len(train) if in_memory else train.rows
         # a stream's batches are cut by its maker: from config.for_rows(None) (batch 1024)
-        self.config = cfg = self.config.for_rows(len(train) if isinstance(train, TensorTable)
-                                                 else None)
-        rows = len(train) if isinstance(train, TensorTable) else train.rows
+        self.config = cfg = self.config.for_rows(rows if in_memory else None)
         if cfg.loss_weighting is None:  # the default, from the rows: pcgrad or static
             self.config = cfg = replace(cfg, loss_weighting=cfg.weighting_for(
                 rows, len(tasks), self.ctx.world > 1, self.model.backbone.shares_layers))
             self.weighting = make_weighting(cfg, self.model)  # neither has state to optimise
-        if isinstance(train, TensorTable):
+        if in_memory:
             _checks.check(train.labels is not None, "training data needs labels")
             _checks.check(train.labels.shape[1] == len(tasks),
                           f"labels have {train.labels.shape[1]} columns for {len(tasks)} tasks")
