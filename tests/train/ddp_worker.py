@@ -37,7 +37,8 @@ def main(out: str) -> None:
     model = build_model("mmoe", inputs, (TaskSpec("a"), TaskSpec("b", "regression")),
                         num_experts=3, expert_units=(8,), tower_units=(4,), wide=True,
                         cross=True)  # the wide weights are sparse too
-    # static: what torchrun's default is (one process on this small table would pick pcgrad)
+    # static: what torchrun's default is (one process on this small table would learn the
+    # task weights)
     cfg = TrainConfig(epochs=2, batch_size=64, lr=1e-2, seed=5, loss_weighting="static")
     trainer = Trainer(model, cfg, progress=False, device="cpu")
     result = trainer.fit(train, valid)

@@ -34,8 +34,8 @@ def _model():
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile's CPU backend needs a C++ compiler")
 def test_compiled_training_equals_eager_training():
-    # static: PCGrad (this small table's default) branches on the sign of dot products of
-    # gradients, so a compiled kernel's last bits could send the two runs apart
+    # static: the summed loss, whose trajectory compiled and eager kernels share (this small
+    # table's default would learn a weight per task as well)
     cfg = TrainConfig(epochs=2, batch_size=64, lr=1e-2, restore_best=False,
                       loss_weighting="static")
     eager, comp = _model(), _model()

@@ -97,8 +97,8 @@ KEY_HELP: dict[str, dict[str, str]] = {
         "restore_best": "end with the weights of the best validation epoch",
         "checkpoint_every": "also checkpoint every N steps",
         "threads": "intra-op threads (default: 1 for small models)",
-        "loss_weighting": "static, uncertainty, gradnorm or pcgrad (default: pcgrad for at most "
-                          "10,000 training rows whose tasks share layers, else static)",
+        "loss_weighting": "static, uncertainty, gradnorm or pcgrad (default: uncertainty for at "
+                          "most 10,000 training rows whose tasks share layers, else static)",
         "gradnorm_alpha": "GradNorm's restoring-force exponent",
         "on_nonfinite": "a NaN/inf loss or gradient: stop or skip the step",
         "compile": "train through torch.compile",

@@ -66,9 +66,9 @@ TRAIN_HELP = {
                  "logits (K times the time; predict, export and serve take the ensemble). "
                  "Default: 5 for at most 10,000 training rows, else 1."),
     "loss_weighting": ("static (task weights), uncertainty (Kendall et al. 2018), gradnorm "
-                       "(Chen et al. 2018) or pcgrad (Yu et al. 2020). Default: pcgrad for at "
-                       "most 10,000 training rows and two tasks or more sharing layers (not "
-                       "single_task) in one process, else static."),
+                       "(Chen et al. 2018) or pcgrad (Yu et al. 2020). Default: uncertainty "
+                       "for at most 10,000 training rows and two tasks or more sharing layers "
+                       "(not single_task) in one process, else static."),
     "gate_dropout": ("Gated models: drop each expert's gate weight with this probability in "
                      "training and renormalise."),
     "gate_balance": "Gated models: weight of a load-balancing penalty on the gates.",

@@ -42,6 +42,12 @@ class LeanAdam(torch.optim.Adam):
         :attr:`MixedAdam.lr_scales`)."""
         return [1.0] * len(self.param_groups)
 
+    def extend(self, params: list[torch.nn.Parameter]) -> None:
+        """Append ``params`` to the first group, as if they had been given last at
+        construction (before any step): the layout :func:`optimizer_for` gives them."""
+        self.param_groups[0]["params"].extend(params)
+        self._plan = None  # gathered again at the next step
+
     @staticmethod
     def _forget_plan(opt: LeanAdam) -> None:
         opt._plan = None  # the loaded state holds new tensors
@@ -226,6 +232,11 @@ class MixedAdam:
         """Each of :attr:`param_groups`' learning rate as a multiple of the run's."""
         return ([1.0] * len(self.dense.param_groups)
                 + [self.table_lr_scale] * len(self.sparse.param_groups))
+
+    def extend(self, params: list[torch.nn.Parameter]) -> None:
+        """Append dense ``params`` (a loss weighting's learnt weights) to the first dense
+        group, as :func:`optimizer_for` places them (see :meth:`LeanAdam.extend`)."""
+        self.dense.extend(params)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop (or zero) every gradient."""

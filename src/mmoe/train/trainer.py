@@ -120,7 +120,7 @@ class Trainer:
                                               else progress)
         self.loss_fn = MultiTaskLoss(model.tasks, model.task_slices, model.funnel.joint)
         # static, uncertainty, gradnorm, pcgrad; the default (None) is chosen from the rows at
-        # fit (static until then)
+        # fit (static until then; a learnt weighting's parameters then join the optimizer)
         self.weighting = make_weighting(config, model)
         self.optimizer = optimizer_for(model, self.weighting, config)
         self.precision = Precision(config.precision, self.ctx.device)  # autocast, fp16 scaler
@@ -214,10 +214,13 @@ class Trainer:
         rows = len(train) if in_memory else train.rows
         # a stream's batches are cut by its maker: from config.for_rows(None) (batch 1024)
         self.config = cfg = self.config.for_rows(rows if in_memory else None)
-        if cfg.loss_weighting is None:  # the default, from the rows: pcgrad or static
+        if cfg.loss_weighting is None:  # the default, from the rows: uncertainty or static
             self.config = cfg = replace(cfg, loss_weighting=cfg.weighting_for(
                 rows, len(tasks), self.ctx.world > 1, self.model.backbone.shares_layers))
-            self.weighting = make_weighting(cfg, self.model)  # neither has state to optimise
+            self.weighting = make_weighting(cfg, self.model)
+            if learnt := list(self.weighting.parameters()):  # uncertainty's log-variances
+                self.optimizer.extend(learnt)  # where optimizer_for puts a set weighting's
+                self._params += learnt
         if in_memory:
             _checks.check(train.labels is not None, "training data needs labels")
             _checks.check(train.labels.shape[1] == len(tasks),

@@ -40,7 +40,7 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience")
 # The protocol's training (what every committed config was chosen and measured with): a
 # constant learning rate, 10 epochs of 1024 rows unless the config says otherwise, the
 # tasks' losses summed (the paper's; also on the tests' small subsets, where the default
-# would be PCGrad).
+# would be uncertainty weighting).
 PROTOCOL = {"epochs": 10, "batch_size": 1024, "lr_schedule": "constant", "warmup": 0.0,
             "loss_weighting": "static"}
 
