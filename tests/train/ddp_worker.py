@@ -3,8 +3,10 @@ by a 3-slot history, with their wide weights and products, so sparse gradients c
 validation grouped by user for GAUC);
 run alone or under torchrun. Rank 0 saves weights and metrics.
 
-    python ddp_worker.py OUT.pt
-    python -m torch.distributed.run --nproc_per_node=2 --standalone ddp_worker.py OUT.pt
+    python ddp_worker.py OUT.pt [WEIGHTING]
+    python -m torch.distributed.run --nproc_per_node=2 --standalone ddp_worker.py OUT.pt [WEIGHTING]
+
+WEIGHTING: a loss weighting (default static), or ``default`` for the one the run picks.
 """
 
 import sys
@@ -17,7 +19,7 @@ from mmoe.data.table import TensorTable
 from mmoe.train import Trainer
 
 
-def main(out: str) -> None:
+def main(out: str, weighting: str = "static") -> None:
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     n = 501  # uneven: the last batch of 53 rows splits 26 / 27
@@ -37,15 +39,16 @@ def main(out: str) -> None:
     model = build_model("mmoe", inputs, (TaskSpec("a"), TaskSpec("b", "regression")),
                         num_experts=3, expert_units=(8,), tower_units=(4,), wide=True,
                         cross=True)  # the wide weights are sparse too
-    # static: what torchrun's default is (one process on this small table would learn the
-    # task weights)
-    cfg = TrainConfig(epochs=2, batch_size=64, lr=1e-2, seed=5, loss_weighting="static")
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=1e-2, seed=5,
+                      loss_weighting=None if weighting == "default" else weighting)
     trainer = Trainer(model, cfg, progress=False, device="cpu")
     result = trainer.fit(train, valid)
     if trainer.ctx.is_main:
         torch.save({"state": model.state_dict(), "valid": result.history[-1]["valid"],
-                    "loss": result.history[-1]["train_loss"], "world": trainer.ctx.world}, out)
+                    "loss": result.history[-1]["train_loss"], "world": trainer.ctx.world,
+                    "weighting": trainer.config.loss_weighting,
+                    "learnt": trainer.weighting.state_dict()}, out)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

@@ -20,13 +20,22 @@ def _run(args, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_equals_one_process(tmp_path):
-    _run([str(WORKER), str(tmp_path / "one.pt")], tmp_path)
+@pytest.mark.parametrize(("weighting", "picked"), [("static", "static"),
+                                                   ("default", "uncertainty")])
+def test_two_process_ddp_equals_one_process(tmp_path, weighting, picked):
+    """The summed loss, and the small table's default (learnt task weights, whose gradients
+    the ranks average): the same steps, the same learnt weights."""
+    _run([str(WORKER), str(tmp_path / "one.pt"), weighting], tmp_path)
     _run(["-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-          str(WORKER), str(tmp_path / "two.pt")], tmp_path)
+          str(WORKER), str(tmp_path / "two.pt"), weighting], tmp_path)
     one = torch.load(tmp_path / "one.pt", weights_only=True)
     two = torch.load(tmp_path / "two.pt", weights_only=True)
     assert one["world"] == 1 and two["world"] == 2
+    assert one["weighting"] == two["weighting"] == picked
+    assert one["learnt"].keys() == two["learnt"].keys() == (
+        {"log_var"} if picked == "uncertainty" else set())
+    for k, v in one["learnt"].items():
+        torch.testing.assert_close(two["learnt"][k], v, rtol=1e-5, atol=1e-6, msg=k)
     for k, v in one["state"].items():
         torch.testing.assert_close(two["state"][k], v, rtol=1e-5, atol=1e-6, msg=k)
     assert "gauc" in one["valid"]["a"]  # grouped validation ran

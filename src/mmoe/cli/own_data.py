@@ -68,7 +68,7 @@ TRAIN_HELP = {
     "loss_weighting": ("static (task weights), uncertainty (Kendall et al. 2018), gradnorm "
                        "(Chen et al. 2018) or pcgrad (Yu et al. 2020). Default: uncertainty "
                        "for at most 10,000 training rows and two tasks or more sharing layers "
-                       "(not single_task) in one process, else static."),
+                       "(not single_task), else static."),
     "gate_dropout": ("Gated models: drop each expert's gate weight with this probability in "
                      "training and renormalise."),
     "gate_balance": "Gated models: weight of a load-balancing penalty on the gates.",

@@ -179,15 +179,14 @@ class TrainConfig(_Serializable):
         small = rows is not None and rows <= ENSEMBLE_ROWS
         return min(AUTO_ENSEMBLE, MAX_SEED - self.seed + 1) if small else 1
 
-    def weighting_for(self, rows: int | None, tasks: int, distributed: bool = False,
-                      shared: bool = True) -> str:
+    def weighting_for(self, rows: int | None, tasks: int, shared: bool = True) -> str:
         """The loss weighting of a run on ``rows`` training rows (``None``: unknown, a stream)
         of ``tasks`` tasks (``shared``: sharing layers of the model): ``loss_weighting`` when
         set, else ``uncertainty`` for a table of at most :data:`WEIGHTING_ROWS` rows with two
         tasks or more that share layers, and ``static`` otherwise: a larger table, a stream,
-        one task, a network per task (Single-Task), a run under torchrun (each rank would
-        learn its own weights) or ``fp16`` (its scaler scales the losses but not the
-        log-variances' own term).
+        one task, a network per task (Single-Task) or ``fp16`` (its scaler scales the losses
+        but not the log-variances' own term). Under torchrun the ranks average the weights'
+        gradients, so two ranks learn what one process does.
 
         On a small table the tasks pull the shared experts apart; a learnt weight per task
         (Kendall et al. 2018: 1 / (2 L_t) at its optimum, so each task's loss counts alike
@@ -200,18 +199,18 @@ class TrainConfig(_Serializable):
         Example:
             >>> [TrainConfig().weighting_for(r, 3) for r in (500, 10_001, None)]
             ['uncertainty', 'static', 'static']
-            >>> [TrainConfig().weighting_for(500, 1), TrainConfig().weighting_for(500, 3, True),
+            >>> [TrainConfig().weighting_for(500, 1),
             ...  TrainConfig().weighting_for(500, 3, shared=False),
             ...  TrainConfig(precision="fp16").weighting_for(500, 3)]
-            ['static', 'static', 'static', 'static']
+            ['static', 'static', 'static']
             >>> TrainConfig(loss_weighting="pcgrad").weighting_for(500, 3)
             'pcgrad'
         """
         if self.loss_weighting is not None:
             return self.loss_weighting
         small = rows is not None and rows <= WEIGHTING_ROWS
-        alone = not distributed and self.precision != "fp16"
-        return "uncertainty" if small and tasks > 1 and shared and alone else "static"
+        scaled = self.precision == "fp16"
+        return "uncertainty" if small and tasks > 1 and shared and not scaled else "static"
 
     def for_rows(self, rows: int | None) -> TrainConfig:
         """This config with the ``None`` epochs, batch size and ensemble chosen for ``rows``

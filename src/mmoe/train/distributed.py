@@ -104,6 +104,19 @@ def sync_sparse_grads(params: list[nn.Parameter], ctx: DistContext) -> None:
         p.grad = grad.coalesce() / ctx.world
 
 
+def average_grads(params: list[nn.Parameter], ctx: DistContext) -> None:
+    """Average the dense gradients of parameters outside DDP's model (a loss weighting's
+    learnt task weights, whose gradients come from each rank's own losses) over ranks, as
+    DDP does the model's; a no-op alone."""
+    if not ctx.distributed:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad.div_(ctx.world)
+
+
 def to_device(tensors: tuple[torch.Tensor | None, ...], ctx: DistContext
               ) -> tuple[torch.Tensor | None, ...]:
     """Move a tuple of optional tensors to the context's device (those there already stay)."""

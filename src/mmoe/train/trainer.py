@@ -31,7 +31,7 @@ from ..models import MultiTaskModel
 from ..models.model import allocation_errors, check_memory, compiled
 from ..objectives import MultiTaskLoss, make_weighting, safe_denominator
 from .checkpoint import fresh_state, restore_training, save_training
-from .distributed import all_reduce_sum, barrier, setup, sync_sparse_grads, wrap
+from .distributed import all_reduce_sum, average_grads, barrier, setup, sync_sparse_grads, wrap
 from .epoch_log import LOG, epoch_line
 from .epochs import EpochSource, InMemoryEpochs
 from .evaluation import validate
@@ -216,7 +216,7 @@ class Trainer:
         self.config = cfg = self.config.for_rows(rows if in_memory else None)
         if cfg.loss_weighting is None:  # the default, from the rows: uncertainty or static
             self.config = cfg = replace(cfg, loss_weighting=cfg.weighting_for(
-                rows, len(tasks), self.ctx.world > 1, self.model.backbone.shares_layers))
+                rows, len(tasks), self.model.backbone.shares_layers))
             self.weighting = make_weighting(cfg, self.model)
             if learnt := list(self.weighting.parameters()):  # uncertainty's log-variances
                 self.optimizer.extend(learnt)  # where optimizer_for puts a set weighting's
@@ -302,6 +302,7 @@ class Trainer:
         # static: sum λ_t L_t (+ aux), scaled under fp16
         self.weighting.backward(self.precision.scale(task_losses), aux)
         sync_sparse_grads(self._tables, self.ctx)  # DDP syncs the dense gradients
+        average_grads(list(self.weighting.parameters()), self.ctx)  # learnt task weights
         self.precision.unscale(self.optimizer)  # fp16: true-scale gradients, infs recorded
         # Non-finite check with one host read per step (the losses are read anyway): one
         # kernel flags a non-finite element in any gradient (GradScaler's check, at scale 1).
