@@ -2,8 +2,10 @@
 
 A weighting is the pluggable last part of the objective (``TrainConfig.loss_weighting``):
 
-- ``static``: sum_t lambda_t L_t with lambda_t = ``TaskSpec.weight`` (the default).
-- ``uncertainty`` (Kendall, Gal and Cipolla, CVPR 2018): a learnt log-variance s_t per task,
+- ``static``: sum_t lambda_t L_t with lambda_t = ``TaskSpec.weight`` (the default above
+  10,000 training rows: :meth:`mmoe.config.TrainConfig.weighting_for`).
+- ``uncertainty`` (Kendall, Gal and Cipolla, CVPR 2018; the default on smaller tables whose
+  tasks share layers): a learnt log-variance s_t per task,
   sum_t lambda_t (c_t exp(-s_t) L_t + s_t / 2) with c_t = 1/2 for regression (Gaussian
   likelihood, 1/(2 sigma²) L + log sigma) and c_t = 1 for binary/multiclass (1/sigma² L +
   log sigma). This is the paper's form, not the often-used exp(-s) L + s simplification.

@@ -121,7 +121,8 @@ class Trainer:
         self.loss_fn = MultiTaskLoss(model.tasks, model.task_slices, model.funnel.joint)
         # static, uncertainty, gradnorm, pcgrad; the default (None) is chosen from the rows at
         # fit (static until then; a learnt weighting's parameters then join the optimizer)
-        self.weighting = make_weighting(config, model)
+        # on the model's device: its buffers (task weights) multiply the device's losses
+        self.weighting = make_weighting(config, model).to(self.ctx.device)
         self.optimizer = optimizer_for(model, self.weighting, config)
         self.precision = Precision(config.precision, self.ctx.device)  # autocast, fp16 scaler
         names = [t.name for t in model.tasks]
@@ -217,7 +218,7 @@ class Trainer:
         if cfg.loss_weighting is None:  # the default, from the rows: uncertainty or static
             self.config = cfg = replace(cfg, loss_weighting=cfg.weighting_for(
                 rows, len(tasks), self.model.backbone.shares_layers))
-            self.weighting = make_weighting(cfg, self.model)
+            self.weighting = make_weighting(cfg, self.model).to(self.ctx.device)
             if learnt := list(self.weighting.parameters()):  # uncertainty's log-variances
                 self.optimizer.extend(learnt)  # where optimizer_for puts a set weighting's
                 self._params += learnt
