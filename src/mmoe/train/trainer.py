@@ -121,8 +121,7 @@ class Trainer:
         self.loss_fn = MultiTaskLoss(model.tasks, model.task_slices, model.funnel.joint)
         # static, uncertainty, gradnorm, pcgrad; the default (None) is chosen from the rows at
         # fit (static until then; a learnt weighting's parameters then join the optimizer)
-        # on the model's device: its buffers (task weights) multiply the device's losses
-        self.weighting = make_weighting(config, model).to(self.ctx.device)
+        self._use_weighting(config)
         self.optimizer = optimizer_for(model, self.weighting, config)
         self.precision = Precision(config.precision, self.ctx.device)  # autocast, fp16 scaler
         names = [t.name for t in model.tasks]
@@ -208,6 +207,12 @@ class Trainer:
         if cfg.restore_best and self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
 
+    def _use_weighting(self, config: TrainConfig) -> None:
+        """The loss weighting ``config`` names, on the run's device (its task weights
+        multiply the losses there), and its learnt parameters (none for static)."""
+        self.weighting = make_weighting(config, self.model).to(self.ctx.device)
+        self._learnt = list(self.weighting.parameters())
+
     def _source(self, train: TensorTable | EpochSource) -> EpochSource:
         """The epoch source of ``train``, checked against the model and the settings."""
         tasks = self.model.tasks
@@ -218,10 +223,10 @@ class Trainer:
         if cfg.loss_weighting is None:  # the default, from the rows: uncertainty or static
             self.config = cfg = replace(cfg, loss_weighting=cfg.weighting_for(
                 rows, len(tasks), self.model.backbone.shares_layers))
-            self.weighting = make_weighting(cfg, self.model).to(self.ctx.device)
-            if learnt := list(self.weighting.parameters()):  # uncertainty's log-variances
-                self.optimizer.extend(learnt)  # where optimizer_for puts a set weighting's
-                self._params += learnt
+            self._use_weighting(cfg)
+            if self._learnt:  # uncertainty's log-variances
+                self.optimizer.extend(self._learnt)  # where optimizer_for puts a set one's
+                self._params += self._learnt
         if in_memory:
             _checks.check(train.labels is not None, "training data needs labels")
             _checks.check(train.labels.shape[1] == len(tasks),
@@ -303,7 +308,7 @@ class Trainer:
         # static: sum λ_t L_t (+ aux), scaled under fp16
         self.weighting.backward(self.precision.scale(task_losses), aux)
         sync_sparse_grads(self._tables, self.ctx)  # DDP syncs the dense gradients
-        average_grads(list(self.weighting.parameters()), self.ctx)  # learnt task weights
+        average_grads(self._learnt, self.ctx)  # learnt task weights: outside DDP's model
         self.precision.unscale(self.optimizer)  # fp16: true-scale gradients, infs recorded
         # Non-finite check with one host read per step (the losses are read anyway): one
         # kernel flags a non-finite element in any gradient (GradScaler's check, at scale 1).
