@@ -85,6 +85,30 @@ def test_generate_writes_the_data_and_the_oracle(run):
     assert "oracle on test" in run["generated"]
 
 
+@pytest.mark.parametrize("shared", [0, 5])
+def test_generate_shared_dims_sets_how_related_the_tasks_are(tmp_path, shared):
+    """`--shared-dims` reaches the generator: the rows are those of FunnelSpec(shared_dims=)."""
+    from mmoe.data.datasets.funnel import FunnelSpec, generate_funnel
+
+    small = dict(rows=3000, users=100, items=50, seed=1)
+    code, _, err = _captured(["data", "generate", "funnel", "--rows", 3000, "--users", 100,
+                              "--items", 50, "--seed", 1, "--shared-dims", shared,
+                              "--out", tmp_path / "cli"])
+    assert code == 0, err
+    expected = generate_funnel(FunnelSpec(**small, shared_dims=shared), tmp_path / "py")
+    default = generate_funnel(FunnelSpec(**small), tmp_path / "default")
+    got = read_table(tmp_path / "cli" / "test")
+    pd.testing.assert_frame_equal(got, read_table(expected / "test"))
+    assert not np.allclose(got["p_buy_given_click"], read_table(default / "test")[
+        "p_buy_given_click"])  # the default (2) is another world
+
+
+def test_generate_shared_dims_out_of_range_is_a_usage_error(tmp_path, capsys):
+    code, _, err = run_cli(["data", "generate", "funnel", "--rows", "100", "--shared-dims", "6",
+                            "--out", str(tmp_path / "f")], capsys)
+    assert code == 2 and "--shared-dims" in err and not (tmp_path / "f").exists()
+
+
 def test_train_prints_the_features_and_reports_gauc(run):
     rows = _feature_rows(run["trained"])
     assert rows["user_id"][0] == "hashed"

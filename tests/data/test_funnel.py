@@ -139,16 +139,19 @@ def test_labels_are_draws_of_the_true_probabilities_at_the_documented_rates():
     assert df["position"].between(1, 8).all()
 
 
-def test_the_world_is_the_one_the_rows_were_drawn_from():
+@pytest.mark.parametrize("shared", [2, 0, 5])  # the default, unrelated tasks, the same latents
+def test_the_world_is_the_one_the_rows_were_drawn_from(shared):
     """funnel_world(spec) gives the latents and item facts the rows' true probabilities were
     computed from: the documented equations over them give p_click and p_buy_given_click."""
-    spec = FunnelSpec(rows=4000, users=80, items=60, seed=5)
+    spec = FunnelSpec(rows=4000, users=80, items=60, seed=5, shared_dims=shared)
     df = _rows(spec).to_pandas()
     world = funnel_world(spec)
     a, b = world.user_latent[df["user_id"]], world.item_latent[df["item_id"]]
-    r_c = (a[:, :5] * b[:, :5]).sum(1) / math.sqrt(5)  # S_c: the first 5 of k = 8
-    r_p = (a[:, 3:] * b[:, 3:]).sum(1) / math.sqrt(5)  # S_p: the last 5
-    assert (spec.click_latents, spec.purchase_latents) == (slice(0, 5), slice(3, 8))
+    k = 10 - shared  # 5 click and 5 purchase coordinates, `shared` of them in both
+    assert a.shape[1] == b.shape[1] == k
+    r_c = (a[:, :5] * b[:, :5]).sum(1) / math.sqrt(5)  # S_c: the first 5 of k
+    r_p = (a[:, k - 5:] * b[:, k - 5:]).sum(1) / math.sqrt(5)  # S_p: the last 5
+    assert (spec.click_latents, spec.purchase_latents) == (slice(0, 5), slice(k - 5, k))
     z = lambda v: (v - v.mean()) / v.std()  # noqa: E731
     z_pop = z(np.log(world.item_popularity))[df["item_id"]]
     z_price = z(world.log_price)[df["item_id"]]

@@ -82,6 +82,10 @@ def generate_funnel_cmd(
         "--history-len", help="Clicked items kept per row (most recent).")] = 10,
     shard_rows: Annotated[int, typer.Option("--shard-rows", help="Rows per Parquet file.")
                           ] = 1_000_000,
+    shared_dims: Annotated[int, typer.Option(
+        "--shared-dims", min=0, max=5,
+        help="How related the tasks are: latent coordinates click and purchase share, "
+        "of 5 each (0: different latents, 5: the same).")] = 2,
 ) -> None:
     """Impression logs with a click -> purchase funnel and known true probabilities: Parquet
     shards in DIR/train, DIR/valid, DIR/test (split by time), DIR/mmoe.toml to train on them
@@ -95,7 +99,7 @@ def generate_funnel_cmd(
     from ..data.datasets.funnel import FunnelSpec, generate_funnel
 
     spec = FunnelSpec(rows=rows, users=users, items=items, seed=seed,
-                      history_len=history_len, shard_rows=shard_rows)
+                      history_len=history_len, shard_rows=shard_rows, shared_dims=shared_dims)
     with tqdm(total=rows, unit="row", unit_scale=True, disable=None) as bar:
         path = generate_funnel(spec, out, progress=bar.update)
     oracle = {split: oracle_metrics(path / split) for split in ("valid", "test")}
