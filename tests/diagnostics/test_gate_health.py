@@ -127,3 +127,16 @@ def test_trainer_history_records_gate_health_each_epoch():
         assert set(util) == {"a", "b"}
         assert sum(util["a"].values()) == pytest.approx(1.0, abs=1e-5)
         assert 0 <= record["gates"]["normalised_entropy"]["b"] <= 1 + 1e-6
+
+
+def test_trainer_warns_each_gate_problem_once_and_records_it_every_epoch():
+    """A problem that lasts (the polarised gates and dead experts of a model trained too
+    slowly to change them) is warned about at its first epoch only, not every epoch."""
+    model = _polarised_mmoe()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # Python's once-per-message filter would hide repeats
+        result = Trainer(model, TrainConfig(epochs=3, batch_size=16, lr=1e-9),
+                         progress=False).fit(_table(64), _table(32))
+    gate_warnings_seen = [str(w.message) for w in caught if w.category is GateHealthWarning]
+    assert [len(r["gates"]["warnings"]) for r in result.history] == [5, 5, 5]
+    assert gate_warnings_seen == result.history[0]["gates"]["warnings"]  # 2 gates, 3 experts
