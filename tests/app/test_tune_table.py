@@ -96,3 +96,22 @@ def test_cli(tmp_path, capsys):
             main(argv)
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and needle in err and err.count("\n") == 1
+
+
+def test_trials_keep_their_gate_warnings_to_themselves(tmp_path, monkeypatch):
+    """A trial's gate-health warnings are the study's to judge (by its score), not the
+    user's to act on: none reaches the user, while training the same run does warn."""
+    import warnings
+
+    import mmoe.diagnostics.gates as gates
+    from mmoe.diagnostics import GateHealthWarning
+
+    monkeypatch.setattr(gates, "gate_warnings", lambda *a, **k: ["expert 'e0' is dead: test"])
+    base = _base(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tune_table(base, 600, trials=2, families=("mmoe",))
+    assert not [w for w in caught if w.category is GateHealthWarning]
+    with pytest.warns(GateHealthWarning, match="expert 'e0' is dead: test"):
+        train_model_dir(replace(base, training=replace(base.training, ensemble=1)),
+                        tmp_path / "m")

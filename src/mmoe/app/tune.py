@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
@@ -25,6 +26,7 @@ from .._fileio import write_text
 from ..config import ModelConfig
 from ..data.encoders import TableEncoder
 from ..data.table import TensorTable
+from ..diagnostics import GateHealthWarning
 from ..train import Trainer
 from .config_file import config_text
 from .fit import build_for
@@ -120,7 +122,9 @@ def run_study(objective: Callable[[Any], float], *, sampler: Any, trials: int | 
               name: str | None = None, catch: tuple[type[Exception], ...] = ()) -> Any:
     """The Optuna study every mmoe tuner runs (`mmoe tune` on a table, and on census): the
     objective maximised by ``sampler`` for ``trials`` trials or ``timeout`` seconds,
-    ``first`` (a setting's parameters) as trial 0, Optuna's own logging quiet.
+    ``first`` (a setting's parameters) as trial 0, Optuna's own logging quiet, and the
+    trials' gate-health warnings too (a trial's gates are the study's to judge, by its
+    score, not the user's to mend; the best setting trained again warns as any run does).
 
     Example:
         >>> optuna = optuna_module()
@@ -136,7 +140,9 @@ def run_study(objective: Callable[[Any], float], *, sampler: Any, trials: int | 
                                 study_name=name)
     if first is not None:
         study.enqueue_trial(first)
-    study.optimize(objective, n_trials=trials, timeout=timeout, catch=catch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GateHealthWarning)
+        study.optimize(objective, n_trials=trials, timeout=timeout, catch=catch)
     return study
 
 
