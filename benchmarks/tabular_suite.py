@@ -167,7 +167,8 @@ def lightgbm(data, kind: str, n_classes: int) -> dict[str, float]:
 def mmoe_run(frames, tasks, work: Path, overrides: dict | None = None,
              **settings) -> dict[str, dict[str, float]]:
     """`mmoe train` with ``settings`` (flags) and ``overrides`` (config-file sections) over the
-    defaults; per-task primary metric on valid and test, and the seconds it took."""
+    defaults; per-task primary metric on valid and test, the seconds it took and, tuned, the
+    study (trials run, pruned, the model family chosen)."""
     for name, df in frames.items():
         df.to_parquet(work / f"{name}.parquet", index=False)
     config = None
@@ -178,8 +179,11 @@ def mmoe_run(frames, tasks, work: Path, overrides: dict | None = None,
     spec = build_run_spec(config, train=str(work / "train.parquet"),
                           valid=str(work / "valid.parquet"), tasks=list(tasks), **settings)
     start = time.perf_counter()
+    study = None
     if tune_budget:  # the study picks on the validation split; the best is trained again
-        spec = tune_table(spec, tune_budget).spec
+        tuned = tune_table(spec, tune_budget)
+        spec = tuned.spec
+        study = {"trials": tuned.trials, "pruned": tuned.pruned, "model": spec.model.name}
     train_model_dir(spec, work / "model", overwrite=True)
     seconds = time.perf_counter() - start
     out: dict[str, dict[str, float]] = {}
@@ -188,7 +192,7 @@ def mmoe_run(frames, tasks, work: Path, overrides: dict | None = None,
         for text in tasks:
             column, kind, _ = _task(text)
             out.setdefault(column, {})[s] = float(metrics[column][METRIC[kind]])
-    return out | {"seconds": seconds}
+    return out | {"seconds": seconds} | ({"study": study} if study else {})
 
 
 def run_table(name: str, table: Table, methods: list[str], seed: int,
@@ -208,6 +212,8 @@ def run_table(name: str, table: Table, methods: list[str], seed: int,
                         "mmoe_tuned": {"tune_budget": tune_budget}}.get(method, {})
             runs[method] = mmoe_run(frames, table.tasks, work, overrides, **settings)
             result[f"{method}_seconds"] = round(runs[method].pop("seconds"), 1)
+            if "study" in runs[method]:
+                result[f"{method}_study"] = runs[method].pop("study")
     for text in table.tasks:
         column, kind, positive = _task(text)
         data, n_classes = _xy(frames, inputs, column, kind, positive)
@@ -337,10 +343,12 @@ def main() -> None:
         if kept:  # the methods not rerun stay as they were
             for task, row in fresh["tasks"].items():
                 kept["tasks"][task].update({m: v for m, v in row.items() if m in methods})
-            kept.update({k: v for k, v in fresh.items() if k.endswith("_seconds")})
+            kept.update({k: v for k, v in fresh.items() if k.endswith(("_seconds", "_study"))})
             fresh = kept
         results["tables"][name] = fresh
-        print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
+        study = fresh.get("mmoe_tuned_study")
+        print(f"{name}: {time.perf_counter() - start:.0f} s"
+              + (f" (study: {study})" if study else ""), flush=True)
         for task, row in results["tables"][name]["tasks"].items():
             print("   ", task, {m: round(v["test"], 4) for m, v in row.items()
                                 if isinstance(v, dict)}, flush=True)
