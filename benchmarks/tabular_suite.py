@@ -179,11 +179,12 @@ def mmoe_run(frames, tasks, work: Path, overrides: dict | None = None,
     spec = build_run_spec(config, train=str(work / "train.parquet"),
                           valid=str(work / "valid.parquet"), tasks=list(tasks), **settings)
     start = time.perf_counter()
-    study = None
+    study = {}
     if tune_budget:  # the study picks on the validation split; the best is trained again
         tuned = tune_table(spec, tune_budget)
         spec = tuned.spec
-        study = {"trials": tuned.trials, "pruned": tuned.pruned, "model": spec.model.name}
+        study["study"] = {"trials": tuned.trials, "pruned": tuned.pruned,
+                          "model": spec.model.name}
     train_model_dir(spec, work / "model", overwrite=True)
     seconds = time.perf_counter() - start
     out: dict[str, dict[str, float]] = {}
@@ -192,7 +193,7 @@ def mmoe_run(frames, tasks, work: Path, overrides: dict | None = None,
         for text in tasks:
             column, kind, _ = _task(text)
             out.setdefault(column, {})[s] = float(metrics[column][METRIC[kind]])
-    return out | {"seconds": seconds} | ({"study": study} if study else {})
+    return out | {"seconds": seconds} | study
 
 
 def run_table(name: str, table: Table, methods: list[str], seed: int,

@@ -2,6 +2,7 @@
 reproducing the best trial's validation score."""
 
 import json
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -13,6 +14,8 @@ from mmoe.app.fit import train_model_dir
 from mmoe.app.spec import build_run_spec
 from mmoe.app.tune import parse_budget, tune_table
 from mmoe.cli import main
+from mmoe.diagnostics import GateHealthWarning
+from mmoe.diagnostics import gates as gates_module
 from mmoe.metrics import combined_score
 
 pytest.importorskip("optuna")
@@ -101,12 +104,8 @@ def test_cli(tmp_path, capsys):
 def test_trials_keep_their_gate_warnings_to_themselves(tmp_path, monkeypatch):
     """A trial's gate-health warnings are the study's to judge (by its score), not the
     user's to act on: none reaches the user, while training the same run does warn."""
-    import warnings
-
-    import mmoe.diagnostics.gates as gates
-    from mmoe.diagnostics import GateHealthWarning
-
-    monkeypatch.setattr(gates, "gate_warnings", lambda *a, **k: ["expert 'e0' is dead: test"])
+    monkeypatch.setattr(gates_module, "gate_warnings",
+                        lambda *a, **k: ["expert 'e0' is dead: test"])
     base = _base(tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

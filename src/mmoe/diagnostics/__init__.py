@@ -14,9 +14,10 @@ from .gates import (
     gate_names,
     gate_warnings,
     utilisation_frame,
+    warn_gates,
 )
 from .heatmap import gate_heatmap
 
 __all__ = ["DEAD", "POLARISED", "GateHealthWarning", "GateUsage", "expert_names",
            "gate_health", "gate_heatmap", "gate_names", "gate_warnings", "learning_curves",
-           "utilisation_frame"]
+           "utilisation_frame", "warn_gates"]

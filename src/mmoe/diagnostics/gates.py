@@ -130,6 +130,28 @@ def gate_warnings(utilisation: torch.Tensor, mask: torch.Tensor | None, gates: l
     return out
 
 
+def warn_gates(messages: list[str], already: set[str] | None = None) -> None:
+    """Issue each of :func:`gate_warnings`' messages as a :class:`GateHealthWarning`; with
+    ``already``, only the problems not in it (a problem is a message's text before the
+    colon, e.g. "expert 'e3' is dead", without the numbers that change), which join it.
+
+    Example:
+        >>> seen = set()
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_gates(["expert 'e3' is dead: 0.01"], seen)
+        ...     warn_gates(["expert 'e3' is dead: 0.02"], seen)
+        >>> len(caught), seen
+        (1, {"expert 'e3' is dead"})
+    """
+    for message in messages:
+        problem = message.split(":")[0]
+        if already is None or problem not in already:
+            if already is not None:
+                already.add(problem)
+            warnings.warn(message, GateHealthWarning, stacklevel=3)
+
+
 def gate_health(utilisation: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor | None,
                 gates: list[str], experts: list[str], warn: bool = False) -> dict[str, Any]:
     """Per-task expert utilisation, gate entropy and warnings, as plain JSON data.
@@ -156,8 +178,7 @@ def gate_health(utilisation: torch.Tensor, entropy: torch.Tensor, mask: torch.Te
     mask = torch.ones(utilisation.shape, dtype=torch.bool) if mask is None else mask.cpu()
     messages = gate_warnings(utilisation, mask, gates, experts)
     if warn:
-        for message in messages:
-            warnings.warn(message, GateHealthWarning, stacklevel=2)
+        warn_gates(messages)
     n = mask.sum(1).tolist()
     rows = range(utilisation.shape[0])
     return {

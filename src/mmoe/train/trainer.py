@@ -14,7 +14,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +26,7 @@ from .. import _checks, ops
 from ..config import TrainConfig
 from ..config.training import lr_factor
 from ..data.table import TensorTable
-from ..diagnostics import GateHealthWarning
+from ..diagnostics import warn_gates
 from ..metrics import monitored
 from ..models import MultiTaskModel
 from ..models.model import allocation_errors, check_memory, compiled
@@ -140,18 +139,7 @@ class Trainer:
         self.best_weights: dict[str, torch.Tensor] | None = None
         self._saved_step: int | None = None  # global step of the checkpoint on disk, if any
         self._last_skip = ""  # why the last skipped step was skipped
-        self._gates_warned: set[str] = set()  # gate-health problems already warned about
-
-    def _warn_gates(self, messages: list[str]) -> None:
-        """Each gate-health problem (an expert dead, a task's gate polarised) as one
-        :class:`~mmoe.diagnostics.GateHealthWarning`, at the first epoch it shows: a problem
-        that lasts would otherwise warn every epoch, and every trial of a study. Every
-        epoch's messages stay in its ``history`` record (``gates.warnings``)."""
-        for message in messages:
-            problem = message.split(":")[0]  # e.g. "expert 'e3' is dead"
-            if self.ctx.is_main and problem not in self._gates_warned:
-                self._gates_warned.add(problem)
-                warnings.warn(message, GateHealthWarning, stacklevel=2)
+        self._gates_warned: set[str] = set()  # gate-health problems warned about: each once
 
     # ---- checkpoints ---------------------------------------------------------------------
     def save(self) -> None:
@@ -427,7 +415,9 @@ class Trainer:
             record["valid"], gates = validate(self.model, valid, self.ctx)
             if gates is not None:  # None for models without gates
                 record["gates"] = gates
-                self._warn_gates(gates["warnings"])
+                # each problem warned once per run (every epoch's are in its record)
+                if self.ctx.is_main:
+                    warn_gates(gates["warnings"], self._gates_warned)
             self._track_best(self.monitor.value(record["valid"]))
         else:
             st["best_epoch"] = st["epoch"] + 1
