@@ -3,7 +3,7 @@ through :mod:`mmoe.ops`."""
 
 from .encoder import FeatureEncoder
 from .expert_kinds import CrossExperts, FMExperts, InputMaskedMLP
-from .gate_tools import gate_dropout, load_balance
+from .gate_tools import gate_dropout, gate_dropout_softmax, load_balance
 from .gates import Gates, mix_experts
 from .periodic import PeriodicEmbedding
 from .stacked import StackedLinear, StackedMLP, shared_input_linear
@@ -12,4 +12,5 @@ from .wide import WideTerms
 
 __all__ = ["CrossExperts", "FMExperts", "FeatureEncoder", "Gates", "InputMaskedMLP",
            "PeriodicEmbedding", "StackedLinear", "StackedMLP", "Towers", "WideTerms",
-           "gate_dropout", "load_balance", "mix_experts", "shared_input_linear"]
+           "gate_dropout", "gate_dropout_softmax", "load_balance", "mix_experts",
+           "shared_input_linear"]

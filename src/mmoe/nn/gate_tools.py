@@ -8,13 +8,24 @@ from __future__ import annotations
 import torch
 
 
+def _kept(scores: torch.Tensor, p: float, visible: torch.Tensor) -> torch.Tensor:
+    """Gate dropout's mask m_e ~ Bernoulli(1 - p) over (G, B, E), restricted to the
+    ``visible`` experts; a row with none of them kept keeps every expert."""
+    keep = (torch.rand_like(scores) >= p) & visible
+    return keep | ~keep.any(-1, keepdim=True)
+
+
 def gate_dropout(gates: torch.Tensor, p: float) -> torch.Tensor:
     """Drop each expert's gate weight with probability ``p`` and renormalise each row.
 
     g'_e = m_e g_e / sum_j m_j g_j,  m_e ~ Bernoulli(1 - p)   (Zhao et al. 2019, §5.2)
 
     A row whose experts were all dropped keeps its weights (there is nothing to renormalise
-    onto). Uses the global torch RNG, like ``nn.Dropout``.
+    onto), and so does a row whose kept weights sum to less than the square root of the
+    dtype's smallest normal number (a saturated gate whose other weights underflowed to zero:
+    dividing by that sum would overflow the gradient). From logits,
+    :func:`gate_dropout_softmax` computes the same without that limit. Uses the global torch
+    RNG, like ``nn.Dropout``.
 
     Args:
         gates: (G, B, E) gate weights, rows summing to 1.
@@ -30,10 +41,40 @@ def gate_dropout(gates: torch.Tensor, p: float) -> torch.Tensor:
     """
     if p <= 0:
         return gates
-    keep = torch.rand_like(gates) >= p  # (G, B, E) m_e
-    keep = keep | ~keep.any(-1, keepdim=True)  # all dropped: keep the row as it was
-    kept = gates * keep
-    return kept / kept.sum(-1, keepdim=True).clamp_min(torch.finfo(gates.dtype).tiny)
+    kept = gates * _kept(gates, p, gates > 0)
+    total = kept.sum(-1, keepdim=True)
+    empty = total < torch.finfo(gates.dtype).tiny ** 0.5  # nothing left to renormalise onto
+    return torch.where(empty, gates, kept) / torch.where(empty, gates.sum(-1, keepdim=True),
+                                                         total)
+
+
+def gate_dropout_softmax(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Softmax gate weights with gate dropout, from the gates' logits z = W_gk x.
+
+    g'_e = m_e exp(z_e) / sum_j m_j exp(z_j) = softmax over the kept experts: the same as
+    :func:`gate_dropout` on ``softmax(z)``, with the same mask for the same RNG state, but
+    exact when the gate is saturated (the kept experts' weights underflow to zero in
+    ``softmax(z)``; here they share the row by their logits, and the gradient stays finite).
+    A logit of -inf is an expert the gate cannot see; a row with none of its visible experts
+    kept keeps them all.
+
+    Args:
+        logits: (G, B, E) gate logits.
+        p: drop probability in [0, 1); 0 gives ``softmax(logits)``.
+
+    Returns:
+        (G, B, E) weights, rows summing to 1.
+
+    Example:
+        >>> z = torch.tensor([[[0.0, -200.0, -200.0]]])  # softmax: (1, 0, 0) in float32
+        >>> g = gate_dropout_softmax(z, 0.5)
+        >>> bool(torch.allclose(g.sum(-1), torch.ones(1, 1)))
+        True
+    """
+    if p <= 0:
+        return torch.softmax(logits, dim=-1)
+    keep = _kept(logits, p, ~torch.isneginf(logits))
+    return torch.softmax(logits.masked_fill(~keep, float("-inf")), dim=-1)
 
 
 def load_balance(gates: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

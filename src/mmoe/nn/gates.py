@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..ops import mix as mix_experts
-from .gate_tools import gate_dropout
+from .gate_tools import gate_dropout_softmax
 from .stacked import StackedLinear
 
 
@@ -21,7 +21,7 @@ class Gates(nn.Module):
         num_experts: number of experts E.
         num_gates: number of gates G.
         bias: add a bias inside the softmax (the paper's formula has none).
-        dropout: gate dropout probability p in training mode (see :func:`gate_dropout`).
+        dropout: gate dropout probability p in training mode (see :func:`gate_dropout_softmax`).
 
     Shapes:
         input (B, d) -> gate weights (G, B, E), each row summing to 1.
@@ -43,8 +43,8 @@ class Gates(nn.Module):
 
     def from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Gate weights from the logits W_gk x (G, B, E)."""
-        g = torch.softmax(logits, dim=-1)  # g^k(x) = softmax(W_gk x), (G, B, E)
-        return gate_dropout(g, self.dropout) if self.training else g
+        # g^k(x) = softmax(W_gk x), (G, B, E); in training over the experts gate dropout kept
+        return gate_dropout_softmax(logits, self.dropout if self.training else 0.0)
 
 
 __all__ = ["Gates", "mix_experts"]
