@@ -12,7 +12,9 @@ same table rows (mmoe's hashing of user_id and item_id; history = the user's las
 items, mean-pooled through the item table), 16-wide embeddings for every id and categorical
 column, the numeric columns standardised, MMoE with ``--experts`` experts of
 ``--expert-units``, towers of ``--tower-units``, batch ``--batch``, Adam lr ``--lr``, no
-weight decay, ``--epochs`` epochs, ``--threads`` intra-op threads. Each library trains
+weight decay, ``--epochs`` epochs, ``--threads`` intra-op threads; mmoe's tables learn with
+its default optimizer (SGD at ``--table-lr`` per row; ``--table-optimizer adam``: lazy Adam
+at ``--table-lr-scale`` x lr), the peers' with their dense Adam. Each library trains
 through its own training call, its data loading included (``samples_per_s``);
 ``step_samples_per_s`` times the model's forward, backward and Adam step alone. The row
 ``mmoe+wide+cross`` is mmoe's MMoE with the ids' wide terms and products
@@ -112,6 +114,7 @@ def run_mmoe(name, args, enc, tables, groups):
                         tower_units=tuple(args.tower_units), **dict.fromkeys(extras, True))
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, seed=args.seed,
                       threads=args.threads, restore_best=False,
+                      table_optimizer=args.table_optimizer, table_lr=args.table_lr,
                       table_lr_scale=args.table_lr_scale)
     start = time.perf_counter()
     result = Trainer(model, cfg, progress=False).fit(tables["train"], None)
@@ -232,8 +235,13 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--table-optimizer", choices=["sgd", "adam"],
+                    default=TrainConfig.table_optimizer,
+                    help="mmoe's tables' optimizer (TrainConfig.table_optimizer)")
+    ap.add_argument("--table-lr", type=float, default=TrainConfig.table_lr,
+                    help="sgd: mmoe's tables' learning rate per training row")
     ap.add_argument("--table-lr-scale", type=float, default=TrainConfig.table_lr_scale,
-                    help="mmoe's tables' learning rate over lr")
+                    help="adam: mmoe's tables' learning rate over lr")
     ap.add_argument("--peers-python", help="python of the peers' environment")
     ap.add_argument("--peers", nargs="*", default=["rechub", "deepctr"])
     ap.add_argument("--peer-mode", choices=["full", "step"], default="full",

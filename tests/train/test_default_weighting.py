@@ -13,7 +13,7 @@ from mmoe.data.table import TensorTable
 from mmoe.objectives.weighting import PCGrad, StaticWeighting, UncertaintyWeighting
 from mmoe.train import Trainer
 from mmoe.train.epochs import StreamEpochs
-from mmoe.train.optim import MixedAdam
+from mmoe.train.optim import MixedOptimizer
 
 TASKS = (TaskSpec("a", "binary"), TaskSpec("b", "regression"))
 CFG = TrainConfig(epochs=2, batch_size=64, lr=1e-2, seed=3)
@@ -28,7 +28,7 @@ def _data(n=400, ids=False):
     return TensorTable(x, None, y, ids=torch.randint(0, 50, (n, 1), generator=g))
 
 
-#: five numeric columns and an id looked up in a 50-row table (sparse gradients: MixedAdam)
+#: five numeric columns and an id looked up in a 50-row table (sparse gradients: MixedOptimizer)
 WITH_IDS = InputSpec(numeric=tuple(f"x{i}" for i in range(5)),
                      lookups=(Lookup("user", "user", 50, 4),))
 
@@ -49,7 +49,7 @@ def test_a_small_table_learns_its_task_weights_exactly_as_if_it_were_set(name, i
     data = _data(ids=ids)
     default, trainer, result = _fit(name, CFG, data)
     assert isinstance(trainer.weighting, UncertaintyWeighting)
-    assert isinstance(trainer.optimizer, MixedAdam) == ids
+    assert isinstance(trainer.optimizer, MixedOptimizer) == ids
     assert trainer.config.loss_weighting == "uncertainty" == result.config.loss_weighting
     assert trainer.state["config"]["loss_weighting"] == "uncertainty"  # a checkpoint's
     # the log-variances joined the optimizer and were learnt (they start at 0)

@@ -104,7 +104,9 @@ KEY_HELP: dict[str, dict[str, str]] = {
         "compile": "train through torch.compile",
         "precision": "fp32, bf16 or fp16 (autocast; loss and metrics in float32)",
         "stop_if_all_skipped": "stop when every step of an epoch was skipped",
-        "table_lr_scale": "lookup tables' (hashed ids, sequences) learning rate / lr",
+        "table_optimizer": "lookup tables' (hashed ids, sequences) optimizer: adagrad or adam",
+        "table_lr": "adagrad: the tables' learning rate",
+        "table_lr_scale": "adam: the tables' learning rate / lr",
         "ensemble": "train K models from seeds seed..seed+K-1, predict with their mean logits "
                     "(default: 5 for at most 10,000 training rows, else 1)",
     },

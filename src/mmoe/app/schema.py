@@ -85,9 +85,11 @@ def tasks_text(info: dict[str, Any]) -> str:
 
 def schema_text(encoder: TableEncoder, config: dict[str, Any], embedding_dim: int) -> str:
     """The inputs' table and the tasks' table."""
-    model = config.get("model") or {}
+    model, training = config.get("model") or {}, config.get("training") or {}
     return (feature_table(encoder, embedding_dim, bool(model.get("wide")),
-                          bool(model.get("cross")))
+                          bool(model.get("cross")),
+                          # a run saved before the tables' SGD trained them with Adam
+                          training.get("table_optimizer", "adam"))
             + "\n" + tasks_text(schema(encoder, config)))
 
 

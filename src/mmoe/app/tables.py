@@ -116,7 +116,7 @@ def with_groups(table: TensorTable, df: pd.DataFrame, column: str | None) -> Ten
 
 
 def feature_table(encoder: TableEncoder, embedding_dim: int = 8, wide: bool = False,
-                  cross: bool = False) -> str:
+                  cross: bool = False, table_optimizer: str = "adagrad") -> str:
     """The fitted input columns as `mmoe train` prints them: kind, width in x, and the
     numeric encoding or the embedding table; with the model's ``wide`` and ``cross``
     settings, the products' width in x and the wide weights' memory.
@@ -132,7 +132,7 @@ def feature_table(encoder: TableEncoder, embedding_dim: int = 8, wide: bool = Fa
         -------  -------  -----  ------------------------------------------
         a        numeric  2      piecewise-linear, 2 bins
         user_id  hashed   17     user_id: 65 rows x 17 (hashed, 64 buckets)
-        x is 19 wide; embedding tables 0.0 MB, 0.0 MB with Adam's moments in training
+        x is 19 wide; embedding tables 0.0 MB, 0.0 MB in training with the optimizer's state
     """
     spec = encoder.input_spec(embedding_dim)
     lookups = {lk.name: lk for lk in spec.lookups}
@@ -163,17 +163,24 @@ def feature_table(encoder: TableEncoder, embedding_dim: int = 8, wide: bool = Fa
     products = f" ({crossed} of them the ids' products)" if crossed else ""
     outputs = sum(t.out_dim for t in encoder.tasks) if wide else 0
     return "\n".join([*lines, f"x is {spec.width + crossed} wide{products}; "
-                               f"{_table_memory(spec, outputs)}"])
+                               f"{_table_memory(spec, outputs, table_optimizer)}"])
 
 
-def _table_memory(spec: InputSpec, wide_outputs: int = 0) -> str:
+def _table_memory(spec: InputSpec, wide_outputs: int = 0,
+                  table_optimizer: str = "adagrad") -> str:
     """The embedding tables' memory (with the wide weights, ``wide_outputs`` per table row):
-    weights, and Adam's two moments in training."""
-    tables = {lk.table: lk.rows * (lk.dim + wide_outputs) for lk in spec.lookups}
-    cells = sum(tables.values()) + sum(c for _, c in spec.categorical) * spec.embedding_dim
-    mb = cells * 4 / 2**20
-    return (f"embedding tables {mb:,.1f} MB, {3 * mb:,.1f} MB with Adam's moments in "
-            "training")
+    weights, and in training the optimizer's state too: Adam's two moments for the categorical
+    columns' embeddings, and for the lookup tables Adam's two moments
+    (``table_optimizer = "adam"``) or Adagrad's one float per row."""
+    lookups = sum({lk.table: lk.rows * (lk.dim + wide_outputs) for lk in spec.lookups}.values())
+    categorical = sum(c for _, c in spec.categorical) * spec.embedding_dim
+    mb = (lookups + categorical) * 4 / 2**20
+    rows = sum({lk.table: lk.rows for lk in spec.lookups}.values())
+    # Adagrad: a float per row of each embedding table (and of its wide weights)
+    state = rows * (1 + bool(wide_outputs)) if table_optimizer == "adagrad" else 2 * lookups
+    training = (lookups + state + 3 * categorical) * 4 / 2**20
+    return (f"embedding tables {mb:,.1f} MB, {training:,.1f} MB in training with the "
+            "optimizer's state")
 
 
 def check_columns(spec: RunSpec, columns: Sequence[str]) -> None:

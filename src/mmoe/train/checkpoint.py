@@ -177,8 +177,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
 
 # ---- training checkpoints: the trainer's save and its checked restore ----------------------
 #: what a checkpoint written before the learning-rate schedules and the tables' own learning
-#: rate existed trained with
-BEFORE_SCHEDULES = {"lr_schedule": "constant", "warmup": 0.0, "table_lr_scale": 1.0}
+#: rate, then the tables' Adagrad, existed trained with
+BEFORE_SCHEDULES = {"lr_schedule": "constant", "warmup": 0.0, "table_lr_scale": 1.0,
+                    "table_optimizer": "adam"}
 
 
 def fresh_state(num_tasks: int, config: TrainConfig) -> dict[str, Any]:
@@ -381,18 +382,30 @@ def _check_optimizer(found: dict[str, Any], optimizer: torch.optim.Optimizer,
              and isinstance(groups, list) and len(groups) == len(ours), path,
              "its optimizer state is not this run's Adam (groups or layout differ)")
     for i, (group, mine) in enumerate(zip(groups, ours, strict=True)):
-        _require(isinstance(group, dict) and {"lr", "betas", "eps", "weight_decay"} <= set(group)
+        _require(isinstance(group, dict) and {"lr", "weight_decay"} <= set(group)
                  and isinstance(group.get("params"), list) and group["params"] == mine["params"],
                  path, f"optimizer group {i} does not hold this run's parameters")
         # lr: the schedule's value at the step saved (the config's lr is checked above)
-        differ = sorted(k for k in set(group) & set(mine) - {"params", "lr"}
-                        if not _same(group[k], mine[k]))
+        # rows: row-wise Adagrad's rows per batch, set with lr
+        differ = sorted(k for k in (set(group) | set(mine)) - {"params", "lr", "rows"}
+                        if k not in group or k not in mine or not _same(group[k], mine[k]))
         _require(not differ, path, f"optimizer group {i} has other hyperparameters "
                  f"({', '.join(differ)}) than this run's settings")
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    rowwise = {i for i, p in enumerate(params) for g in optimizer.param_groups
+               if "initial_accumulator" in g and any(p is q for q in g["params"])}
     amsgrad = any(g.get("amsgrad") for g in optimizer.param_groups)
     keys = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if amsgrad else set())
     for index, st in found["state"].items():
+        if _is_count(index) and index in rowwise:  # row-wise Adagrad: a sum per table row
+            t, p = st.get("sum") if isinstance(st, dict) else None, params[index]
+            _require(isinstance(st, dict) and set(st) == {"sum"} and isinstance(t, torch.Tensor)
+                     and t.layout == torch.strided and t.shape == p.shape[:1]
+                     and t.dtype == p.dtype and bool(torch.isfinite(t).all())
+                     and (t.numel() == 0 or bool(t.min() > 0)), path,
+                     f"its optimizer state for parameter {index} is not row-wise Adagrad's "
+                     f"finite positive sum per row of a {tuple(p.shape)} {p.dtype} table")
+            continue
         _require(_is_count(index) and index < len(params) and isinstance(st, dict)
                  and set(st) == keys, path, f"its optimizer state for parameter {index!r} is "
                  f"not Adam's {sorted(keys)} of a parameter of this run")

@@ -1,5 +1,5 @@
-"""Adam with a lean step for small models, where a step's bookkeeping costs more than its
-arithmetic."""
+"""The optimizers of a training run: Adam with a lean step for small models, where a step's
+bookkeeping costs more than its arithmetic, and row-sparse updates of the lookup tables."""
 
 from __future__ import annotations
 
@@ -36,11 +36,11 @@ class LeanAdam(torch.optim.Adam):
                                list[torch.Tensor], list[torch.Tensor]]] | None = None
         self.register_load_state_dict_post_hook(LeanAdam._forget_plan)
 
-    @property
-    def lr_scales(self) -> list[float]:
-        """Each parameter group's learning rate as a multiple of the run's: all 1 (see
-        :attr:`MixedAdam.lr_scales`)."""
-        return [1.0] * len(self.param_groups)
+    def schedule(self, config: Any, factor: float) -> None:
+        """Set every group's learning rate for the coming step: ``factor`` x the TrainConfig
+        ``config``'s ``lr`` (see :meth:`MixedOptimizer.schedule`)."""
+        for group in self.param_groups:
+            group["lr"] = config.lr * factor
 
     def extend(self, params: list[torch.nn.Parameter]) -> None:
         """Append ``params`` to the first group, as if they had been given last at
@@ -156,9 +156,9 @@ class RowAdam(torch.optim.SparseAdam):
         return loss
 
 
-def _checks_sparse(grad: torch.Tensor) -> None:
+def _checks_sparse(grad: torch.Tensor, name: str = "RowAdam") -> None:
     if not grad.is_sparse:
-        raise RuntimeError("RowAdam takes sparse gradients only (the lookup tables')")
+        raise RuntimeError(f"{name} takes sparse gradients only (the lookup tables')")
 
 
 def _row_adam(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
@@ -183,30 +183,97 @@ def _row_adam(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
     param.index_add_(0, rows, -step_size * numer.div_(denom))
 
 
-class MixedAdam:
-    """Adam for the dense parameters (:class:`LeanAdam`) and lazy Adam for embedding tables
-    with sparse gradients (:class:`RowAdam`, torch's ``SparseAdam``: a step updates only the
-    rows the batch used,
-    with those rows' moments, so its cost follows the batch, not the table), behind one
-    optimizer's interface (``param_groups``, ``zero_grad``, ``step``, ``state_dict``,
-    ``load_state_dict``).
+#: row-wise Adagrad's starting accumulator, in units of a training row's squared gradient: a
+#: row's first steps are SGD steps at lr / sqrt(10) per training row, and Adagrad's
+#: normalisation takes over once its gradients' squares add up to about this much
+ADAGRAD_INIT = 10.0
 
-    The state dict is torch's Adam layout over all parameters (dense groups first, then the
-    tables' group, marked ``"sparse": True``), so checkpoints are checked and loaded like a
-    plain Adam's. The tables take no weight decay (``SparseAdam`` has none).
+
+class RowAdagrad(torch.optim.Optimizer):
+    """Row-wise Adagrad for lookup tables with sparse gradients (TorchRec's default for
+    embeddings), with a starting accumulator: one accumulator per table row, and a step
+    touches only the rows the gradient holds. With G_r the row's gradient summed over the
+    batch's rows (``rows`` x the gradient of the batch's mean loss, ``rows`` set with the
+    learning rate at each step):
+
+        a_r <- a_r + mean_d G_rd^2,  a_r starting at ``initial_accumulator``
+        w_r <- w_r - lr G_r / sqrt(a_r)
+
+    A rare row, seen a few times, takes steps in proportion to its gradient (SGD at
+    lr / sqrt(initial_accumulator) per training row), where Adam's per-cell normalisation
+    gives it full-size steps in the sign of a gradient that is mostly noise; a row whose
+    gradients add up (a popular item, a large regression error) is slowed, so no row's step
+    grows without bound. The state is one float per row.
+
+    Example:
+        >>> table = torch.nn.Parameter(torch.zeros(5, 2))
+        >>> opt = RowAdagrad([table], lr=1.0, initial_accumulator=3.0)
+        >>> table.grad = torch.sparse_coo_tensor([[1, 3]], torch.ones(2, 2), (5, 2),
+        ...                                      check_invariants=True)
+        >>> opt.step()  # rows 1 and 3: -1 / sqrt(3 + 1); the others stay
+        >>> table[:, 0].tolist()
+        [0.0, -0.5, 0.0, -0.5, 0.0]
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float = 1.0,
+                 initial_accumulator: float = ADAGRAD_INIT):
+        super().__init__(params, {"lr": lr, "rows": 1, "weight_decay": 0.0,
+                                  "initial_accumulator": initial_accumulator})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                _checks_sparse(p.grad, "RowAdagrad")
+                state = self.state[p]
+                if not state:
+                    state["sum"] = torch.full(p.shape[:1], float(group["initial_accumulator"]),
+                                              dtype=p.dtype, device=p.device)
+                grad = p.grad.coalesce()  # each row once
+                rows, values = grad._indices()[0], grad._values() * group["rows"]  # G_r
+                if values.numel() == 0:
+                    continue
+                total = state["sum"].index_select(0, rows).add_(
+                    values.pow(2).flatten(1).mean(1))  # a_r
+                state["sum"].index_copy_(0, rows, total)
+                step = values.div_(total.sqrt_().view(-1, *[1] * (values.dim() - 1)))
+                p.index_add_(0, rows, step, alpha=-group["lr"])
+        return loss
+
+
+class MixedOptimizer:
+    """Adam for the dense parameters (:class:`LeanAdam`) and, for the embedding tables with
+    sparse gradients, a sparse optimizer that updates only the rows the batch used (so its
+    cost follows the batch, not the table), behind one optimizer's interface
+    (``param_groups``, ``zero_grad``, ``step``, ``state_dict``, ``load_state_dict``).
+
+    The tables' optimizer (``TrainConfig.table_optimizer``): ``"adagrad"``, row-wise Adagrad
+    (:class:`RowAdagrad`: one accumulator per row), or ``"adam"``, lazy Adam
+    (:class:`RowAdam`, torch's ``SparseAdam``: the rows used, with those rows' moments).
+
+    The state dict is torch's layout over all parameters (dense groups first, then the
+    tables' group, marked ``"sparse": True``; lazy Adam's state in Adam's layout), so
+    checkpoints are checked and loaded like a plain Adam's. The tables take no weight decay.
 
     Args:
         dense: the parameters with dense gradients.
         sparse: the tables.
         lr: the learning rate of the dense parameters.
         weight_decay: the dense parameters' weight decay.
-        table_lr_scale: the tables' learning rate as a multiple of ``lr``
-            (:attr:`lr_scales`; see :class:`~mmoe.config.TrainConfig`).
+        table_optimizer: ``"adagrad"`` or ``"adam"``.
+        table_lr: the tables' learning rate (the schedule sets it at each step:
+            :meth:`schedule`).
 
     Example:
         >>> table = torch.nn.Parameter(torch.randn(100, 4))
         >>> dense = torch.nn.Parameter(torch.randn(4, 1))
-        >>> opt = MixedAdam([dense], [table], lr=0.1)
+        >>> opt = MixedOptimizer([dense], [table], lr=0.1)
         >>> rows = torch.tensor([[3, 7]])
         >>> loss = (torch.nn.functional.embedding_bag(rows, table, sparse=True) @ dense).sum()
         >>> loss.backward()
@@ -217,21 +284,33 @@ class MixedAdam:
     """
 
     def __init__(self, dense: list[torch.nn.Parameter], sparse: list[torch.nn.Parameter],
-                 lr: float = 1e-3, weight_decay: float = 0.0, table_lr_scale: float = 1.0):
+                 lr: float = 1e-3, weight_decay: float = 0.0, table_optimizer: str = "adagrad",
+                 table_lr: float = 1e-3):
         self.dense = LeanAdam(dense, lr=lr, weight_decay=weight_decay)
-        self.sparse = RowAdam(sparse, lr=lr * table_lr_scale)
-        self.table_lr_scale = table_lr_scale
+        if table_optimizer == "adagrad":
+            self.sparse: torch.optim.Optimizer = RowAdagrad(sparse, lr=table_lr)
+        elif table_optimizer == "adam":
+            self.sparse = RowAdam(sparse, lr=table_lr)
+        else:
+            raise ValueError(f"table_optimizer must be adagrad or adam, got {table_optimizer!r}")
+        self.table_optimizer = table_optimizer
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
         """The dense groups, then the tables' group."""
         return self.dense.param_groups + self.sparse.param_groups
 
-    @property
-    def lr_scales(self) -> list[float]:
-        """Each of :attr:`param_groups`' learning rate as a multiple of the run's."""
-        return ([1.0] * len(self.dense.param_groups)
-                + [self.table_lr_scale] * len(self.sparse.param_groups))
+    def schedule(self, config: Any, factor: float) -> None:
+        """Set the learning rates of the coming step, ``factor`` x the TrainConfig
+        ``config``'s rate of each group (its ``batch_size`` resolved): ``lr`` for the dense
+        parameters; for the tables ``table_lr`` (Adagrad, whose gradients are summed over the
+        ``batch_size`` rows) or ``table_lr_scale`` x ``lr`` (Adam)."""
+        self.dense.schedule(config, factor)
+        for group in self.sparse.param_groups:
+            if self.table_optimizer == "adagrad":
+                group["lr"], group["rows"] = config.table_lr * factor, config.batch_size
+            else:
+                group["lr"] = config.table_lr_scale * config.lr * factor
 
     def extend(self, params: list[torch.nn.Parameter]) -> None:
         """Append dense ``params`` (a loss weighting's learnt weights) to the first dense
@@ -244,18 +323,20 @@ class MixedAdam:
         self.sparse.zero_grad(set_to_none)
 
     def step(self) -> None:
-        """One Adam step of the dense parameters and of the rows the tables' gradients hold."""
+        """One Adam step of the dense parameters and one step of the rows the tables'
+        gradients hold."""
         self.dense.step()
         self.sparse.step()
 
     def state_dict(self) -> dict[str, Any]:
-        """Torch's Adam layout over all parameters (the tables' step counts as float
-        tensors, like Adam's)."""
+        """Torch's layout over all parameters (lazy Adam's step counts as float tensors,
+        like Adam's; Adagrad's sum per row as it is)."""
         dense, sparse = self.dense.state_dict(), self.sparse.state_dict()
         n = sum(len(g["params"]) for g in dense["param_groups"])
         state = dict(dense["state"])
-        for i, st in sparse["state"].items():
-            state[n + i] = {**st, "step": torch.tensor(float(st["step"]))}
+        for i, st in sparse["state"].items():  # lazy Adam's step count as Adam's tensor
+            state[n + i] = st if "step" not in st else {
+                **st, "step": torch.tensor(float(st["step"]))}
         groups = dense["param_groups"] + [
             {**g, "params": [n + i for i in g["params"]], "weight_decay": 0.0, "sparse": True}
             for g in sparse["param_groups"]]
@@ -269,24 +350,28 @@ class MixedAdam:
         self.dense.load_state_dict({
             "state": {i: st for i, st in state_dict["state"].items() if i < n},
             "param_groups": groups[:k]})
-        sparse_groups = [{key: v for key, v in g.items() if key not in ("weight_decay", "sparse")}
+        kept = {"weight_decay"} if self.table_optimizer == "adagrad" else set()
+        sparse_groups = [{key: v for key, v in g.items()
+                          if key not in ({"weight_decay", "sparse"} - kept)}
                          | {"params": [i - n for i in g["params"]]} for g in groups[k:]]
         self.sparse.load_state_dict({
-            "state": {i - n: {**st, "step": int(st["step"])}
+            "state": {i - n: st if "step" not in st else {**st, "step": int(st["step"])}
                       for i, st in state_dict["state"].items() if i >= n},
             "param_groups": sparse_groups})
 
 
 def optimizer_for(model: torch.nn.Module, weighting: torch.nn.Module,
-                  config: Any) -> LeanAdam | MixedAdam:
+                  config: Any) -> LeanAdam | MixedOptimizer:
     """The optimizer of a training run: torch's fused Adam over every parameter of the
     ``model`` and the loss ``weighting`` (:class:`LeanAdam`), or, when the model has lookup
-    tables (``model.sparse_parameters()``), :class:`MixedAdam` with lazy Adam for them.
+    tables (``model.sparse_parameters()``), :class:`MixedOptimizer` with row-wise Adagrad or
+    lazy Adam for them.
 
     Args:
         model: a MultiTaskModel.
         weighting: the loss weighting (its learnt weights train too).
-        config: the TrainConfig (``lr``, ``weight_decay``, ``table_lr_scale``).
+        config: the TrainConfig (``lr``, ``weight_decay``, ``table_optimizer``, ``table_lr``,
+            ``table_lr_scale``).
 
     Returns:
         The optimizer.
@@ -302,5 +387,8 @@ def optimizer_for(model: torch.nn.Module, weighting: torch.nn.Module,
     if not tables:  # one fused kernel for all, without per-step regrouping
         return LeanAdam(params, lr=config.lr, weight_decay=config.weight_decay)
     sparse = {id(t) for t in tables}
-    return MixedAdam([p for p in params if id(p) not in sparse], tables, lr=config.lr,
-                     weight_decay=config.weight_decay, table_lr_scale=config.table_lr_scale)
+    table_lr = (config.table_lr if config.table_optimizer == "adagrad"
+                else config.table_lr_scale * config.lr)
+    return MixedOptimizer([p for p in params if id(p) not in sparse], tables, lr=config.lr,
+                          weight_decay=config.weight_decay,
+                          table_optimizer=config.table_optimizer, table_lr=table_lr)

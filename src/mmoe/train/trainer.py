@@ -389,9 +389,7 @@ class Trainer:
             factor = lr_factor(cfg, st["global_step"], cfg.epochs * self._steps)
         else:
             factor = lr_factor(cfg, st["epoch"], cfg.epochs)
-        for group, scale in zip(self.optimizer.param_groups, self.optimizer.lr_scales,
-                                strict=True):  # the tables at their own rate
-            group["lr"] = cfg.lr * factor * scale
+        self.optimizer.schedule(cfg, factor)  # the tables at their own rate
 
     def _end_epoch(self, valid: TensorTable | None, done: int, seconds: float) -> None:
         st, names = self.state, [t.name for t in self.model.tasks]

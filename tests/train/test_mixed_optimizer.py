@@ -1,6 +1,6 @@
-"""MixedAdam: torch's SparseAdam for the lookup tables (only the rows a batch used move),
-torch's fused Adam for the rest, one state dict that resumes bit for bit; and training with
-lookups through the Trainer resumes exactly."""
+"""MixedOptimizer: row-wise Adagrad (the default) or torch's SparseAdam for the lookup tables
+(only the rows a batch used move), torch's fused Adam for the rest, one state dict that
+resumes bit for bit; and training with lookups through the Trainer resumes exactly."""
 
 import copy
 import io
@@ -13,7 +13,7 @@ from mmoe import TaskSpec, TrainConfig, build_model
 from mmoe.config import InputSpec, Lookup
 from mmoe.data.table import TensorTable
 from mmoe.train import Trainer, fit, load_checkpoint
-from mmoe.train.optim import LeanAdam, MixedAdam, optimizer_for
+from mmoe.train.optim import LeanAdam, MixedOptimizer, RowAdagrad, optimizer_for
 
 ROWS, DIM = 50, 4
 
@@ -48,9 +48,10 @@ def _train(opt, table, dense, steps, start=0):
         opt.step()
 
 
-def test_rows_the_batch_did_not_use_stay_bit_identical():
+@pytest.mark.parametrize("kind", ["adagrad", "adam"])
+def test_rows_the_batch_did_not_use_stay_bit_identical(kind):
     table, dense = _params()
-    opt = MixedAdam(dense, [table], lr=0.05)
+    opt = MixedOptimizer(dense, [table], lr=0.05, table_optimizer=kind, table_lr=0.05)
     for step in range(4):
         before = table.detach().clone()
         opt.zero_grad()
@@ -66,9 +67,10 @@ def test_rows_the_batch_did_not_use_stay_bit_identical():
 
 @pytest.mark.parametrize("scale", [1.0, 10.0])
 def test_tables_follow_sparse_adam_and_the_rest_fused_adam_exactly(scale):
-    """table_lr_scale s: the tables follow SparseAdam at s x lr, the rest fused Adam at lr."""
+    """The tables follow SparseAdam at their rate (s x lr), the rest fused Adam at lr."""
     table, dense = _params()
-    opt = MixedAdam(dense, [table], lr=0.05, weight_decay=0.01, table_lr_scale=scale)
+    opt = MixedOptimizer(dense, [table], lr=0.05, weight_decay=0.01, table_optimizer="adam",
+                         table_lr=0.05 * scale)
     ref_table, ref_dense = _params()
     sparse_ref = torch.optim.SparseAdam([ref_table], lr=0.05 * scale)
     dense_ref = torch.optim.Adam(ref_dense, lr=0.05, weight_decay=0.01, fused=True)
@@ -91,7 +93,7 @@ def test_first_step_on_every_row_is_adams_step():
     every row the two agree."""
     table, dense = _params()
     twin = torch.nn.Parameter(table.detach().clone())
-    opt = MixedAdam(dense, [table], lr=0.05)
+    opt = MixedOptimizer(dense, [table], lr=0.05, table_optimizer="adam", table_lr=0.05)
     adam = torch.optim.Adam([twin], lr=0.05)
     ids = torch.arange(1, ROWS).view(7, 7)
     g = torch.randn(7, DIM, generator=torch.Generator().manual_seed(4))
@@ -103,9 +105,14 @@ def test_first_step_on_every_row_is_adams_step():
     torch.testing.assert_close(table[1:], twin[1:], rtol=1e-6, atol=1e-6)
 
 
+def _adam(dense, table):
+    return MixedOptimizer(dense, [table], lr=0.05, weight_decay=0.01, table_optimizer="adam",
+                          table_lr=0.05)
+
+
 def test_state_dict_resumes_bit_for_bit():
     table, dense = _params()
-    opt = MixedAdam(dense, [table], lr=0.05, weight_decay=0.01)
+    opt = _adam(dense, table)
     _train(opt, table, dense, 3)
     state = opt.state_dict()
     # torch's Adam layout: the dense group, then the tables' group marked sparse
@@ -124,7 +131,7 @@ def test_state_dict_resumes_bit_for_bit():
     # a fresh optimizer on copies of the weights, from the saved state
     table2 = torch.nn.Parameter(table.detach().clone())
     dense2 = [torch.nn.Parameter(p.detach().clone()) for p in dense]
-    opt2 = MixedAdam(dense2, [table2], lr=0.05, weight_decay=0.01)
+    opt2 = _adam(dense2, table2)
     opt2.load_state_dict(loaded)
     _train(opt, table, dense, 4, start=3)
     _train(opt2, table2, dense2, 4, start=3)
@@ -140,14 +147,101 @@ def test_state_dict_resumes_bit_for_bit():
 def test_continuing_without_the_state_differs():
     """The resume test above can fail: a fresh optimizer (no moments) takes other steps."""
     table, dense = _params()
-    opt = MixedAdam(dense, [table], lr=0.05)
+    opt = _adam(dense, table)
     _train(opt, table, dense, 3)
     table2 = torch.nn.Parameter(table.detach().clone())
     dense2 = [torch.nn.Parameter(p.detach().clone()) for p in dense]
-    opt2 = MixedAdam(dense2, [table2], lr=0.05)
+    opt2 = _adam(dense2, table2)
     _train(opt, table, dense, 2, start=3)
     _train(opt2, table2, dense2, 2, start=3)
     assert not torch.equal(table, table2)
+
+
+def _rowwise_adagrad_reference(table, grads, lr, rows, init):
+    """Row-wise Adagrad on dense gradients, every row (a row without gradient keeps its
+    accumulator and its value): the reference the sparse one must match."""
+    acc = torch.full((table.shape[0],), init, dtype=torch.float64)
+    w = table.detach().double().clone()
+    for g in grads:
+        g = g.double() * rows
+        used = (g != 0).any(1)
+        acc[used] += g[used].pow(2).mean(1)
+        w[used] -= lr * g[used] / acc[used].sqrt()[:, None]
+    return w
+
+
+def test_adagrad_tables_match_a_dense_rowwise_adagrad():
+    """RowAdagrad against a float64 dense reference: a_r += mean_d G_r^2, w_r -= lr G_r /
+    sqrt(a_r), with G_r = rows x the gradient; the rows the batches skipped stay."""
+    table, dense = _params()
+    start = table.detach().clone()
+    opt = MixedOptimizer(dense, [table], lr=0.05, table_lr=0.7)
+    opt.sparse.param_groups[0]["rows"] = 8
+    grads = []
+    for step in range(5):
+        opt.zero_grad()
+        _backward(table, dense, step)
+        grads.append(table.grad.to_dense().clone())
+        opt.step()
+    expected = _rowwise_adagrad_reference(start, grads, 0.7, 8, 10.0)
+    torch.testing.assert_close(table.detach().double(), expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(table[20:], start[20:])
+    state = opt.state_dict()
+    assert set(state["state"][2]) == {"sum"} and state["state"][2]["sum"].shape == (ROWS,)
+    assert float(state["state"][2]["sum"][25]) == 10.0  # never used: the starting value
+    groups = state["param_groups"]
+    assert [g["params"] for g in groups] == [[0, 1], [2]]
+    assert groups[1]["sparse"] is True and groups[1]["weight_decay"] == 0.0
+
+
+def test_adagrad_first_step_is_sgd_and_a_large_gradient_is_bounded():
+    """A small gradient's first step is SGD's at lr / sqrt(10); a huge one's is at most lr."""
+    table = torch.nn.Parameter(torch.zeros(4, 2))
+    opt = RowAdagrad([table], lr=3.0)
+    table.grad = torch.sparse_coo_tensor([[1, 2]], torch.tensor([[1e-3, -1e-3], [1e6, 1e6]]),
+                                         (4, 2), check_invariants=True)
+    opt.step()
+    torch.testing.assert_close(table[1], torch.tensor([-3e-3, 3e-3]) / 10**0.5)
+    assert (table[2].abs() <= 3.0).all() and (table[2].abs() > 2.99).all()
+
+
+def test_adagrad_state_dict_resumes_bit_for_bit():
+    table, dense = _params()
+    opt = MixedOptimizer(dense, [table], lr=0.05, weight_decay=0.01, table_lr=0.3)
+    _train(opt, table, dense, 3)
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    table2 = torch.nn.Parameter(table.detach().clone())
+    dense2 = [torch.nn.Parameter(p.detach().clone()) for p in dense]
+    opt2 = MixedOptimizer(dense2, [table2], lr=0.05, weight_decay=0.01, table_lr=0.3)
+    opt2.load_state_dict(torch.load(buffer, weights_only=True))
+    assert opt2.param_groups[-1]["lr"] == 0.3
+    _train(opt, table, dense, 4, start=3)
+    _train(opt2, table2, dense2, 4, start=3)
+    assert torch.equal(table, table2)
+    for a, b in zip(dense, dense2, strict=True):
+        assert torch.equal(a, b)
+    fresh = MixedOptimizer(dense2, [table2], lr=0.05, weight_decay=0.01, table_lr=0.3)
+    _train(fresh, table2, dense2, 2, start=7)  # without the accumulators: other steps
+    _train(opt, table, dense, 2, start=7)
+    assert not torch.equal(table, table2)
+
+
+def test_the_rates_of_the_tables():
+    """Adagrad: table_lr, its gradients summed over batch_size rows; Adam: table_lr_scale x
+    lr; both times the schedule's factor."""
+    table, dense = _params()
+    cfg = TrainConfig(lr=0.01, batch_size=64, table_lr=0.5, table_lr_scale=4.0)
+    opt = MixedOptimizer(dense, [table])
+    opt.schedule(cfg, 0.5)
+    assert [g["lr"] for g in opt.param_groups] == [0.005, 0.25]
+    assert opt.param_groups[-1]["rows"] == 64
+    adam = MixedOptimizer(dense, [table], table_optimizer="adam")
+    adam.schedule(cfg, 0.5)
+    assert [g["lr"] for g in adam.param_groups] == [0.005, pytest.approx(0.02)]
+    with pytest.raises(ValueError, match="table_optimizer must be one of adagrad, adam"):
+        TrainConfig(table_optimizer="sgd")
 
 
 # ---- through the model and the Trainer ---------------------------------------------------------
@@ -185,7 +279,8 @@ def test_optimizer_for_a_model_with_tables():
     model = _model()
     cfg = TrainConfig(lr=0.01, weight_decay=0.001)
     opt = optimizer_for(model, torch.nn.Module(), cfg)
-    assert isinstance(opt, MixedAdam) and isinstance(opt.dense, LeanAdam)
+    assert isinstance(opt, MixedOptimizer) and isinstance(opt.dense, LeanAdam)
+    assert isinstance(opt.sparse, RowAdagrad)  # the default for the tables
     assert [id(p) for p in opt.sparse.param_groups[0]["params"]] == [
         id(p) for p in model.sparse_parameters()]
     dense = {id(p) for g in opt.dense.param_groups for p in g["params"]}
@@ -194,8 +289,11 @@ def test_optimizer_for_a_model_with_tables():
     assert opt.param_groups[0]["weight_decay"] == 0.001
 
 
-def test_the_trainer_schedules_the_tables_at_their_scale():
-    cfg = TrainConfig(epochs=1, batch_size=32, lr=1e-2, warmup=0.2, table_lr_scale=4.0)
+@pytest.mark.parametrize("kind", ["adagrad", "adam"])
+def test_the_trainer_schedules_the_tables_at_their_rate(kind):
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=1e-2, warmup=0.2, table_optimizer=kind,
+                      table_lr=0.5, table_lr_scale=4.0)
+    ratio = 0.5 / 1e-2 if kind == "adagrad" else 4.0  # the tables' rate / lr
     trainer = Trainer(_model(), cfg)
     seen = []
     original_step = trainer.optimizer.step
@@ -208,23 +306,24 @@ def test_the_trainer_schedules_the_tables_at_their_scale():
     trainer.fit(_data())
     assert len(seen) == 10
     for dense, table in ((g[0], g[-1]) for g in seen):
-        assert table == pytest.approx(4.0 * dense, abs=1e-15) and 0 <= dense <= 1e-2
+        assert table == pytest.approx(ratio * dense, abs=1e-12) and 0 <= dense <= 1e-2
     assert seen[1][0] == pytest.approx(1e-2)  # warm-up over 2 of 10 steps: at the peak
     assert seen[-1][0] == 0.0 and seen[4][-1] > 1e-2  # cosine to zero; tables above lr
     assert [len(g) for g in seen] == [len(seen[0])] * 10
 
 
-def test_trainer_with_lookups_resumes_a_mid_epoch_checkpoint_exactly(tmp_path):
+@pytest.mark.parametrize("kind", ["adagrad", "adam"])
+def test_trainer_with_lookups_resumes_a_mid_epoch_checkpoint_exactly(tmp_path, kind):
     train = _data()
     cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-2, seed=3, restore_best=False,
-                      checkpoint_every=4)
+                      checkpoint_every=4, table_optimizer=kind, table_lr=0.05)
     straight = _model()
     fit(straight, train, None, cfg)
     assert not _weights_equal(straight, _model())  # training moved the weights
 
     crashed = _model()
     trainer = Trainer(crashed, cfg, checkpoint=tmp_path / "ck.pt")
-    assert isinstance(trainer.optimizer, MixedAdam)
+    assert isinstance(trainer.optimizer, MixedOptimizer)
     original_step = trainer.optimizer.step
     calls = {"n": 0}
 
@@ -247,7 +346,8 @@ def test_trainer_resume_needs_the_tables_moments(tmp_path):
     """Resuming with the tables' Adam moments zeroed lands elsewhere: the state is used."""
     train = _data()
     cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-2, seed=3, restore_best=False,
-                      lr_schedule="constant")  # resumed with more epochs: no planned schedule
+                      lr_schedule="constant",  # resumed with more epochs: no planned schedule
+                      table_optimizer="adam")
     straight = _model()
     fit(straight, train, None, cfg)
     first = _model()
@@ -269,3 +369,17 @@ def test_trainer_resume_needs_the_tables_moments(tmp_path):
     other = _model(seed=7)
     Trainer(other, cfg, checkpoint=tmp_path / "ck.pt").fit(train, resume=True)
     assert not _weights_equal(other, straight)
+
+
+def test_resume_refuses_another_table_optimizer(tmp_path):
+    """A checkpoint's tables trained by Adagrad do not resume under Adam (nor the reverse): the
+    settings differ, and nothing is loaded."""
+    train = _data()
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=1e-2, restore_best=False)
+    Trainer(_model(), cfg, checkpoint=tmp_path / "ck.pt").fit(train)
+    model = _model(seed=7)
+    before = copy.deepcopy(model.state_dict())
+    adam = TrainConfig(**{**cfg.to_dict(), "table_optimizer": "adam"})
+    with pytest.raises(ValueError, match="different training settings"):
+        Trainer(model, adam, checkpoint=tmp_path / "ck.pt").fit(train, resume=True)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
