@@ -13,8 +13,8 @@ items, mean-pooled through the item table), 16-wide embeddings for every id and 
 column, the numeric columns standardised, MMoE with ``--experts`` experts of
 ``--expert-units``, towers of ``--tower-units``, batch ``--batch``, Adam lr ``--lr``, no
 weight decay, ``--epochs`` epochs, ``--threads`` intra-op threads; mmoe's tables learn with
-its default optimizer (SGD at ``--table-lr`` per row; ``--table-optimizer adam``: lazy Adam
-at ``--table-lr-scale`` x lr), the peers' with their dense Adam. Each library trains
+its default optimizer (row-wise Adagrad at ``--table-lr``; ``--table-optimizer adam``: lazy
+Adam at ``--table-lr-scale`` x lr), the peers' with their dense Adam. Each library trains
 through its own training call, its data loading included (``samples_per_s``);
 ``step_samples_per_s`` times the model's forward, backward and Adam step alone. The row
 ``mmoe+wide+cross`` is mmoe's MMoE with the ids' wide terms and products
@@ -235,11 +235,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--table-optimizer", choices=["sgd", "adam"],
+    ap.add_argument("--table-optimizer", choices=["adagrad", "adam"],
                     default=TrainConfig.table_optimizer,
                     help="mmoe's tables' optimizer (TrainConfig.table_optimizer)")
     ap.add_argument("--table-lr", type=float, default=TrainConfig.table_lr,
-                    help="sgd: mmoe's tables' learning rate per training row")
+                    help="adagrad: mmoe's tables' learning rate")
     ap.add_argument("--table-lr-scale", type=float, default=TrainConfig.table_lr_scale,
                     help="adam: mmoe's tables' learning rate over lr")
     ap.add_argument("--peers-python", help="python of the peers' environment")

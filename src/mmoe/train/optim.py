@@ -125,7 +125,8 @@ class RowAdam(torch.optim.SparseAdam):
     Example:
         >>> table = torch.nn.Parameter(torch.zeros(5, 2))
         >>> opt = RowAdam([table], lr=0.1)
-        >>> table.grad = torch.sparse_coo_tensor([[1, 1, 3]], torch.ones(3, 2), (5, 2))
+        >>> table.grad = torch.sparse_coo_tensor([[1, 1, 3]], torch.ones(3, 2), (5, 2),
+        ...                                      check_invariants=True)
         >>> opt.step()
         >>> [round(v, 6) for v in table[:, 0].tolist()]  # rows 1 and 3 moved by lr, others not
         [0.0, -0.1, 0.0, -0.1, 0.0]
