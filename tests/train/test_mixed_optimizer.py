@@ -13,7 +13,7 @@ from mmoe import TaskSpec, TrainConfig, build_model
 from mmoe.config import InputSpec, Lookup
 from mmoe.data.table import TensorTable
 from mmoe.train import Trainer, fit, load_checkpoint
-from mmoe.train.optim import LeanAdam, MixedOptimizer, RowAdagrad, optimizer_for
+from mmoe.train.optim import LeanAdam, MixedOptimizer, RowAdagrad, RowAdam, optimizer_for
 
 ROWS, DIM = 50, 4
 
@@ -383,3 +383,13 @@ def test_resume_refuses_another_table_optimizer(tmp_path):
     with pytest.raises(ValueError, match="different training settings"):
         Trainer(model, adam, checkpoint=tmp_path / "ck.pt").fit(train, resume=True)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("kind", [RowAdagrad, RowAdam])
+def test_table_optimizers_take_sparse_gradients_only(kind):
+    table = torch.nn.Parameter(torch.zeros(4, 2))
+    opt = kind([table], lr=0.1)
+    table.grad = torch.ones(4, 2)
+    with pytest.raises(RuntimeError, match=f"{kind.__name__} takes sparse gradients only"):
+        opt.step()
+    assert torch.equal(table, torch.zeros(4, 2))

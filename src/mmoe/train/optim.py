@@ -116,7 +116,30 @@ class LeanAdam(torch.optim.Adam):
         return torch.optim.Optimizer.profile_hook_step(adam_step)(self, closure)
 
 
-class RowAdam(torch.optim.SparseAdam):
+class _RowwiseStep:
+    """The step of the tables' optimizers: the closure (if any), then ``_update(group, p)``
+    for each parameter with a gradient, which must be sparse (a lookup table's)."""
+
+    param_groups: list[dict[str, Any]]
+
+    def _update(self, group: dict[str, Any], p: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    _checks_sparse(p.grad, type(self).__name__)
+                    self._update(group, p)
+        return loss
+
+
+class RowAdam(_RowwiseStep, torch.optim.SparseAdam):
     """``torch.optim.SparseAdam`` (lazy Adam: a step updates only the rows the gradient
     holds, with those rows' moments) with the same state and the same arithmetic, bit for
     bit, gathered and scattered by row index (``index_select`` / ``index_add_``) instead of
@@ -132,32 +155,19 @@ class RowAdam(torch.optim.SparseAdam):
         [0.0, -0.1, 0.0, -0.1, 0.0]
     """
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                _checks_sparse(p.grad)
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                _row_adam(p, -p.grad if group["maximize"] else p.grad, state["exp_avg"],
-                          state["exp_avg_sq"], state["step"], group["lr"], beta1, beta2,
-                          group["eps"])
-        return loss
+    def _update(self, group: dict[str, Any], p: torch.Tensor) -> None:
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step"] += 1
+        beta1, beta2 = group["betas"]
+        _row_adam(p, -p.grad if group["maximize"] else p.grad, state["exp_avg"],
+                  state["exp_avg_sq"], state["step"], group["lr"], beta1, beta2, group["eps"])
 
 
-def _checks_sparse(grad: torch.Tensor, name: str = "RowAdam") -> None:
+def _checks_sparse(grad: torch.Tensor, name: str) -> None:
     if not grad.is_sparse:
         raise RuntimeError(f"{name} takes sparse gradients only (the lookup tables')")
 
@@ -190,7 +200,7 @@ def _row_adam(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
 ADAGRAD_INIT = 10.0
 
 
-class RowAdagrad(torch.optim.Optimizer):
+class RowAdagrad(_RowwiseStep, torch.optim.Optimizer):
     """Row-wise Adagrad for lookup tables with sparse gradients (TorchRec's default for
     embeddings), with a starting accumulator: one accumulator per table row, and a step
     touches only the rows the gradient holds. With G_r the row's gradient summed over the
@@ -221,31 +231,20 @@ class RowAdagrad(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr, "rows": 1, "weight_decay": 0.0,
                                   "initial_accumulator": initial_accumulator})
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                _checks_sparse(p.grad, "RowAdagrad")
-                state = self.state[p]
-                if not state:
-                    state["sum"] = torch.full(p.shape[:1], float(group["initial_accumulator"]),
-                                              dtype=p.dtype, device=p.device)
-                grad = p.grad.coalesce()  # each row once
-                rows, values = grad._indices()[0], grad._values() * group["rows"]  # G_r
-                if values.numel() == 0:
-                    continue
-                total = state["sum"].index_select(0, rows).add_(
-                    values.pow(2).flatten(1).mean(1))  # a_r
-                state["sum"].index_copy_(0, rows, total)
-                step = values.div_(total.sqrt_().view(-1, *[1] * (values.dim() - 1)))
-                p.index_add_(0, rows, step, alpha=-group["lr"])
-        return loss
+    def _update(self, group: dict[str, Any], p: torch.Tensor) -> None:
+        state = self.state[p]
+        if not state:
+            state["sum"] = torch.full(p.shape[:1], float(group["initial_accumulator"]),
+                                      dtype=p.dtype, device=p.device)
+        grad = p.grad.coalesce()  # each row once
+        rows, values = grad._indices()[0], grad._values() * group["rows"]  # G_r
+        if values.numel() == 0:
+            return
+        total = state["sum"].index_select(0, rows).add_(
+            values.pow(2).flatten(1).mean(1))  # a_r
+        state["sum"].index_copy_(0, rows, total)
+        step = values.div_(total.sqrt_().view(-1, *[1] * (values.dim() - 1)))
+        p.index_add_(0, rows, step, alpha=-group["lr"])
 
 
 class MixedOptimizer:
