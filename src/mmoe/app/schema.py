@@ -88,7 +88,7 @@ def schema_text(encoder: TableEncoder, config: dict[str, Any], embedding_dim: in
     model, training = config.get("model") or {}, config.get("training") or {}
     return (feature_table(encoder, embedding_dim, bool(model.get("wide")),
                           bool(model.get("cross")),
-                          # a run saved before the tables' SGD trained them with Adam
+                          # a run saved before row-wise Adagrad trained its tables by Adam
                           training.get("table_optimizer", "adam"))
             + "\n" + tasks_text(schema(encoder, config)))
 
