@@ -172,3 +172,15 @@ def test_saved_description_still_loads():
     old = copy.deepcopy(data)
     old.pop("label_stats")
     assert TableEncoder.from_dict(old).label_stats == {}
+
+
+@pytest.mark.parametrize("values", [[1e308, -7.98e307], [1.7e308, -1.7e308],
+                                    [1.7e308, -1.7e308, 0.0]])
+def test_numbers_further_apart_than_a_float_holds_encode_finitely(values):
+    """Piecewise-linear bins whose edges are further apart than float64's range (their
+    difference overflows) still place each value in [0, 1] (found by the fuzz test)."""
+    df = pd.DataFrame({"f0": values, "y": ["yes", "no", "yes"][:len(values)]})
+    enc = TableEncoder([TaskSpec("y", "binary", positive="yes")]).fit(df)
+    x = enc.transform(df).numeric.numpy()
+    assert np.isfinite(x).all() and (x >= 0).all() and (x <= 1).all()
+    assert x[np.argmax(values)].max() == 1.0 and x[np.argmin(values)].max() == 0.0

@@ -93,8 +93,13 @@ class NumericEncoding:
             if len(edges) < 2:  # one distinct training value: nothing to place
                 out = np.zeros((len(values), 1))
             else:
-                left, width = edges[:-1], np.diff(edges)
-                out = np.clip((values[:, None] - left) / width, 0.0, 1.0)
+                with np.errstate(over="ignore"):
+                    width = np.diff(edges)
+                if np.isinf(width).any():  # edges further apart than a float64 holds:
+                    edges, values = edges / 2, values / 2  # halved (exactly) they are not
+                    width = np.diff(edges)
+                with np.errstate(over="ignore"):  # a far value beyond the edges: +-inf, clipped
+                    out = np.clip((values[:, None] - edges[:-1]) / width, 0.0, 1.0)
         out[missing] = 0.0
         return out
 

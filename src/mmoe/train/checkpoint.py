@@ -387,7 +387,7 @@ def _check_optimizer(found: dict[str, Any], optimizer: torch.optim.Optimizer,
                  path, f"optimizer group {i} does not hold this run's parameters")
         # lr: the schedule's value at the step saved (the config's lr is checked above)
         # rows: row-wise Adagrad's rows per batch, set with lr
-        differ = sorted(k for k in (set(group) | set(mine)) - {"params", "lr", "rows"}
+        differ = sorted(str(k) for k in (set(group) | set(mine)) - {"params", "lr", "rows"}
                         if k not in group or k not in mine or not _same(group[k], mine[k]))
         _require(not differ, path, f"optimizer group {i} has other hyperparameters "
                  f"({', '.join(differ)}) than this run's settings")
