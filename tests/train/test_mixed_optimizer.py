@@ -393,3 +393,19 @@ def test_table_optimizers_take_sparse_gradients_only(kind):
     with pytest.raises(RuntimeError, match=f"{kind.__name__} takes sparse gradients only"):
         opt.step()
     assert torch.equal(table, torch.zeros(4, 2))
+
+
+def test_training_memory_check_counts_the_tables_optimizer_state(monkeypatch):
+    """Training checks what it adds: for the lookup tables Adam's two moments (2 copies) or
+    Adagrad's float per row (1 / width), their gradients being sparse: a 2M x 16 table
+    (128 MB) trains by Adagrad in 200 MB of free memory, by Adam it is refused."""
+    from mmoe.models import model as model_module
+
+    inputs = InputSpec(numeric=("x0",), lookups=(Lookup("user_id", "user_id", 2_000_000, 16),))
+    torch.manual_seed(0)
+    model = build_model("mmoe", inputs, TASKS, num_experts=2, expert_units=(4,),
+                        tower_units=(2,))
+    monkeypatch.setattr(model_module, "available_memory", lambda: 200 << 20)
+    Trainer(model, TrainConfig(epochs=1), device="cpu")  # Adagrad: about 8 MB more
+    with pytest.raises(ValueError, match="training model 'mmoe' is too large for this machine"):
+        Trainer(model, TrainConfig(epochs=1, table_optimizer="adam"), device="cpu")

@@ -246,6 +246,15 @@ def estimate_parameters(config: ModelConfig, inputs: InputSpec,
     return embeddings + wide + backbone + towers + (2 * d if config.batch_norm else 0)
 
 
+def _lookup_parameters(config: ModelConfig, inputs: InputSpec,
+                       tasks: Sequence[TaskSpec]) -> int:
+    """The lookup tables' share of :func:`estimate_parameters`: their cells, and their wide
+    weights (one per row and task) with ``config.wide``."""
+    tables = {lk.table: (lk.rows, lk.dim) for lk in inputs.lookups}.values()
+    wide = len(tasks) if config.wide else 0
+    return sum(rows * (dim + wide) for rows, dim in tables)
+
+
 def available_memory() -> int | None:
     """Bytes of memory this process can still allocate.
 
@@ -287,7 +296,7 @@ def _size(n: int) -> str:
 
 
 def check_memory(config: ModelConfig, inputs: InputSpec, tasks: Sequence[TaskSpec],
-                 copies: int = 1, what: str = "") -> None:
+                 copies: float = 1, what: str = "", table_copies: float | None = None) -> None:
     """Fail (``ValueError``, one line naming the setting that makes it large) unless
     ``copies`` float copies of the model's parameters fit in the memory available.
 
@@ -296,6 +305,10 @@ def check_memory(config: ModelConfig, inputs: InputSpec, tasks: Sequence[TaskSpe
         copies: tensors of the parameters' size needed (1: the weights; training adds the
             gradients and Adam's two moments).
         what: what needs them, for the message (default: the model itself).
+        table_copies: copies needed of the lookup tables' parameters (hashed ids, sequences,
+            and their wide weights), when not ``copies``: in training their gradients are
+            sparse (a batch's rows) and their optimizer's state is Adam's two moments, or
+            row-wise Adagrad's one float per row.
 
     Example:
         >>> check_memory(ModelConfig("mmoe"), InputSpec.dense(10), [TaskSpec("y")])
@@ -307,7 +320,8 @@ def check_memory(config: ModelConfig, inputs: InputSpec, tasks: Sequence[TaskSpe
     """
     itemsize = torch.finfo(torch.get_default_dtype()).bits // 8
     params = estimate_parameters(config, inputs, tasks)
-    need = params * itemsize * copies
+    tables = 0 if table_copies is None else _lookup_parameters(config, inputs, tasks)
+    need = int(((params - tables) * copies + tables * (table_copies or 0)) * itemsize)
     if need < CHECKED_BYTES or need <= (free := available_memory() or need):
         return
     settings = {"num_experts": {"num_experts": 1},

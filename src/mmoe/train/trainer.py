@@ -107,7 +107,7 @@ class Trainer:
         self.model, self.config = model, config
         if self.ctx.device.type == "cpu":  # gradients and Adam's two moments: 3 more copies
             check_memory(model.config, model.inputs, model.tasks, 3,
-                         f"training model '{model.config.name}'")
+                         f"training model '{model.config.name}'", _table_copies(model, config))
         self.net = wrap(model, self.ctx)  # DDP across ranks, else the model itself
         if config.compile:
             self.net = compiled(self.net)
@@ -459,3 +459,12 @@ def fit(model: MultiTaskModel, train: TensorTable | EpochSource, valid: TensorTa
     """
     resume = kwargs.pop("resume", False)
     return Trainer(model, config, **kwargs).fit(train, valid, resume=resume)
+
+
+def _table_copies(model: MultiTaskModel, config: TrainConfig) -> float:
+    """Copies of the lookup tables that training adds (their gradients are a batch's rows):
+    Adam's two moments, or row-wise Adagrad's float per row (1 / the narrowest width)."""
+    if config.table_optimizer == "adam":
+        return 2.0
+    return 1.0 / min((lk.dim for lk in model.inputs.lookups), default=1)
+
