@@ -27,6 +27,7 @@ from ..data.ids import group_codes
 from ..data.readers import iter_table, read_table
 from ..data.table import RowError, TensorTable
 from ..models import MultiTaskModel
+from ..train.optim import TABLE_OPTIMIZERS
 from .spec import RunSpec
 
 
@@ -170,14 +171,14 @@ def _table_memory(spec: InputSpec, wide_outputs: int = 0,
                   table_optimizer: str = "adagrad") -> str:
     """The embedding tables' memory (with the wide weights, ``wide_outputs`` per table row):
     weights, and in training the optimizer's state too: Adam's two moments for the categorical
-    columns' embeddings, and for the lookup tables Adam's two moments
-    (``table_optimizer = "adam"``) or Adagrad's one float per row."""
-    lookups = sum({lk.table: lk.rows * (lk.dim + wide_outputs) for lk in spec.lookups}.values())
+    columns' embeddings, the tables' optimizer's for the lookup tables (their embeddings and
+    wide weights, each a table of its own)."""
+    shapes = [shape for rows, dim in {lk.table: (lk.rows, lk.dim) for lk in spec.lookups}.values()
+              for shape in [(rows, dim)] + ([(rows, wide_outputs)] if wide_outputs else [])]
+    lookups = sum(rows * dim for rows, dim in shapes)
+    state = sum(TABLE_OPTIMIZERS[table_optimizer].state_floats(*shape) for shape in shapes)
     categorical = sum(c for _, c in spec.categorical) * spec.embedding_dim
     mb = (lookups + categorical) * 4 / 2**20
-    rows = sum({lk.table: lk.rows for lk in spec.lookups}.values())
-    # Adagrad: a float per row of each embedding table (and of its wide weights)
-    state = rows * (1 + bool(wide_outputs)) if table_optimizer == "adagrad" else 2 * lookups
     training = (lookups + state + 3 * categorical) * 4 / 2**20
     return (f"embedding tables {mb:,.1f} MB, {training:,.1f} MB in training with the "
             "optimizer's state")

@@ -93,13 +93,10 @@ class NumericEncoding:
             if len(edges) < 2:  # one distinct training value: nothing to place
                 out = np.zeros((len(values), 1))
             else:
-                with np.errstate(over="ignore"):
-                    width = np.diff(edges)
-                if np.isinf(width).any():  # edges further apart than a float64 holds:
-                    edges, values = edges / 2, values / 2  # halved (exactly) they are not
-                    width = np.diff(edges)
-                with np.errstate(over="ignore"):  # a far value beyond the edges: +-inf, clipped
-                    out = np.clip((values[:, None] - edges[:-1]) / width, 0.0, 1.0)
+                with np.errstate(over="ignore"):  # a far value beyond the edges: clipped
+                    if np.isinf(np.diff(edges)).any():  # edges further apart than a float64
+                        edges, values = edges / 2, values / 2  # holds: halved (exactly)
+                    out = np.clip((values[:, None] - edges[:-1]) / np.diff(edges), 0.0, 1.0)
         out[missing] = 0.0
         return out
 

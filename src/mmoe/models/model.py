@@ -166,7 +166,7 @@ class MultiTaskModel(nn.Module):
 
     def sparse_parameters(self) -> list[nn.Parameter]:
         """The lookup tables: their gradients are sparse (the rows a batch used), so they need
-        an optimizer that takes sparse gradients (the Trainer gives them ``SparseAdam``), with
+        an optimizer that takes sparse gradients (the Trainer's row-wise Adagrad or lazy Adam), with
         the wide part's weights when the model has one."""
         wide = list(self.wide.tables) if self.wide is not None else []
         return self.encoder.sparse_parameters() + wide
@@ -235,21 +235,19 @@ def estimate_parameters(config: ModelConfig, inputs: InputSpec,
         1074
     """
     d = inputs.width + (cross_width([lk.dim for lk in inputs.lookups]) if config.cross else 0)
-    tables = {lk.table: (lk.rows, lk.dim) for lk in inputs.lookups}.values()
     embeddings = sum(c for _, c in inputs.categorical) * inputs.embedding_dim
-    embeddings += sum(rows * dim for rows, dim in tables)
     backbone, k = get_entry(config.name).size(config, d, len(tasks))
     widest = max(t.out_dim if t.kind != "multiclass" or t.classes else 2 for t in tasks)
     last = config.tower_units[-1] if config.tower_units else k
     towers = mlp_parameters(k, config.tower_units, len(tasks)) + len(tasks) * (last + 1) * widest
-    wide = sum(rows for rows, _ in tables) * len(tasks) if config.wide else 0  # >= 1 each
-    return embeddings + wide + backbone + towers + (2 * d if config.batch_norm else 0)
+    return (embeddings + _lookup_parameters(config, inputs, tasks) + backbone + towers
+            + (2 * d if config.batch_norm else 0))
 
 
 def _lookup_parameters(config: ModelConfig, inputs: InputSpec,
                        tasks: Sequence[TaskSpec]) -> int:
     """The lookup tables' share of :func:`estimate_parameters`: their cells, and their wide
-    weights (one per row and task) with ``config.wide``."""
+    weights (at least one per row and task) with ``config.wide``."""
     tables = {lk.table: (lk.rows, lk.dim) for lk in inputs.lookups}.values()
     wide = len(tasks) if config.wide else 0
     return sum(rows * (dim + wide) for rows, dim in tables)

@@ -391,9 +391,9 @@ def _check_optimizer(found: dict[str, Any], optimizer: torch.optim.Optimizer,
                         if k not in group or k not in mine or not _same(group[k], mine[k]))
         _require(not differ, path, f"optimizer group {i} has other hyperparameters "
                  f"({', '.join(differ)}) than this run's settings")
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    rowwise = {i for i, p in enumerate(params) for g in optimizer.param_groups
-               if "initial_accumulator" in g and any(p is q for q in g["params"])}
+    owners = [(p, g) for g in optimizer.param_groups for p in g["params"]]
+    params = [p for p, _ in owners]
+    rowwise = {i for i, (_, g) in enumerate(owners) if "initial_accumulator" in g}
     amsgrad = any(g.get("amsgrad") for g in optimizer.param_groups)
     keys = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if amsgrad else set())
     for index, st in found["state"].items():

@@ -166,6 +166,17 @@ class RowAdam(_RowwiseStep, torch.optim.SparseAdam):
         _row_adam(p, -p.grad if group["maximize"] else p.grad, state["exp_avg"],
                   state["exp_avg_sq"], state["step"], group["lr"], beta1, beta2, group["eps"])
 
+    def schedule(self, config: Any, factor: float) -> None:
+        """The tables' rate for the coming step: ``factor`` x ``table_lr_scale`` x ``lr``
+        of the TrainConfig ``config``."""
+        for group in self.param_groups:
+            group["lr"] = config.table_lr_scale * config.lr * factor
+
+    @staticmethod
+    def state_floats(rows: int, dim: int) -> int:
+        """Floats of state a (rows, dim) table keeps: the two moments of every cell."""
+        return 2 * rows * dim
+
 
 def _checks_sparse(grad: torch.Tensor, name: str) -> None:
     if not grad.is_sparse:
@@ -246,6 +257,22 @@ class RowAdagrad(_RowwiseStep, torch.optim.Optimizer):
         step = values.div_(total.sqrt_().view(-1, *[1] * (values.dim() - 1)))
         p.index_add_(0, rows, step, alpha=-group["lr"])
 
+    def schedule(self, config: Any, factor: float) -> None:
+        """The tables' rate for the coming step, ``factor`` x ``table_lr`` of the TrainConfig
+        ``config``, whose ``batch_size`` rows the gradients are summed over."""
+        for group in self.param_groups:
+            group["lr"], group["rows"] = config.table_lr * factor, config.batch_size
+
+    @staticmethod
+    def state_floats(rows: int, dim: int) -> int:
+        """Floats of state a (rows, dim) table keeps: one per row."""
+        return rows
+
+
+#: the tables' optimizers by ``TrainConfig.table_optimizer``
+TABLE_OPTIMIZERS: dict[str, type[RowAdam | RowAdagrad]] = {"adagrad": RowAdagrad,
+                                                           "adam": RowAdam}
+
 
 class MixedOptimizer:
     """Adam for the dense parameters (:class:`LeanAdam`) and, for the embedding tables with
@@ -287,13 +314,9 @@ class MixedOptimizer:
                  lr: float = 1e-3, weight_decay: float = 0.0, table_optimizer: str = "adagrad",
                  table_lr: float = 1e-3):
         self.dense = LeanAdam(dense, lr=lr, weight_decay=weight_decay)
-        if table_optimizer == "adagrad":
-            self.sparse: torch.optim.Optimizer = RowAdagrad(sparse, lr=table_lr)
-        elif table_optimizer == "adam":
-            self.sparse = RowAdam(sparse, lr=table_lr)
-        else:
+        if table_optimizer not in TABLE_OPTIMIZERS:
             raise ValueError(f"table_optimizer must be adagrad or adam, got {table_optimizer!r}")
-        self.table_optimizer = table_optimizer
+        self.sparse = TABLE_OPTIMIZERS[table_optimizer](sparse, lr=table_lr)
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -306,11 +329,7 @@ class MixedOptimizer:
         parameters; for the tables ``table_lr`` (Adagrad, whose gradients are summed over the
         ``batch_size`` rows) or ``table_lr_scale`` x ``lr`` (Adam)."""
         self.dense.schedule(config, factor)
-        for group in self.sparse.param_groups:
-            if self.table_optimizer == "adagrad":
-                group["lr"], group["rows"] = config.table_lr * factor, config.batch_size
-            else:
-                group["lr"] = config.table_lr_scale * config.lr * factor
+        self.sparse.schedule(config, factor)
 
     def extend(self, params: list[torch.nn.Parameter]) -> None:
         """Append dense ``params`` (a loss weighting's learnt weights) to the first dense
@@ -350,9 +369,9 @@ class MixedOptimizer:
         self.dense.load_state_dict({
             "state": {i: st for i, st in state_dict["state"].items() if i < n},
             "param_groups": groups[:k]})
-        kept = {"weight_decay"} if self.table_optimizer == "adagrad" else set()
-        sparse_groups = [{key: v for key, v in g.items()
-                          if key not in ({"weight_decay", "sparse"} - kept)}
+        # the tables' own hyperparameters (not the layout's "sparse", nor a weight decay the
+        # optimizer does not have)
+        sparse_groups = [{key: v for key, v in g.items() if key in self.sparse.defaults}
                          | {"params": [i - n for i in g["params"]]} for g in groups[k:]]
         self.sparse.load_state_dict({
             "state": {i - n: st if "step" not in st else {**st, "step": int(st["step"])}

@@ -36,7 +36,7 @@ from .distributed import all_reduce_sum, average_grads, barrier, setup, sync_spa
 from .epoch_log import LOG, epoch_line
 from .epochs import EpochSource, InMemoryEpochs
 from .evaluation import validate
-from .optim import optimizer_for
+from .optim import TABLE_OPTIMIZERS, optimizer_for
 from .precision import Precision
 from .prefetch import device_resident, on_device, prefetched
 
@@ -463,8 +463,8 @@ def fit(model: MultiTaskModel, train: TensorTable | EpochSource, valid: TensorTa
 
 def _table_copies(model: MultiTaskModel, config: TrainConfig) -> float:
     """Copies of the lookup tables that training adds (their gradients are a batch's rows):
-    Adam's two moments, or row-wise Adagrad's float per row (1 / the narrowest width)."""
-    if config.table_optimizer == "adam":
-        return 2.0
-    return 1.0 / min((lk.dim for lk in model.inputs.lookups), default=1)
-
+    their optimizer's state over their cells."""
+    tables = model.sparse_parameters()
+    state = sum(TABLE_OPTIMIZERS[config.table_optimizer].state_floats(*t.shape)
+                for t in tables)  # (rows, dim) each
+    return state / max(1, sum(t.numel() for t in tables))
