@@ -42,7 +42,7 @@ from sklearn.linear_model import LogisticRegression, SGDClassifier
 from mmoe import TaskSpec, TrainConfig, build_model
 from mmoe.app.oracle import oracle_metrics
 from mmoe.config import FeatureSpec
-from mmoe.data.datasets.funnel import FunnelSpec, generate_funnel
+from mmoe.data.datasets.funnel import ATTRIBUTE_COLUMNS, FunnelSpec, generate_funnel
 from mmoe.data.encoders import TableEncoder
 from mmoe.data.ids import group_codes
 from mmoe.data.readers import read_table
@@ -56,13 +56,19 @@ NUMERIC = ["price", "position"]
 CATEGORICAL = ["item_category", "device", "hour"]
 
 
+def categorical_columns(df) -> list[str]:
+    """The categorical columns of a funnel's table: the attributes where it has them."""
+    return CATEGORICAL + [c for c in ATTRIBUTE_COLUMNS if c in df.columns]
+
+
 def _encoder(args, train_df):
     """mmoe's encoder with the matched widths: every table ``--dim`` wide."""
     d = args.dim
     features = [FeatureSpec("user_id", "hashed", embedding_dim=d),
                 FeatureSpec("item_id", "hashed", embedding_dim=d),
                 FeatureSpec("history", "sequence", share="item_id", max_len=args.history_len)]
-    return TableEncoder(TASKS, numeric=NUMERIC, categorical=CATEGORICAL, exclude=EXCLUDE,
+    return TableEncoder(TASKS, numeric=NUMERIC, categorical=categorical_columns(train_df),
+                        exclude=EXCLUDE,
                         features=features, numeric_encoding="standard").fit(train_df)
 
 
@@ -86,8 +92,8 @@ def prepare(args, data: Path, work: Path):
         arrays[f"{s}_labels"] = t.labels.numpy().astype(np.int64)
     config = {"dim": args.dim, "user_rows": lookups["user_id"].rows,
               "item_rows": lookups["item_id"].rows, "history_len": args.history_len,
-              "categorical": CATEGORICAL,
-              "categorical_rows": [len(enc.vocab[c]) + 1 for c in CATEGORICAL],
+              "categorical": enc.categorical,
+              "categorical_rows": [len(enc.vocab[c]) + 1 for c in enc.categorical],
               "numeric": NUMERIC, "experts": args.experts,
               "expert_units": list(args.expert_units), "tower_units": list(args.tower_units),
               "batch": args.batch, "lr": args.lr, "epochs": args.epochs, "seed": args.seed,
@@ -227,6 +233,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=8_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--history-len", type=int, default=10)
+    ap.add_argument("--attribute-share", type=float, default=FunnelSpec.attribute_share)
     ap.add_argument("--dim", type=int, default=16)
     ap.add_argument("--experts", type=int, default=4)
     ap.add_argument("--expert-units", type=int, nargs="+", default=[64, 32])
@@ -265,7 +272,9 @@ def main() -> None:
         if data is None:
             data = generate_funnel(FunnelSpec(rows=args.rows, users=args.users,
                                               items=args.items, seed=args.seed,
-                                              history_len=args.history_len), work / "funnel")
+                                              history_len=args.history_len,
+                                              attribute_share=args.attribute_share),
+                                   work / "funnel")
         enc, tables, groups, arrays, config = prepare(args, data, work)
         rows = [{"library": "oracle (true probabilities)",
                  "test": {t: {k: v[k] for k in ("auc", "gauc", "logloss")}

@@ -127,7 +127,7 @@ def test_history_holds_only_the_users_earlier_clicks(monkeypatch, block):
 def test_labels_are_draws_of_the_true_probabilities_at_the_documented_rates():
     df = _rows(FunnelSpec(rows=50_000, seed=0)).to_pandas()  # the default world
     n = len(df)
-    assert 0.07 < df["click"].mean() < 0.13  # near 10%
+    assert 0.10 < df["click"].mean() < 0.17  # near 13%
     assert 0.12 < df["purchase"].sum() / df["click"].sum() < 0.3  # near 20% of clicks
     assert (df["purchase"] <= df["click"]).all()
     for label, p in (("click", df["p_click"]), ("purchase", df["p_click_buy"])):
@@ -139,11 +139,14 @@ def test_labels_are_draws_of_the_true_probabilities_at_the_documented_rates():
     assert df["position"].between(1, 8).all()
 
 
-@pytest.mark.parametrize("shared", [2, 0, 5])  # the default, unrelated tasks, the same latents
-def test_the_world_is_the_one_the_rows_were_drawn_from(shared):
+@pytest.mark.parametrize(("shared", "rho"), [(2, 0.0), (0, 0.0), (5, 0.0), (2, 0.7)])
+def test_the_world_is_the_one_the_rows_were_drawn_from(shared, rho):
     """funnel_world(spec) gives the latents and item facts the rows' true probabilities were
-    computed from: the documented equations over them give p_click and p_buy_given_click."""
-    spec = FunnelSpec(rows=4000, users=80, items=60, seed=5, shared_dims=shared)
+    computed from: the documented equations over them give p_click and p_buy_given_click;
+    the attribute columns are the world's (none without attributes). Overlaps: the default,
+    unrelated tasks, the same latents; and a world with attributes."""
+    spec = FunnelSpec(rows=4000, users=80, items=60, seed=5, shared_dims=shared,
+                      attribute_share=rho)
     df = _rows(spec).to_pandas()
     world = funnel_world(spec)
     a, b = world.user_latent[df["user_id"]], world.item_latent[df["item_id"]]
@@ -165,6 +168,47 @@ def test_the_world_is_the_one_the_rows_were_drawn_from(shared):
     np.testing.assert_allclose(df["p_buy_given_click"], 1 / (1 + np.exp(-buy)), rtol=1e-5)
     assert (df["item_category"] == "c" + pd.Series(world.item_category[df["item_id"]]).astype(
         str)).all()
+    attributes = ["user_age", "user_gender", "user_city", "item_brand"]
+    assert set(df.columns) == set(funnel.columns(spec))
+    if rho == 0:
+        assert not set(attributes) & set(df.columns)
+        assert world.user_attributes == world.item_attributes == {}
+        return
+    codes = {**world.user_attributes, **world.item_attributes}
+    assert set(codes) == set(attributes)
+    assert (df["user_age"] == funnel.AGE_GROUPS[codes["user_age"][df["user_id"]]]).all()
+    assert (df["user_gender"] == funnel.GENDERS[codes["user_gender"][df["user_id"]]]).all()
+    assert (df["user_city"] == "t" + pd.Series(codes["user_city"][df["user_id"]]).astype(
+        str)).all()
+    assert (df["item_brand"] == "b" + pd.Series(codes["item_brand"][df["item_id"]]).astype(
+        str)).all()
+
+
+def test_attributes_explain_their_share_of_the_latents():
+    """a_u = sqrt(rho) A(attributes) + sqrt(1 - rho) e_u exactly, with e_u the latents of the
+    world without attributes (drawn as it always was) and A the latents at rho = 1, the same
+    for every user of one age, gender and city (items: one category and brand); A's
+    coordinates of about unit variance, so rho is the share the attributes explain."""
+    def world(rho):
+        return funnel_world(FunnelSpec(users=3000, items=2000, cities=20, brands=50, categories=10,
+                                       attribute_share=rho, seed=3))
+    plain, attrs, mixed = world(0.0), world(1.0), world(0.6)
+    for name in ("user_latent", "item_latent"):
+        np.testing.assert_allclose(getattr(mixed, name),
+                                   math.sqrt(0.6) * getattr(attrs, name)
+                                   + math.sqrt(0.4) * getattr(plain, name), atol=1e-12)
+        assert 0.7 < getattr(attrs, name).var() < 1.3
+    np.testing.assert_array_equal(plain.user_activity, mixed.user_activity)
+    for latent, cells in ((attrs.user_latent, attrs.user_attributes),
+                          (attrs.item_latent, {"category": attrs.item_category,
+                                               **attrs.item_attributes})):
+        cells = pd.DataFrame(cells)
+        groups = cells.groupby(list(cells.columns)).indices.values()
+        assert len(groups) < len(cells) / 2  # most share their cell with others
+        for members in groups:
+            np.testing.assert_array_equal(latent[members], latent[members[:1]].repeat(
+                len(members), 0))
+        assert len({tuple(latent[m[0]].round(9)) for m in groups}) == len(groups)
 
 
 # ---- the oracle ---------------------------------------------------------------------------
@@ -192,7 +236,7 @@ def test_oracle_metrics_are_the_true_probabilities_metrics(generated):
         assert oracle[task]["gauc"] == pytest.approx(
             _gauc_sklearn(df["user_id"].to_numpy(), y, df[column].to_numpy()), abs=1e-12)
     assert 0.75 < oracle["click"]["auc"] < 0.95
-    assert oracle["click"]["gauc_groups"] > 50
+    assert oracle["click"]["gauc_groups"] > 30  # enough users with both classes for GAUC to test
     ungrouped = oracle_metrics(generated / "test", group_by=None)
     assert "gauc" not in ungrouped["click"]
     assert ungrouped["click"]["auc"] == oracle["click"]["auc"]

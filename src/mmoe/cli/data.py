@@ -86,6 +86,11 @@ def generate_funnel_cmd(
         "--shared-dims", min=0, max=5,
         help="How related the tasks are: latent coordinates click and purchase share, "
         "of 5 each (0: different latents, 5: the same).")] = 2,
+    attribute_share: Annotated[float, typer.Option(
+        "--attribute-share", min=0.0, max=1.0,
+        help="Share of the users' and items' latent variance that their observed attributes "
+        "(age, gender, city; brand, category) explain (0: no attribute columns).")
+    ] = 0.9,
 ) -> None:
     """Impression logs with a click -> purchase funnel and known true probabilities: Parquet
     shards in DIR/train, DIR/valid, DIR/test (split by time), DIR/mmoe.toml to train on them
@@ -99,7 +104,8 @@ def generate_funnel_cmd(
     from ..data.datasets.funnel import FunnelSpec, generate_funnel
 
     spec = FunnelSpec(rows=rows, users=users, items=items, seed=seed,
-                      history_len=history_len, shard_rows=shard_rows, shared_dims=shared_dims)
+                      history_len=history_len, shard_rows=shard_rows, shared_dims=shared_dims,
+                      attribute_share=attribute_share)
     with tqdm(total=rows, unit="row", unit_scale=True, disable=None) as bar:
         path = generate_funnel(spec, out, progress=bar.update)
     oracle = {split: oracle_metrics(path / split) for split in ("valid", "test")}
