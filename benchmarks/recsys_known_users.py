@@ -1,10 +1,12 @@
 """Where the oracle gap on the generated funnel comes from: `mmoe train` with the generated
 config on the rows as written, and on the same rows with what the oracle reads and no log
 holds, each user's and each item's true latent vector (a_u, b_i), added as numeric columns;
-then `mmoe evaluate --group-by user_id` on the test split.
+then `mmoe evaluate --group-by user_id` on the test split. docs/recsys/known_users.json was
+measured on the world without attributes (``--attribute-share 0``), as below; on the default
+world the attribute columns stay in every variant.
 
-    mmoe data generate funnel --rows 1000000 --out funnel
-    mmoe data generate funnel --rows 1000000 --users 3000 --out funnel-3k
+    mmoe data generate funnel --rows 1000000 --attribute-share 0 --out funnel
+    mmoe data generate funnel --rows 1000000 --users 3000 --attribute-share 0 --out funnel-3k
     python benchmarks/recsys_known_users.py --data funnel --data funnel-3k --work /tmp/known \\
         --out docs/recsys/known_users.json
 

@@ -23,8 +23,8 @@ The world (drawn once from the seed):
 - click and purchase read partly different latent directions: click the first
   ``click_dims`` coordinates S_c, purchase the last ``purchase_dims`` S_p, overlapping in
   ``shared_dims`` (so the tasks are related but not the same, which is where one gate per
-  task should pay; measured, MMoE ties a shared bottom whatever the overlap:
-  docs/recsys.md);
+  task should pay; measured, MMoE's lead over a shared bottom is larger the less the tasks
+  overlap, and nil when they read the same latents: docs/recsys.md);
 
   r_c(u, i) = <a_u, b_i>_{S_c} / sqrt(|S_c|),   r_p(u, i) = <a_u, b_i>_{S_p} / sqrt(|S_p|)
 
