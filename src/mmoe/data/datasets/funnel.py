@@ -192,8 +192,11 @@ def _attribute_seed(spec: FunnelSpec) -> np.random.SeedSequence:
 
 
 def _with_attributes(spec: FunnelSpec, user_latent: np.ndarray, item_latent: np.ndarray,
-                     category: np.ndarray):
-    """The latents mixed with their attributes' (module docstring), and the attributes."""
+                     category: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray],
+                                dict[str, np.ndarray]]:
+    """The latents (U, k), (I, k) mixed with their attributes' (module docstring), and the
+    users' and items' attribute codes by column name (empty at rho = 0)."""
     rho = spec.attribute_share
     if rho == 0:
         return user_latent, item_latent, {}, {}
