@@ -409,3 +409,15 @@ def test_training_memory_check_counts_the_tables_optimizer_state(monkeypatch):
     Trainer(model, TrainConfig(epochs=1), device="cpu")  # Adagrad: about 8 MB more
     with pytest.raises(ValueError, match="training model 'mmoe' is too large for this machine"):
         Trainer(model, TrainConfig(epochs=1, table_optimizer="adam"), device="cpu")
+
+
+def test_the_configs_table_optimizers_are_the_ones_the_trainer_builds():
+    """TrainConfig accepts exactly the table optimizers MixedOptimizer can build."""
+    from mmoe.config import training
+    from mmoe.train import optim
+
+    assert set(training.TABLE_OPTIMIZERS) == set(optim.TABLE_OPTIMIZERS)
+    with pytest.raises(ValueError, match="one of adagrad, adam"):
+        optim.MixedOptimizer([torch.nn.Parameter(torch.zeros(2))],
+                             [torch.nn.Parameter(torch.zeros(2, 2))],
+                             table_optimizer="sgd")

@@ -315,7 +315,8 @@ class MixedOptimizer:
                  table_lr: float = 1e-3):
         self.dense = LeanAdam(dense, lr=lr, weight_decay=weight_decay)
         if table_optimizer not in TABLE_OPTIMIZERS:
-            raise ValueError(f"table_optimizer must be adagrad or adam, got {table_optimizer!r}")
+            raise ValueError(f"table_optimizer must be one of {', '.join(TABLE_OPTIMIZERS)}, "
+                             f"got {table_optimizer!r}")
         self.sparse = TABLE_OPTIMIZERS[table_optimizer](sparse, lr=table_lr)
 
     @property
