@@ -79,3 +79,14 @@ def test_errors():
         MultiTaskEstimator().fit(make_table(50))
     with pytest.raises(ValueError, match="'missing'"):
         MultiTaskEstimator(epochs=1, tasks=["missing:regression"]).fit(make_table(50))
+
+
+def test_hidden_norm_is_a_parameter_that_survives_the_model_directory(tmp_path):
+    est = MultiTaskEstimator(tasks=TASKS, hidden_norm=True, epochs=2, batch_size=32,
+                             threads=1).fit(make_table(200, 0))
+    assert est.model_.config.hidden_norm
+    est.save(tmp_path / "m")
+    back = MultiTaskEstimator.load(tmp_path / "m")
+    assert back.get_params()["hidden_norm"] is True
+    test = make_table(50, 3)
+    pd.testing.assert_frame_equal(back.predict_proba(test), est.predict_proba(test))

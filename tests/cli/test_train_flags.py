@@ -22,16 +22,16 @@ def test_each_flag_reaches_the_config(tmp_path, capsys):
               "--task", "v:regression", "--out", str(out), "--epochs", "2",
               "--model", "feature_mmoe", "--num-experts", "3", "--expert-units", "16,8",
               "--tower-units", "4", "--embedding-dim", "4", "--dropout", "0.1", "--batch-norm",
-              "--option", "shared_experts=1", "--weight-decay", "1e-5",
+              "--hidden-norm", "--option", "shared_experts=1", "--weight-decay", "1e-5",
               "--lr-schedule", "constant", "--warmup", "0", "--monitor", "v", "--patience", "3",
               "--keep-last", "--numeric-encoding", "quantile", "--batch-size", "16"])
     assert exit_.value.code in (0, None), capsys.readouterr().err
     config = json.loads((out / "config.json").read_text())
     assert {k: config["model"][k] for k in ("name", "num_experts", "expert_units",
                                             "tower_units", "embedding_dim", "dropout",
-                                            "batch_norm", "options")} == {
+                                            "batch_norm", "hidden_norm", "options")} == {
         "name": "feature_mmoe", "num_experts": 3, "expert_units": [16, 8], "tower_units": [4],
-        "embedding_dim": 4, "dropout": 0.1, "batch_norm": True,
+        "embedding_dim": 4, "dropout": 0.1, "batch_norm": True, "hidden_norm": True,
         "options": {"shared_experts": 1}}
     assert {k: config["training"][k] for k in ("weight_decay", "lr_schedule", "warmup",
                                                "monitor", "patience", "restore_best",

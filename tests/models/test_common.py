@@ -3,8 +3,11 @@
 import pytest
 import torch
 
-from mmoe import InputSpec, TaskSpec, available_models, build_model
-from mmoe.train import load_model, save_checkpoint
+from mmoe import InputSpec, TaskSpec, TrainConfig, available_models, build_model
+from mmoe.data.table import TensorTable
+from mmoe.nn import StackedMLP
+from mmoe.nn.encoder import TABLE_INIT_STD
+from mmoe.train import Trainer, load_model, save_checkpoint
 
 INPUTS = InputSpec(numeric=("n0", "n1", "n2"), categorical=(("c0", 4), ("c1", 3)),
                    embedding_dim=2)
@@ -80,3 +83,54 @@ def test_save_load_gives_identical_predictions(name, tmp_path):
     x = _batch(9, seed=5)
     assert torch.equal(loaded(*x), model(*x))
     assert loaded.describe() == model.describe()
+
+
+NO_MLP = {"cross_stitch", "tensor_factorization"}  # their own layer loops: no hidden_norm
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_hidden_norm_adds_batch_norm_to_every_mlp_and_starts_categoricals_small(name):
+    if name in NO_MLP:
+        with pytest.raises(ValueError, match=f"'{name}' has no MLP layers.*drop hidden_norm"):
+            _build(name, hidden_norm=True)
+        return
+    plain, normed = _build(name, seed=3), _build(name, seed=3, hidden_norm=True)
+    extra = {k: v for k, v in normed.state_dict().items() if k not in plain.state_dict()}
+    assert extra and all(".norms." in k for k in extra)  # batch norm only, nothing else added
+    for k, v in plain.state_dict().items():  # the same draws; the categoricals scaled
+        scale = TABLE_INIT_STD if k == "encoder.embedding.weight" else 1.0
+        torch.testing.assert_close(normed.state_dict()[k], v * scale, rtol=0, atol=0)
+    towers = [m for m in normed.towers.modules() if isinstance(m, StackedMLP)]
+    assert towers and all(m.norms is not None for m in towers)
+    normed.train()
+    normed(*_batch(16))  # a training step's forward moves every running mean
+    moved = [k for k, v in normed.state_dict().items() if k.endswith("running_mean")
+             and ".norms." in k and v.abs().sum() > 0]
+    assert len(moved) == sum(k.endswith("running_mean") for k in extra)
+
+
+@pytest.mark.parametrize("name", ["mmoe", "ple", "shared_bottom"])
+def test_hidden_norm_save_load_gives_identical_predictions(name, tmp_path):
+    model = _build(name, hidden_norm=True)
+    model.train()
+    for seed in range(3):
+        model(*_batch(32, seed=seed))
+    model.eval()
+    save_checkpoint(tmp_path / "m.pt", model)
+    loaded, _ = load_model(tmp_path / "m.pt")
+    x = _batch(9, seed=5)
+    assert torch.equal(loaded(*x), model(*x))
+
+
+def test_hidden_norm_trains_past_a_last_batch_of_one_row():
+    # 33 rows in batches of 16: the last batch of one row would fail in batch norm
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(33, 4, generator=g)
+    table = TensorTable.from_arrays(x, torch.stack([(x[:, 0] > 0).float(), x[:, 1]], 1))
+    tasks = (TaskSpec("a", "binary"), TaskSpec("b", "regression"))
+    torch.manual_seed(0)
+    model = build_model("mmoe", 4, tasks, num_experts=2, expert_units=(8,), tower_units=(4,),
+                        hidden_norm=True)
+    assert model.config.normalises_batches and not model.config.batch_norm
+    result = Trainer(model, TrainConfig(epochs=2, batch_size=16, restore_best=False)).fit(table)
+    assert [r["step"] for r in result.history] == [2, 4]  # two steps an epoch, not three

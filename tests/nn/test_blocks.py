@@ -40,6 +40,48 @@ def test_stacked_mlp_equals_loop_of_relu_mlps():
         torch.testing.assert_close(mlp(x)[e], h)
 
 
+def _with_norm_reference(mlp: StackedMLP, x: torch.Tensor, g: int, train: bool):
+    """Group g of a batch-normalised StackedMLP as nn.Linear -> nn.BatchNorm1d -> ReLU layers
+    holding that group's slices (and running statistics)."""
+    h = x
+    for layer, norm in zip(mlp.layers, mlp.norms, strict=True):
+        o = layer.out_features
+        bn = nn.BatchNorm1d(o)
+        with torch.no_grad():
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(bn, name).copy_(getattr(norm, name)[g * o:(g + 1) * o])
+        bn.train(train)
+        h = torch.relu(bn(h @ layer.weight[g] + layer.bias[g]))
+    return h
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_stacked_mlp_batch_norm_equals_linear_bn_relu_per_group(train):
+    torch.manual_seed(0)
+    mlp = StackedMLP(3, 6, (5, 4))
+    mlp.add_batch_norm()
+    with torch.no_grad():  # non-trivial affine and running statistics
+        for norm in mlp.norms:
+            for name in ("weight", "bias", "running_mean"):
+                getattr(norm, name).uniform_(-1, 1)
+            norm.running_var.uniform_(0.5, 2)
+    mlp.train(train)
+    x = torch.randn(11, 6, requires_grad=True)
+    out = mlp(x)  # (3, 11, 4)
+    for g in range(3):
+        ref = _with_norm_reference(mlp, x, g, train)
+        torch.testing.assert_close(out[g], ref)
+        if train:  # in training, each row's output depends on the whole batch
+            (ga,) = torch.autograd.grad(out[g].sum(), x, retain_graph=True)
+            (gb,) = torch.autograd.grad(ref.sum(), x, retain_graph=True)
+            torch.testing.assert_close(ga, gb)
+    assert not mlp.only_relu_after_first  # a one-layer normalised MLP must not be fused
+    one = StackedMLP(2, 6, (4,))
+    assert one.only_relu_after_first
+    one.add_batch_norm()
+    assert not one.only_relu_after_first
+
+
 def test_gate_mixture_closed_form():
     gates = Gates(2, num_experts=2, num_gates=1)
     with torch.no_grad():

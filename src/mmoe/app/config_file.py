@@ -77,6 +77,7 @@ KEY_HELP: dict[str, dict[str, str]] = {
         "gate_bias": "a bias inside the gates' softmax",
         "dropout": "dropout in experts and towers",
         "batch_norm": "batch norm on the encoded input",
+        "hidden_norm": "batch norm in every hidden layer of experts and towers (recommender logs)",
         "wide": "a learnt bias per id (table row) and task, added to the logit (Wide & Deep)",
         "cross": "also feed the products of every two lookup columns of one width",
         "options": "the model's own options, a table (see mmoe models)",

@@ -62,10 +62,10 @@ class MultiTaskEstimator(BaseEstimator):
             label columns (of ``X`` when ``fit`` gets no ``y``, else of ``y``). ``None``: a
             task per column of ``y``, its kind inferred (two values: binary, the greater one
             positive; integers or text: multiclass; floats: regression).
-        num_experts, expert_units, tower_units, embedding_dim, dropout, batch_norm, wide,
-            cross, options: model shape (``wide``, ``cross``: for hashed ids and sequences,
-            see :class:`~mmoe.config.ModelConfig`; ``options``: model-specific settings, see
-            ``mmoe models``).
+        num_experts, expert_units, tower_units, embedding_dim, dropout, batch_norm,
+            hidden_norm, wide, cross, options: model shape (``wide``, ``cross``: for hashed
+            ids and sequences, see :class:`~mmoe.config.ModelConfig`; ``options``:
+            model-specific settings, see ``mmoe models``).
         epochs, batch_size, lr, lr_schedule, warmup, weight_decay, monitor, patience,
             precision, seed, threads, ensemble: training, as
             :class:`~mmoe.config.TrainConfig` (``None`` epochs or batch size: chosen from the
@@ -111,6 +111,7 @@ class MultiTaskEstimator(BaseEstimator):
                  tower_units: tuple[int, ...] = DEFAULT_MODEL.tower_units,
                  embedding_dim: int = 8, dropout: float = DEFAULT_MODEL.dropout,
                  batch_norm: bool = DEFAULT_MODEL.batch_norm,
+                 hidden_norm: bool = DEFAULT_MODEL.hidden_norm,
                  wide: bool = DEFAULT_MODEL.wide, cross: bool = DEFAULT_MODEL.cross,
                  options: dict[str, Any] | None = None,
                  epochs: int | None = DEFAULT_TRAINING.epochs,
@@ -137,6 +138,7 @@ class MultiTaskEstimator(BaseEstimator):
         self.embedding_dim = embedding_dim
         self.dropout = dropout
         self.batch_norm = batch_norm
+        self.hidden_norm = hidden_norm
         self.wide = wide
         self.cross = cross
         self.options = options
@@ -177,6 +179,7 @@ class MultiTaskEstimator(BaseEstimator):
         model = ModelConfig(name=self.model, expert_units=tuple(self.expert_units),
                             num_experts=self.num_experts, tower_units=tuple(self.tower_units),
                             dropout=self.dropout, batch_norm=self.batch_norm,
+                            hidden_norm=self.hidden_norm,
                             wide=self.wide, cross=self.cross, options=dict(self.options or {}))
         training = replace(DEFAULT_TRAINING, epochs=self.epochs, batch_size=self.batch_size,
                            lr=self.lr, lr_schedule=self.lr_schedule, warmup=self.warmup,
@@ -396,7 +399,7 @@ class MultiTaskEstimator(BaseEstimator):
         est = cls(m.name, tasks=list(spec.tasks), num_experts=m.num_experts,
                   expert_units=m.expert_units, tower_units=m.tower_units,
                   embedding_dim=spec.embedding_dim, dropout=m.dropout, batch_norm=m.batch_norm,
-                  wide=m.wide, cross=m.cross,
+                  hidden_norm=m.hidden_norm, wide=m.wide, cross=m.cross,
                   options=dict(m.options) or None, epochs=t.epochs, batch_size=t.batch_size,
                   lr=t.lr, lr_schedule=t.lr_schedule, warmup=t.warmup,
                   weight_decay=t.weight_decay, monitor=t.monitor, patience=t.patience,

@@ -127,7 +127,7 @@ def train_streaming(spec: RunSpec, progress: bool | None = None, *,
     cfg = spec.training.for_rows(rows)  # the batch size, the same for every member
     steps = None
     if rows is not None:  # a last batch of one row is skipped under batch norm
-        single = spec.model.batch_norm and rows % cfg.batch_size == 1
+        single = spec.model.normalises_batches and rows % cfg.batch_size == 1
         steps = math.ceil(rows / cfg.batch_size) - int(single)
 
     def fit(member: RunSpec, checkpoint: Path | None) -> tuple[MultiTaskModel, FitResult]:
@@ -139,7 +139,7 @@ def train_streaming(spec: RunSpec, progress: bool | None = None, *,
         source = StreamEpochs(lambda epoch: shuffle_batches(chunks(), seeded.batch_size,
                                                             spec.buffer_rows, seeded.seed,
                                                             epoch),
-                              skip_single_rows=model.config.batch_norm, steps=steps,
+                              skip_single_rows=model.config.normalises_batches, steps=steps,
                               rows=rows)
         return model, trainer.fit(source, valid, resume=resume)
 

@@ -342,8 +342,8 @@ def build_run_spec(config_file: str | None = None, *, doc: dict[str, Any] | None
             ``chunk_rows``, ``fit_rows``, ``tensorboard``, ``valid_fraction``,
             ``checkpoint_every``, ``on_nonfinite``, ``compile``, ``loss_weighting``,
             ``gate_dropout``, ``gate_balance``, ``num_experts``, ``expert_units``,
-            ``tower_units``, ``embedding_dim``, ``dropout``, ``batch_norm``, ``wide``,
-            ``cross``, ``options`` (a
+            ``tower_units``, ``embedding_dim``, ``dropout``, ``batch_norm``, ``hidden_norm``,
+            ``wide``, ``cross``, ``options`` (a
             table, merged over the config's), ``weight_decay``, ``lr_schedule``, ``warmup``,
             ``monitor``, ``patience``, ``restore_best``, ``precision``, ``ensemble``,
             ``numeric_encoding``,
@@ -388,7 +388,7 @@ def build_run_spec(config_file: str | None = None, *, doc: dict[str, Any] | None
                     "fit_rows", "tensorboard")),
             (cols, ("numeric", "categorical", "exclude", "group_by", "numeric_encoding")),
             (model, ("gate_dropout", "gate_balance", "num_experts", "expert_units",
-                     "tower_units", "embedding_dim", "dropout", "batch_norm", "wide",
+                     "tower_units", "embedding_dim", "dropout", "batch_norm", "hidden_norm", "wide",
                      "cross")),
             (training, ("epochs", "batch_size", "seed", "lr", "threads", "checkpoint_every",
                         "on_nonfinite", "compile", "precision", "loss_weighting",

@@ -78,6 +78,8 @@ TRAIN_HELP = {
     "embedding_dim": "Width of each categorical embedding (default 8).",
     "dropout": "Dropout in experts and towers (default 0).",
     "batch_norm": "Batch norm on the encoded input.",
+    "hidden_norm": ("Batch norm in every hidden layer of the experts and towers, categorical "
+                    "embeddings started small (better on recommender logs, docs/recsys.md)."),
     "wide": ("Hashed ids and sequences also get a learnt bias per id and task, added to the "
              "task's logit (Wide & Deep's wide part)."),
     "cross": ("Also feed the model the element-wise products of every two hashed-id or "
@@ -169,6 +171,7 @@ def train_cmd(
     embedding_dim: Annotated[int | None, opt(TRAIN_HELP, "embedding_dim", panel=MODEL)] = None,
     dropout: Annotated[float | None, opt(TRAIN_HELP, "dropout", panel=MODEL)] = None,
     batch_norm: Annotated[bool, opt(TRAIN_HELP, "batch_norm", panel=MODEL)] = False,
+    hidden_norm: Annotated[bool, opt(TRAIN_HELP, "hidden_norm", panel=MODEL)] = False,
     wide: Annotated[bool, opt(TRAIN_HELP, "wide", panel=MODEL)] = False,
     cross: Annotated[bool, opt(TRAIN_HELP, "cross", panel=MODEL)] = False,
     option: Annotated[list[str] | None, opt(TRAIN_HELP, "option", panel=MODEL)] = None,
@@ -199,7 +202,8 @@ def train_cmd(
         gate_dropout=gate_dropout, gate_balance=gate_balance, num_experts=num_experts,
         expert_units=_units(expert_units, "--expert-units"),
         tower_units=_units(tower_units, "--tower-units"), embedding_dim=embedding_dim,
-        dropout=dropout, batch_norm=batch_norm or None, wide=wide or None,
+        dropout=dropout, batch_norm=batch_norm or None, hidden_norm=hidden_norm or None,
+        wide=wide or None,
         cross=cross or None, options=_options(option),
         weight_decay=weight_decay, lr_schedule=lr_schedule, warmup=warmup, monitor=monitor,
         patience=patience, restore_best=False if keep_last else None, ensemble=ensemble)

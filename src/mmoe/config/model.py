@@ -22,6 +22,10 @@ class ModelConfig(_Serializable):
         gate_bias: add a bias to the gates (the paper's eq. 5 has none).
         dropout: dropout after each hidden layer of experts and towers.
         batch_norm: batch normalisation of the encoded input.
+        hidden_norm: batch normalisation of every hidden layer of the MLPs (experts, shared
+            bottoms, per-task networks, towers) before its ReLU, as torch-rechub's and DeepCTR's
+            MLPs; the categorical embeddings then start at the lookup tables' small scale
+            (:meth:`mmoe.models.MultiTaskModel`; docs/recsys.md says why).
         options: model-specific extras (for example ``{"alpha": 1e-3}`` for L2-constrained);
             each model documents and validates its own.
         gate_dropout: gated models: in training, drop each expert's gate weight with this
@@ -42,6 +46,7 @@ class ModelConfig(_Serializable):
     gate_bias: bool = False
     dropout: float = 0.0
     batch_norm: bool = False
+    hidden_norm: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     gate_dropout: float = 0.0
     gate_balance: float = 0.0
@@ -57,6 +62,7 @@ class ModelConfig(_Serializable):
         _flag(self.gate_bias, "gate_bias")
         _number(self.dropout, "dropout", high=1.0, high_open=True)
         _flag(self.batch_norm, "batch_norm")
+        _flag(self.hidden_norm, "hidden_norm")
         _checks.check(isinstance(self.options, dict),
                       f"options must be a table of model-specific settings, got {self.options!r}")
         object.__setattr__(self, "options", dict(self.options))
@@ -64,3 +70,9 @@ class ModelConfig(_Serializable):
         _number(self.gate_balance, "gate_balance")
         _flag(self.wide, "wide")
         _flag(self.cross, "cross")
+
+    @property
+    def normalises_batches(self) -> bool:
+        """Whether training statistics come from the batch (``batch_norm`` or
+        ``hidden_norm``): a batch of one row cannot be trained on."""
+        return self.batch_norm or self.hidden_norm

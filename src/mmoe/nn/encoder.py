@@ -41,7 +41,8 @@ class FeatureEncoder(nn.Module):
     in ``ids`` (B, S), each lookup its ``slots`` columns, id 0 being padding; each reads its
     table (a table shared by several lookups is one parameter) and pools the ids present
     (:func:`mmoe.ops.pooled_lookup`); tables start at N(0, :data:`TABLE_INIT_STD`²), the
-    categorical embedding at N(0, 1). Tables get sparse gradients (the rows a batch used):
+    categorical embedding at N(0, 1) (scaled to the tables' start under
+    ``ModelConfig.hidden_norm``). Tables get sparse gradients (the rows a batch used):
     :meth:`sparse_parameters` lists them for an optimizer that takes sparse gradients.
 
     With ``cross``, x also holds the element-wise product e_i ⊙ e_j of the pooled lookups i

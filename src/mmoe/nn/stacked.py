@@ -80,7 +80,8 @@ def shared_input_linear(x: torch.Tensor, layers: list[StackedLinear]) -> list[to
 
 
 class StackedMLP(nn.Module):
-    """G independent MLPs with ReLU after every layer (and optional dropout).
+    """G independent MLPs with ReLU after every layer (and optional dropout); after
+    :meth:`add_batch_norm`, batch normalisation of every layer's pre-activation.
 
     Args:
         groups: number of independent MLPs G (experts, or per-task networks).
@@ -105,6 +106,22 @@ class StackedMLP(nn.Module):
         )
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.out_features = widths[-1]
+        self.norms: nn.ModuleList | None = None
+
+    def add_batch_norm(self) -> None:
+        """Normalise every layer's pre-activation z (G, B, O) over the batch, per group and
+        unit, before its ReLU: relu(BN(W x + b)) (Ioffe & Szegedy 2015; torch-rechub's and
+        DeepCTR's MLP layers). Adds no random draws, so the other weights stay as made."""
+        self.norms = nn.ModuleList(nn.BatchNorm1d(layer.groups * layer.out_features)
+                                   for layer in self.layers)
+
+    def _activation(self, z: torch.Tensor, depth: int) -> torch.Tensor:
+        """relu (after batch norm, when added) then dropout of layer ``depth``'s z (G, B, O)."""
+        if self.norms is not None:
+            g, b, o = z.shape  # BatchNorm1d over (B, G·O): statistics per group and unit
+            z = self.norms[depth](z.transpose(0, 1).reshape(b, g * o))
+            z = z.view(b, g, o).transpose(0, 1)
+        return self.dropout(torch.relu(z))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.after_first(self.layers[0](x))
@@ -115,15 +132,17 @@ class StackedMLP(nn.Module):
 
     @property
     def only_relu_after_first(self) -> bool:
-        """Whether :meth:`after_first` is just a ReLU (one layer, no dropout), which a caller
-        may fuse into what it does next (:func:`mmoe.ops.mix` with ``relu=True``)."""
-        return len(self.layers) == 1 and isinstance(self.dropout, nn.Identity)
+        """Whether :meth:`after_first` is just a ReLU (one layer, no dropout, no batch norm),
+        which a caller may fuse into what it does next (:func:`mmoe.ops.mix` with
+        ``relu=True``)."""
+        return (len(self.layers) == 1 and isinstance(self.dropout, nn.Identity)
+                and self.norms is None)
 
     def after_first(self, z: torch.Tensor) -> torch.Tensor:
         """The MLP given its first layer's pre-activation z (G, B, units[0]) (the first layer
         may have been computed elsewhere, e.g. folded into the embedding lookups)."""
-        x = self.dropout(torch.relu(z))
+        x = self._activation(z, 0)
         # list(...)[1:]: a ModuleList slice would build a new module at every step
-        for layer in list(self.layers)[1:]:  # loop over depth, never over groups
-            x = self.dropout(torch.relu(layer(x)))  # (G, B, units[l])
+        for depth, layer in enumerate(list(self.layers)[1:], 1):  # over depth, never groups
+            x = self._activation(layer(x), depth)  # (G, B, units[l])
         return x

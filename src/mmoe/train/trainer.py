@@ -133,7 +133,7 @@ class Trainer:
         self._unit_scale = torch.ones(1, device=self.ctx.device)  # the check's scale: 1
         # skip must not let a bad batch into batch-norm running statistics either
         self._buffers = (list(model.buffers()) if config.on_nonfinite == "skip"
-                         and model.config.batch_norm else [])
+                         and model.config.normalises_batches else [])
         # Trainer state: everything resume needs besides model/optimizer weights.
         self.state: dict[str, Any] = fresh_state(len(names), config)
         self.best_weights: dict[str, torch.Tensor] | None = None
@@ -234,7 +234,7 @@ class Trainer:
             _checks.check(train.labels.shape[1] == len(tasks),
                           f"labels have {train.labels.shape[1]} columns for {len(tasks)} tasks")
             train = InMemoryEpochs(device_resident(train, self.ctx.device), cfg.batch_size,
-                                   cfg.seed, drop_single_row=self.model.config.batch_norm)
+                                   cfg.seed, drop_single_row=self.model.config.normalises_batches)
         _checks.check(train.distributable or self.ctx.world == 1,
                       "streaming training runs in one process; drop --stream for "
                       "distributed training")
