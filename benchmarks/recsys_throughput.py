@@ -16,9 +16,10 @@ weight decay, ``--epochs`` epochs, ``--threads`` intra-op threads; mmoe's tables
 its default optimizer (row-wise Adagrad at ``--table-lr``; ``--table-optimizer adam``: lazy
 Adam at ``--table-lr-scale`` x lr), the peers' with their dense Adam. Each library trains
 through its own training call, its data loading included (``samples_per_s``);
-``step_samples_per_s`` times the model's forward, backward and Adam step alone. The row
-``mmoe+wide+cross`` is mmoe's MMoE with the ids' wide terms and products
-(``ModelConfig.wide``, ``.cross``): the same columns, a model the peers' MMoE does not offer.
+``step_samples_per_s`` times the model's forward, backward and Adam step alone. A row
+``NAME+FLAG...`` is mmoe's model NAME with those ``ModelConfig`` flags on: ``hidden_norm``
+(batch norm in every hidden layer, as the peers' MLPs have it), ``wide`` and ``cross`` (the
+ids' wide terms and products: the same columns, terms the peers' MMoE does not offer).
 
 ``--out X.json`` also writes ``X.md``, the table docs/recsys.md shows.
 """
@@ -239,7 +240,8 @@ def main() -> None:
     ap.add_argument("--expert-units", type=int, nargs="+", default=[64, 32])
     ap.add_argument("--tower-units", type=int, nargs="+", default=[16])
     ap.add_argument("--batch", type=int, default=1024)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=3e-3,
+                    help="Adam's learning rate, every library's (mmoe's default)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--table-optimizer", choices=["adagrad", "adam"],
@@ -254,9 +256,10 @@ def main() -> None:
     ap.add_argument("--peer-mode", choices=["full", "step"], default="full",
                     help="step: time the peers' training step only (no epoch, no AUC), for "
                     "tables where their full epoch takes hours")
-    ap.add_argument("--models", nargs="*", default=["mmoe", "shared_bottom", "mmoe+wide+cross"],
-                    help="mmoe's models; NAME+wide+cross turns on the ids' wide terms and "
-                    "products (ModelConfig.wide, .cross)")
+    ap.add_argument("--models", nargs="*",
+                    default=["mmoe+hidden_norm", "shared_bottom+hidden_norm", "mmoe"],
+                    help="mmoe's models; NAME+FLAG... turns on those ModelConfig flags "
+                    "(hidden_norm, wide, cross)")
     ap.add_argument("--lr-cs", type=float, nargs="*", default=[0.01, 0.1, 1.0],
                     help="the logistic regression's C values tried (chosen on valid AUC); "
                     "none: no logistic regression")
