@@ -46,28 +46,13 @@ def main(encoded: str, variant: str, seed: str, out: str) -> None:
     config["seed"] = int(seed)
     if words & {"nobn", "nobn_gate", "nobn_expert"}:
         _drop_batch_norm(words)
-    from torch_rechub.basic.features import DenseFeature, SequenceFeature, SparseFeature
     from torch_rechub.basic.initializers import RandomNormal
-    from torch_rechub.models.multi_task import MMOE
     from torch_rechub.trainers import MTLTrainer
     from torch_rechub.utils.data import DataGenerator
 
     std = next((float(w[4:]) for w in words if w.startswith("init")), 1e-4)
     lr = next((float(w[2:]) for w in words if w.startswith("lr")), config["lr"])
-    init = {"initializer": RandomNormal(0, std)}
-    d = config["dim"]
-    features = [SparseFeature("user_id", config["user_rows"], d, **init),
-                SparseFeature("item_id", config["item_rows"], d, **init),
-                SequenceFeature("history", config["item_rows"], d, pooling="mean",
-                                shared_with="item_id", padding_idx=0, **init)]
-    features += [SparseFeature(c, n, d, **init) for c, n in zip(config["categorical"],
-                                                               config["categorical_rows"],
-                                                               strict=True)]
-    features += [DenseFeature(c) for c in config["numeric"]]
-    torch.manual_seed(config["seed"])
-    model = MMOE(features, ["classification", "classification"], config["experts"],
-                 {"dims": config["expert_units"]},
-                 [{"dims": config["tower_units"]} for _ in rp.TASKS])
+    model = rp.rechub_model(config, initializer=RandomNormal(0, std))
     x_valid = rp._inputs(data, "valid", config)
     train_dl, _, _ = DataGenerator(rp._inputs(data, "train", config),
                                    data["train_labels"]).generate_dataloader(

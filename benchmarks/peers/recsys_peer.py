@@ -64,25 +64,31 @@ def _step_only(model, forward, x_all, y_all, batch, steps, lr):
     return float(np.median(times[5:]))
 
 
-def rechub(data, config, train=True):
+def rechub_model(config, **embedding):
+    """torch-rechub's MMOE over the npz's columns (``embedding``: extra arguments of every
+    embedding feature, e.g. its ``initializer``), made under the config's seed."""
     from torch_rechub.basic.features import DenseFeature, SequenceFeature, SparseFeature
     from torch_rechub.models.multi_task import MMOE
+
+    d = config["dim"]
+    features = [SparseFeature("user_id", config["user_rows"], d, **embedding),
+                SparseFeature("item_id", config["item_rows"], d, **embedding),
+                SequenceFeature("history", config["item_rows"], d, pooling="mean",
+                                shared_with="item_id", padding_idx=0, **embedding)]
+    features += [SparseFeature(c, n, d, **embedding)
+                 for c, n in zip(config["categorical"], config["categorical_rows"], strict=True)]
+    features += [DenseFeature(c) for c in config["numeric"]]
+    torch.manual_seed(config["seed"])
+    return MMOE(features, ["classification", "classification"], config["experts"],
+                {"dims": config["expert_units"]},
+                [{"dims": config["tower_units"]} for _ in TASKS])
+
+
+def rechub(data, config, train=True):
     from torch_rechub.trainers import MTLTrainer
     from torch_rechub.utils.data import DataGenerator
 
-    d = config["dim"]
-    features = [SparseFeature("user_id", config["user_rows"], d),
-                SparseFeature("item_id", config["item_rows"], d),
-                SequenceFeature("history", config["item_rows"], d, pooling="mean",
-                                shared_with="item_id", padding_idx=0)]
-    features += [SparseFeature(c, n, d) for c, n in zip(config["categorical"],
-                                                        config["categorical_rows"],
-                                                        strict=True)]
-    features += [DenseFeature(c) for c in config["numeric"]]
-    torch.manual_seed(config["seed"])
-    model = MMOE(features, ["classification", "classification"], config["experts"],
-                 {"dims": config["expert_units"]},
-                 [{"dims": config["tower_units"]} for _ in TASKS])
+    model = rechub_model(config)
     x_train, y_train = _inputs(data, "train", config), data["train_labels"]
     x_test = _inputs(data, "test", config)
     dg = DataGenerator(x_train, y_train)
