@@ -18,7 +18,7 @@ Adam at ``--table-lr-scale`` x lr), the peers' with their dense Adam. Each libra
 through its own training call, its data loading included (``samples_per_s``);
 ``step_samples_per_s`` times the model's forward, backward and Adam step alone. A row
 ``NAME+FLAG...`` is mmoe's model NAME with those ``ModelConfig`` flags on: ``hidden_norm``
-(batch norm in every hidden layer, as the peers' MLPs have it), ``wide`` and ``cross`` (the
+(batch norm in every hidden layer, as torch-rechub's MLPs have it), ``wide`` and ``cross`` (the
 ids' wide terms and products: the same columns, terms the peers' MMoE does not offer).
 
 ``--out X.json`` also writes ``X.md``, the table docs/recsys.md shows.

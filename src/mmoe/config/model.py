@@ -23,9 +23,9 @@ class ModelConfig(_Serializable):
         dropout: dropout after each hidden layer of experts and towers.
         batch_norm: batch normalisation of the encoded input.
         hidden_norm: batch normalisation of every hidden layer of the MLPs (experts, shared
-            bottoms, per-task networks, towers) before its ReLU, as torch-rechub's and DeepCTR's
-            MLPs; the categorical embeddings then start at the lookup tables' small scale
-            (:meth:`mmoe.models.MultiTaskModel`; docs/recsys.md says why).
+            bottoms, per-task networks, towers) before its ReLU, as torch-rechub's MLPs have
+            it; the categorical embeddings then start at the lookup tables' small scale
+            (:class:`mmoe.models.MultiTaskModel`; docs/recsys.md says why).
         options: model-specific extras (for example ``{"alpha": 1e-3}`` for L2-constrained);
             each model documents and validates its own.
         gate_dropout: gated models: in training, drop each expert's gate weight with this

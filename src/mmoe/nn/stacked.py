@@ -110,8 +110,9 @@ class StackedMLP(nn.Module):
 
     def add_batch_norm(self) -> None:
         """Normalise every layer's pre-activation z (G, B, O) over the batch, per group and
-        unit, before its ReLU: relu(BN(W x + b)) (Ioffe & Szegedy 2015; torch-rechub's and
-        DeepCTR's MLP layers). Adds no random draws, so the other weights stay as made."""
+        unit, before its ReLU: relu(BN(W x + b)) (Ioffe & Szegedy 2015; torch-rechub's MLP
+        layers, DeepCTR's with ``dnn_use_bn``). Adds no random draws, so the other weights
+        stay as made."""
         self.norms = nn.ModuleList(nn.BatchNorm1d(layer.groups * layer.out_features)
                                    for layer in self.layers)
 
