@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import typer
 
 from mmoe.cli import main
 
@@ -77,3 +78,32 @@ def test_models_lists_each_models_options_with_the_defaults(capsys):
     assert after["ple"] == "options: task_experts=1, shared_experts=8, levels=2"
     assert after["feature_mmoe"].startswith("options: feature_groups=None")
     assert not after["mmoe"].startswith("options:")  # mmoe reads none
+
+
+def _help_texts(command, path="mmoe"):
+    """(where, text) of every command's and option's help under ``command``."""
+    yield path, command.help or ""
+    for param in command.params:
+        yield f"{path} {param.name}", getattr(param, "help", None) or ""
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _help_texts(sub, f"{path} {name}")
+
+
+def test_every_help_text_shows_as_written():
+    """rich reads [word] as a style tag and drops it: the TOML tables [data], [model] ... in
+    a help text must be escaped, or --help shows 'TOML file with , , tasks'."""
+    from rich.text import Text
+
+    from mmoe.cli import app
+
+    texts = list(_help_texts(typer.main.get_command(app)))
+    assert len(texts) > 100
+    for where, text in texts:
+        assert Text.from_markup(text).plain == text.replace("\\[", "["), where
+
+
+def test_train_help_names_the_config_tables(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[data], [columns], tasks," in text.replace("│ ", "")

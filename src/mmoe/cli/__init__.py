@@ -65,8 +65,8 @@ def _root(
 
 @app.command("models")
 def models_cmd() -> None:
-    """List the registered models, each with the options it reads and their defaults
-    (set them with --option KEY=VALUE or [model.options] in a config file)."""
+    r"""List the registered models, each with the options it reads and their defaults
+    (set them with --option KEY=VALUE or \[model.options] in a config file)."""
     from ..app.spec import DEFAULT_MODEL
     from ..models import available_models
     from ..models.registry import model_options

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 app = typer.Typer(
     name="mmoe",
@@ -33,6 +34,7 @@ def opt(helps: dict[str, str], name: str, flag: str | None = None,
         panel: str | None = None) -> Any:
     """A typer option for a command's parameter ``name``: ``--name-with-dashes`` (or
     ``flag``), with its help from the command's table ``helps``, shown under ``panel`` in
-    ``--help``."""
-    return typer.Option(flag or "--" + name.rstrip("_").replace("_", "-"), help=helps.get(name),
-                        rich_help_panel=panel)
+    ``--help``. The help is shown as written: ``[model]`` is a TOML table, not rich markup."""
+    text = helps.get(name)
+    return typer.Option(flag or "--" + name.rstrip("_").replace("_", "-"),
+                        help=None if text is None else escape(text), rich_help_panel=panel)

@@ -17,8 +17,8 @@ def config_init_cmd(
     out: Annotated[str | None, typer.Option(
         "--out", help="File to write (default: print to stdout, e.g. > run.toml).")] = None,
 ) -> None:
-    """Write a commented config file with every key and its default (docs/config.md): edit
-    tasks and [data] train, then mmoe train --config run.toml --out DIR."""
+    r"""Write a commented config file with every key and its default (docs/config.md): edit
+    tasks and \[data] train, then mmoe train --config run.toml --out DIR."""
     from .._checks import writable_dir
     from .._fileio import write_text
     from ..app.config_file import template
