@@ -36,7 +36,7 @@ def test_train_config_rejects_each_wrong_type_naming_the_field(field, value):
     ("num_experts", 8.0), ("num_experts", "8"), ("tower_units", 4), ("gate_bias", "yes"),
     ("dropout", "0.1"), ("dropout", math.nan), ("batch_norm", 0), ("hidden_norm", "yes"),
     ("options", [1]),
-    ("options", "x"), ("gate_dropout", None), ("gate_balance", math.inf)])
+    ("options", "x"), ("gate_dropout", "0.1"), ("gate_dropout", 1.0), ("gate_balance", math.inf)])
 def test_model_config_rejects_each_wrong_type_naming_the_field(field, value):
     with pytest.raises(ValueError) as err:
         ModelConfig(**{field: value})

@@ -134,3 +134,17 @@ def test_hidden_norm_trains_past_a_last_batch_of_one_row():
     assert model.config.normalises_batches and not model.config.batch_norm
     result = Trainer(model, TrainConfig(epochs=2, batch_size=16, restore_best=False)).fit(table)
     assert [r["step"] for r in result.history] == [2, 4]  # two steps an epoch, not three
+
+
+@pytest.mark.parametrize("name", MODELS + ["esmm+mmoe", "aitm+ple"])
+def test_the_registry_knows_before_building_which_models_have_gates(name):
+    """The default gate dropout is chosen before the model is built (is_gated); a model whose
+    registry entry got it wrong would fail on an unknown-gates check or lose its default."""
+    from mmoe import ModelConfig
+    from mmoe.models.registry import is_gated
+
+    name, _, bottom = name.partition("+")
+    options = {"bottom": bottom} if bottom else {}
+    model = _build(name, options=options)
+    assert is_gated(ModelConfig(name, options=options)) == model.backbone.gated
+    assert model.config.dropout == 0.0 and model.config.gate_dropout == 0.0  # rows unknown

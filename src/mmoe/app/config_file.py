@@ -75,13 +75,15 @@ KEY_HELP: dict[str, dict[str, str]] = {
         "num_experts": "experts per bank",
         "tower_units": "hidden units of each task tower, per layer",
         "gate_bias": "a bias inside the gates' softmax",
-        "dropout": "dropout in experts and towers",
+        "dropout": "dropout in experts and towers (default: 0.1 for 10,001 to 500,000 training "
+                   "rows, else 0)",
         "batch_norm": "batch norm on the encoded input",
         "hidden_norm": "batch norm in every hidden layer of experts and towers (recommender logs)",
         "wide": "a learnt bias per id (table row) and task, added to the logit (Wide & Deep)",
         "cross": "also feed the products of every two lookup columns of one width",
         "options": "the model's own options, a table (see mmoe models)",
-        "gate_dropout": "gated models: drop each expert's gate weight with this probability",
+        "gate_dropout": "gated models: drop each expert's gate weight with this probability "
+                        "(default: as dropout)",
         "gate_balance": "gated models: weight of a load-balancing penalty on the gates",
         "embedding_dim": "width of each categorical embedding",
     },

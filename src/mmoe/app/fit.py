@@ -18,6 +18,7 @@ process ends, however it dies) from before reading any data, so a second run on 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -38,6 +39,7 @@ from ..data.files import parquet_rows
 from ..data.table import TensorTable
 from ..diagnostics import gate_heatmap, learning_curves, utilisation_frame
 from ..models import MultiTaskModel, build_model
+from ..models.registry import is_gated
 from ..train import FitResult, StreamEpochs, Trainer, shuffle_batches
 from ..train.checkpoint import load_checkpoint
 from ..train.distributed import env_rank, env_world
@@ -83,6 +85,12 @@ def write_tensorboard(directory: Path, history: list[dict[str, Any]]) -> None:
 
 
 # ---- training ------------------------------------------------------------------------------
+def for_rows(spec: RunSpec, rows: int | None) -> RunSpec:
+    """``spec`` with the model's ``None`` dropout and gate dropout chosen for ``rows`` training
+    rows (:meth:`mmoe.config.ModelConfig.for_rows`)."""
+    return dataclasses.replace(spec, model=spec.model.for_rows(rows, is_gated(spec.model)))
+
+
 def build_for(spec: RunSpec, encoder: TableEncoder) -> MultiTaskModel:
     """The model ``spec`` names, initialised under ``torch.manual_seed(spec.training.seed)``."""
     torch.manual_seed(spec.training.seed)  # initialisation
@@ -99,6 +107,7 @@ def train_in_memory(spec: RunSpec, progress: bool | None = None, *,
     encoder, train, valid = read_run_tables(spec)
     if announce is not None:
         announce(schema_text(encoder, spec.to_dict(), spec.embedding_dim))
+    spec = for_rows(spec, len(train))
 
     def fit(member: RunSpec, checkpoint: Path | None) -> tuple[MultiTaskModel, FitResult]:
         model = build_for(member, encoder)
@@ -124,6 +133,7 @@ def train_streaming(spec: RunSpec, progress: bool | None = None, *,
     # batch 1024, 10 epochs and a schedule that moves by epoch
     total = parquet_rows(spec.train)
     rows = None if total is None else total - (0 if spec.valid else len(valid))
+    spec = for_rows(spec, rows)
     cfg = spec.training.for_rows(rows)  # the batch size, the same for every member
     steps = None
     if rows is not None:  # a last batch of one row is skipped under batch norm
@@ -312,5 +322,7 @@ def write_run_dir(out: str | os.PathLike, spec: RunSpec, model: MultiTaskModel,
                 "git_commit": git_commit(), **(config or {})}
     if result.config is not None:  # as run: epochs and batch size chosen for the rows
         settings["training"] = result.config.to_dict()
+    # as run: the dropouts chosen for the rows
+    settings["model"] = {**model.config.to_dict(), "embedding_dim": spec.embedding_dim}
     return save_model_dir(out, model, encoder, settings, metrics, write_extra=extra,
                           overwrite=overwrite)

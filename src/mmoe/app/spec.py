@@ -57,7 +57,8 @@ TOML_TYPES: dict[str, tuple[Any, str]] = {
     "scalars": (lambda v: isinstance(v, list) and all(TOML_TYPES["scalar"][0](u) for u in v),
                 "a list of strings or numbers"),
 }
-_FIELD_TYPES = {"int": "int", "int | None": "int", "float": "number", "bool": "bool",
+_FIELD_TYPES = {"int": "int", "int | None": "int", "float": "number", "float | None": "number",
+                "bool": "bool",
                 "str": "string", "str | None": "string", "tuple[int, ...]": "ints",
                 "dict[str, Any]": "table"}
 #: every key of each section of the TOML file, with its TOML type

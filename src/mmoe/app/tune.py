@@ -29,7 +29,7 @@ from ..data.table import TensorTable
 from ..diagnostics import GateHealthWarning
 from ..train import Trainer
 from .config_file import config_text
-from .fit import build_for
+from .fit import build_for, for_rows
 from .spec import RunSpec
 from .tables import encode_frames, read_run_frames
 
@@ -170,10 +170,12 @@ def tune_table(base: RunSpec, budget: float, *, trials: int | None = None, seed:
         _checks.one_of(name, FAMILIES, "tuned model family")
     _checks.check(not base.stream, "mmoe tune reads the files whole; drop --stream")
     frames = read_run_frames(base)
+    rows = len(frames[0])
+    base = for_rows(base, rows)  # trial 0: the defaults as mmoe train chooses them
     encoded: dict[str, tuple[TableEncoder, TensorTable, TensorTable]] = {}
 
     def objective(trial: Any) -> float:
-        spec = suggest(trial, base, families)
+        spec = for_rows(suggest(trial, base, families), rows)
         if spec.numeric_encoding not in encoded:
             encoded[spec.numeric_encoding] = encode_frames(spec, *frames)
         encoder, train, valid = encoded[spec.numeric_encoding]
@@ -196,11 +198,11 @@ def tune_table(base: RunSpec, budget: float, *, trials: int | None = None, seed:
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     _checks.check(bool(done), "no trial finished within the budget; give a larger --budget")
     best = study.best_trial
-    spec = suggest(optuna.trial.FixedTrial(best.params), base, families)
+    spec = for_rows(suggest(optuna.trial.FixedTrial(best.params), base, families), rows)
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
     path = None
     if out is not None:
-        members = spec.training.members(len(frames[0]))
+        members = spec.training.members(rows)
         header = (f"mmoe tune, {date.today().isoformat()}: best combined validation score "
                   f"{best.value:.4f} (trial {best.number} of {len(study.trials)}, {pruned} "
                   f"pruned; Optuna TPE seed {seed}, median pruning, budget {budget:.0f} s)\n"

@@ -141,8 +141,10 @@ def build_feature_mmoe(cfg: ModelConfig, d: int, num_tasks: int, *,
         shared_experts: experts that read every input column (default 0).
 
     Example:
+        >>> from mmoe import TaskSpec, build_model
         >>> cfg = ModelConfig("feature_mmoe", options={"feature_groups": {"u": ["a"]}})
-        >>> build_feature_mmoe(cfg, 3, 2, inputs=InputSpec(numeric=("a", "b", "c"))).expert_names
+        >>> build_model(cfg, InputSpec(numeric=("a", "b", "c")),
+        ...             [TaskSpec("x"), TaskSpec("y")]).backbone.expert_names
         ['u#0', 'u#1', 'u#2', 'u#3', 'u#4', 'u#5', 'u#6', 'u#7']
     """
     opts = read_options(cfg, {"feature_groups": None, "experts_per_group": None,
@@ -254,9 +256,10 @@ def build_mixed_mmoe(cfg: ModelConfig, d: int, num_tasks: int) -> GatedBank:
         out_units: the common output width H (default ``expert_units[-1]``).
 
     Example:
+        >>> from mmoe import TaskSpec, build_model
         >>> cfg = ModelConfig("mixed_mmoe", options={"experts": [
         ...     {"kind": "mlp", "units": [32], "count": 2}, {"kind": "fm", "count": 1}]})
-        >>> build_mixed_mmoe(cfg, 10, 2).expert_names
+        >>> build_model(cfg, 10, [TaskSpec("x"), TaskSpec("y")]).backbone.expert_names
         ['mlp(32)#0', 'mlp(32)#1', 'fm(8)#0']
     """
     default = [{"kind": "mlp", "count": max(1, cfg.num_experts - 2)},

@@ -78,6 +78,8 @@ class MultiTaskModel(nn.Module):
 
     def __init__(self, config: ModelConfig, inputs: InputSpec, tasks: Sequence[TaskSpec]):
         tasks = tuple(tasks)
+        if config.dropout is None or config.gate_dropout is None:  # rows unknown here: none
+            config = config.for_rows(None, gated=False)
         _checks.check(len(tasks) >= 1, "a model needs at least one task")
         names = [t.name for t in tasks]
         _checks.check(len(set(names)) == len(names), f"task names must be unique, got {names}")

@@ -19,7 +19,8 @@ from .soft_sharing import build_cross_stitch, build_l2_constrained
 from .tensor_factorization import build_tensor_factorization
 
 # builder(config, in_features d, num_tasks T) -> Backbone; a builder registered with
-# takes_inputs=True also gets ``inputs=InputSpec`` (column names).
+# takes_inputs=True also gets ``inputs=InputSpec`` (column names). The config's dropouts are
+# numbers by then (MultiTaskModel chooses the None ones; ModelConfig.for_rows).
 Builder = Callable[[ModelConfig, int, int], Backbone]
 # size(config, d, T) -> (a lower bound of the backbone's parameters, its output width k), from
 # arithmetic alone: it runs before anything is allocated, so it never loops over experts.
@@ -112,35 +113,59 @@ def _size_mixed_mmoe(cfg: ModelConfig, d: int, num_tasks: int) -> tuple[int, int
     return experts + num_tasks * d * count, width
 
 
+def _never(cfg: ModelConfig) -> bool:
+    return False
+
+
+def _always(cfg: ModelConfig) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered model: its name, a one-line description, its backbone builder and the
-    estimate of its backbone's size (parameters, output width) checked before building."""
+    """A registered model: its name, a one-line description, its backbone builder, the
+    estimate of its backbone's size (parameters, output width) checked before building, and
+    whether the backbone it builds for a config has gates (known before building)."""
 
     name: str
     description: str
     build: Builder
     takes_inputs: bool = False
     size: Size = _per_task
+    gated: Callable[[ModelConfig], bool] = _never
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register(name: str, description: str, takes_inputs: bool = False,
-             size: Size = _per_task) -> Callable[[Builder], Builder]:
+             size: Size = _per_task,
+             gated: Callable[[ModelConfig], bool] = _never) -> Callable[[Builder], Builder]:
     """Register a backbone builder under ``name`` (decorator); ``takes_inputs``: the builder
     also receives ``inputs=InputSpec`` (for models that need the input columns' names);
     ``size``: ``(config, d, T) -> (parameters, output width)``, a lower bound of the
     backbone's parameter count from arithmetic alone (default: T networks of
     ``expert_units`` on x), which the model checks against the memory available before it
-    allocates anything."""
+    allocates anything; ``gated``: ``config -> bool``, whether the backbone has gates (its
+    ``gated``), which decides the default gate dropout before the model is built."""
 
     def wrap(build: Builder) -> Builder:
-        _REGISTRY[name] = ModelEntry(name, description, build, takes_inputs, size)
+        _REGISTRY[name] = ModelEntry(name, description, build, takes_inputs, size, gated)
         return build
 
     return wrap
+
+
+def is_gated(config: ModelConfig) -> bool:
+    """Whether the model ``config`` names has gates, before building it.
+
+    Example:
+        >>> is_gated(ModelConfig("mmoe")), is_gated(ModelConfig("single_task"))
+        (True, False)
+        >>> is_gated(ModelConfig("esmm", options={"bottom": "mmoe"}))
+        True
+    """
+    return get_entry(config.name).gated(config)
 
 
 def model_options(name: str, config: ModelConfig | None = None) -> dict[str, Any]:
@@ -193,7 +218,7 @@ def _shared_bottom(cfg: ModelConfig, d: int, num_tasks: int) -> Backbone:
 
 
 @register("omoe", "one-gate mixture of experts: one softmax gate shared by all tasks",
-          size=lambda cfg, d, num_tasks: _experts(cfg.num_experts, 1, cfg, d))
+          size=lambda cfg, d, num_tasks: _experts(cfg.num_experts, 1, cfg, d), gated=_always)
 def _omoe(cfg: ModelConfig, d: int, num_tasks: int) -> Backbone:
     _no_options(cfg)
     return MixtureOfExperts(d, cfg.expert_units, cfg.num_experts, 1, num_tasks,
@@ -201,7 +226,8 @@ def _omoe(cfg: ModelConfig, d: int, num_tasks: int) -> Backbone:
 
 
 @register("mmoe", "multi-gate mixture of experts: one softmax gate per task (Ma et al. 2018)",
-          size=lambda cfg, d, num_tasks: _experts(cfg.num_experts, num_tasks, cfg, d))
+          size=lambda cfg, d, num_tasks: _experts(cfg.num_experts, num_tasks, cfg, d),
+          gated=_always)
 def _mmoe(cfg: ModelConfig, d: int, num_tasks: int) -> Backbone:
     _no_options(cfg)
     return MixtureOfExperts(d, cfg.expert_units, cfg.num_experts, num_tasks, num_tasks,
@@ -216,21 +242,27 @@ register("tensor_factorization", "per-task layer weights from one Tucker factori
          "(Yang and Hospedales 2017)", size=_size_tensor_factorization)(
     build_tensor_factorization)
 register("cgc", "customized gate control: task-specific plus shared experts, each task's gate "
-         "sees its own and the shared ones (Tang et al. 2020)", size=_size_ple)(build_cgc)
+         "sees its own and the shared ones (Tang et al. 2020)", size=_size_ple,
+         gated=_always)(build_cgc)
 register("ple", "progressive layered extraction: stacked CGC levels with shared gates "
          "(Tang et al. 2020)", size=lambda cfg, d, num_tasks: _size_ple(
-             cfg, d, num_tasks, _option(cfg, "levels", 2) or 1))(build_ple)
+             cfg, d, num_tasks, _option(cfg, "levels", 2) or 1), gated=_always)(build_ple)
 register("feature_mmoe", "MMoE whose experts each read a named group of input columns "
-         "(experts allocated by feature)", takes_inputs=True, size=_size_feature_mmoe)(
-    build_feature_mmoe)
+         "(experts allocated by feature)", takes_inputs=True, size=_size_feature_mmoe,
+         gated=_always)(build_feature_mmoe)
 register("mixed_mmoe", "MMoE over a bank of experts of different kinds and shapes: MLPs, "
          "cross networks, factorisation machines (experts allocated by structure)",
-         size=_size_mixed_mmoe)(build_mixed_mmoe)
+         size=_size_mixed_mmoe, gated=_always)(build_mixed_mmoe)
 
 
 def _bottom_size(cfg: ModelConfig, d: int, num_tasks: int) -> tuple[int, int]:
     _, bottom, _ = split_head(cfg)
     return get_entry(bottom.name).size(bottom, d, num_tasks)
+
+
+def _bottom_gated(cfg: ModelConfig) -> bool:
+    _, bottom, _ = split_head(cfg)
+    return get_entry(bottom.name).gated(bottom)
 
 
 def _build_bottom(cfg: ModelConfig, d: int, num_tasks: int, inputs: Any = None) -> Backbone:
@@ -243,7 +275,8 @@ def _build_bottom(cfg: ModelConfig, d: int, num_tasks: int, inputs: Any = None) 
 
 register("esmm", "entire space multi-task model: pCTCVR = pCTR * pCVR over any bottom (option "
          "bottom, default single_task), trained on every impression (Ma et al. 2018)",
-         takes_inputs=True, size=_bottom_size)(_build_bottom)
+         takes_inputs=True, size=_bottom_size, gated=_bottom_gated)(_build_bottom)
 register("aitm", "adaptive information transfer from each funnel step to the next, with the "
          "behavioural-expectation calibrator (option calibration), over any bottom "
-         "(Xi et al. 2021)", takes_inputs=True, size=_bottom_size)(_build_bottom)
+         "(Xi et al. 2021)", takes_inputs=True, size=_bottom_size, gated=_bottom_gated)(
+    _build_bottom)
