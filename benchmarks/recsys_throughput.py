@@ -111,21 +111,31 @@ def metrics_of(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> dic
     return {t: {k: res[t][k] for k in ("auc", "gauc", "logloss")} for t in res}
 
 
-def run_mmoe(name, args, enc, tables, groups):
-    """mmoe's model ``name``, trained through its Trainer on the encoded tables; a name like
-    ``mmoe+wide+cross`` turns on those settings of the model."""
-    torch.manual_seed(args.seed)
+def train_mmoe(name, args, enc, tables, seed, cat_scale=None, **training):
+    """mmoe's model ``name`` trained through its Trainer on the encoded train table: (model,
+    fit result, seconds). A name like ``mmoe+wide+cross`` turns on those settings of the
+    model; ``cat_scale``: the categorical embedding's start multiplied by it (the same
+    draws); ``training``: TrainConfig fields over the benchmark's."""
+    torch.manual_seed(seed)
     base, *extras = name.split("+")
     model = build_model(base, enc.input_spec(args.dim), enc.tasks, num_experts=args.experts,
                         expert_units=tuple(args.expert_units),
                         tower_units=tuple(args.tower_units), **dict.fromkeys(extras, True))
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, seed=args.seed,
-                      threads=args.threads, restore_best=False,
-                      table_optimizer=args.table_optimizer, table_lr=args.table_lr,
-                      table_lr_scale=args.table_lr_scale)
+    if cat_scale is not None:
+        with torch.no_grad():
+            model.encoder.embedding.weight.mul_(cat_scale)
+    cfg = TrainConfig(**{"epochs": args.epochs, "batch_size": args.batch, "lr": args.lr,
+                         "seed": seed, "threads": args.threads, "restore_best": False,
+                         "table_optimizer": args.table_optimizer, "table_lr": args.table_lr,
+                         "table_lr_scale": args.table_lr_scale, **training})
     start = time.perf_counter()
     result = Trainer(model, cfg, progress=False).fit(tables["train"], None)
-    seconds = time.perf_counter() - start
+    return model, result, time.perf_counter() - start
+
+
+def run_mmoe(name, args, enc, tables, groups):
+    """mmoe's model ``name`` (see :func:`train_mmoe`): its speed, valid and test metrics."""
+    model, result, seconds = train_mmoe(name, args, enc, tables, args.seed)
     rows = len(tables["train"]) * args.epochs
     train_seconds = sum(r["seconds"] for r in result.history)
     scores = {}

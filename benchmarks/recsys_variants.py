@@ -32,8 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import recsys_throughput as rt  # noqa: E402
 
-from mmoe import TrainConfig, build_model  # noqa: E402
-from mmoe.train import Trainer, predict_logits  # noqa: E402
+from mmoe import TrainConfig  # noqa: E402
+from mmoe.train import predict_logits  # noqa: E402
 
 KEYS = ("click AUC", "click GAUC", "purchase AUC", "purchase GAUC")
 
@@ -46,23 +46,11 @@ def _four(probs, labels, groups) -> list[float]:
 def run_mmoe(variant: str, seed: int, args, enc, tables, groups) -> list[float]:
     """mmoe's variant trained on train, scored on valid."""
     name, _, settings = variant.partition("|")
-    base, *flags = name.split("+")
     training = {}
     for item in filter(None, settings.split(",")):
         key, value = item.split("=")
         training[key] = value if key == "lr_schedule" else json.loads(value)
-    cat_scale = training.pop("cat_scale", None)
-    torch.manual_seed(seed)
-    model = build_model(base, enc.input_spec(args.dim), enc.tasks, num_experts=args.experts,
-                        expert_units=tuple(args.expert_units),
-                        tower_units=tuple(args.tower_units), **dict.fromkeys(flags, True))
-    if cat_scale is not None:
-        with torch.no_grad():
-            model.encoder.embedding.weight.mul_(cat_scale)
-    cfg = TrainConfig(**{"epochs": args.epochs, "batch_size": args.batch, "lr": args.lr,
-                         "seed": seed, "threads": args.threads, "restore_best": False,
-                         **training})
-    Trainer(model, cfg, progress=False).fit(tables["train"], None)
+    model, _, _ = rt.train_mmoe(name, args, enc, tables, seed, **training)
     probs = torch.sigmoid(predict_logits(model, tables["valid"])).numpy()
     return _four(probs, tables["valid"].labels.numpy(), groups["valid"])
 
@@ -91,7 +79,10 @@ def main() -> None:
     a = ap.parse_args()
     args = argparse.Namespace(dim=16, history_len=10, experts=4, expert_units=[64, 32],
                               tower_units=[16], batch=1024, lr=a.lr, epochs=a.epochs,
-                              seed=0, threads=a.threads)
+                              seed=0, threads=a.threads,
+                              table_optimizer=TrainConfig.table_optimizer,
+                              table_lr=TrainConfig.table_lr,
+                              table_lr_scale=TrainConfig.table_lr_scale)
     torch.set_num_threads(a.threads)
     means = {}
     with tempfile.TemporaryDirectory() as tmp:
